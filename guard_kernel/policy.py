@@ -1,0 +1,344 @@
+"""Policy files: load, validate, and the frozen model every other layer reads.
+
+A policy that does not validate is refused with the file, the line, the field path and
+the reason (:class:`PolicyError`).  There is no fallback to "allow": no policy file
+means the strict built-in default (``guard_kernel/default_policy.yaml``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import string
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from .actions import ALL_ACTIONS, Action, ActionClass, valid_action_pattern
+from .paths import PathGlob, resolve
+
+ENV_POLICY = "GUARD_KERNEL_POLICY"
+ENV_ACTOR = "GUARD_KERNEL_ACTOR"
+ENV_ENVIRONMENT = "GUARD_KERNEL_ENVIRONMENT"
+ENV_AUDIT_DIR = "GUARD_KERNEL_AUDIT_DIR"
+
+DEFAULT_MESSAGE = "{action} on {resource} is not allowed by policy {policy}."
+MESSAGE_FIELDS = frozenset({"action", "resource", "policy", "rule", "actor", "environment"})
+ACTORS = ("agent", "human")
+
+
+class PolicyError(ValueError):
+    """A policy file that cannot be used, with where and why."""
+
+    def __init__(self, file: str, line: int | None, field: str, reason: str) -> None:
+        self.file, self.line, self.field, self.reason = file, line, field, reason
+        where = f"{file}:{line}" if line else file
+        super().__init__(f"{where}: {field or '<top>'}: {reason}")
+
+    def _render_traceback_(self) -> list[str]:  # IPython: a short message, no traceback
+        return [f"PolicyError: {self}"]
+
+
+@dataclass(frozen=True)
+class Where:
+    """Conditions narrowing a rule to some resources; every given key must match."""
+
+    paths: tuple[PathGlob, ...] = ()
+    tables: tuple[str, ...] = ()
+    columns: tuple[str, ...] = ()
+    modules: tuple[str, ...] = ()
+    commands: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One policy rule, with where it was written."""
+
+    id: str
+    effect: str
+    actions: tuple[str, ...]
+    actors: tuple[str, ...] = ()
+    environments: tuple[str, ...] = ()
+    where: Where = field(default_factory=Where)
+    mode: str | None = None
+    message: str | None = None
+    hint: str | None = None
+    file: str = "<builtin>"
+    line: int = 0
+
+    @property
+    def ref(self) -> str:
+        """``id (file:line)``, as shown to users and written to the audit."""
+        return f"{self.id} ({os.path.basename(self.file)}:{self.line})"
+
+
+@dataclass(frozen=True)
+class SourceTable:
+    """A table of a source with columns that may never be read."""
+
+    name: str
+    deny_columns: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Source:
+    """A named data source: always read-only, whatever the rules say."""
+
+    name: str
+    duckdb: str | None = None
+    """Real path of the source DuckDB file, if any."""
+    tables: Mapping[str, SourceTable] = field(default_factory=dict)
+    paths: tuple[PathGlob, ...] = ()
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Row caps per actor and what to do past them."""
+
+    max_rows: Mapping[str, int] = field(default_factory=lambda: {"agent": 500, "human": 10000})
+    on_exceed: str = "truncate"
+
+    def for_actor(self, actor: str) -> int:
+        """The row cap that applies to *actor*."""
+        return self.max_rows.get(actor, min(self.max_rows.values()))
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A validated policy: the only input of :func:`guard_kernel.decision.decide`."""
+
+    name: str
+    file: str
+    sha256: str
+    root: str
+    """Project root: relative globs and source paths are resolved against it."""
+    description: str = ""
+    mode: str = "enforce"
+    lock: bool = True
+    defaults: Mapping[ActionClass, str] = field(default_factory=dict)
+    message: str = DEFAULT_MESSAGE
+    sources: Mapping[str, Source] = field(default_factory=dict)
+    scratch: tuple[PathGlob, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+    rules: tuple[Rule, ...] = ()
+    applies_to_environments: tuple[str, ...] = ()
+    applies_to_actors: tuple[str, ...] = ()
+
+    def default_for(self, cls: ActionClass) -> str:
+        """The effect when no rule matches an action of class *cls*."""
+        return "allow" if cls is ActionClass.NONE else self.defaults.get(cls, "deny")
+
+    def source_paths(self) -> Iterable[tuple[Source, PathGlob]]:
+        """Every (source, glob) pair that protects files, DuckDB files included."""
+        for src in self.sources.values():
+            for g in src.paths:
+                yield src, g
+            if src.duckdb:
+                yield src, PathGlob(src.duckdb, src.duckdb)
+                # the engine's write-ahead log is part of the database
+                yield src, PathGlob(src.duckdb + ".wal", src.duckdb + ".wal")
+
+    def ref(self) -> dict[str, str]:
+        """Name, file and SHA-256, as written to every audit record."""
+        return {"name": self.name, "file": self.file, "sha256": self.sha256}
+
+
+# --------------------------------------------------------------------- loading
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that remembers the node of every mapping/sequence for line numbers."""
+
+
+def _compose(text: str, file: str) -> tuple[Any, yaml.Node | None]:
+    try:
+        node = yaml.compose(text, Loader=_LineLoader)
+        data = yaml.load(text, Loader=_LineLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise PolicyError(file, line, "", f"not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    return data, node
+
+
+def _line_of(node: yaml.Node | None, path: Iterable[Any]) -> int | None:
+    """The 1-based line of the value at *path* inside a composed YAML node tree."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in path:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if k.value == key:
+                    line, node = k.start_mark.line + 1, v
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict[str, Any]:
+    """The policy JSON Schema shipped with the package."""
+    return json.loads(resources.files(__package__).joinpath("policy.schema.json").read_text())
+
+
+def _field_path(path: Iterable[Any]) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _validate(data: Any, node: yaml.Node | None, file: str) -> None:
+    import jsonschema  # imported here: only policy loading pays for it
+
+    if not isinstance(data, dict):
+        raise PolicyError(file, 1, "", "a policy must be a YAML mapping")
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        err = errors[0]
+        path = list(err.absolute_path)
+        reason = err.message
+        if err.validator == "additionalProperties":
+            extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+            if extra:
+                path.append(extra[0])
+            allowed = ", ".join(sorted(err.schema.get("properties", {}))) or "none"
+            reason = f"unknown key {extra[0]!r} (allowed: {allowed})" if extra else reason
+        elif err.validator == "oneOf" and err.context:
+            reason = err.context[0].message
+        raise PolicyError(file, _line_of(node, path), _field_path(path), reason)
+    for i, rule in enumerate(data.get("rules") or []):
+        for j, pat in enumerate(rule["actions"]):
+            if not valid_action_pattern(pat):
+                raise PolicyError(
+                    file, _line_of(node, ["rules", i, "actions", j]), f"rules[{i}].actions[{j}]",
+                    f"unknown action {pat!r}; known actions: {', '.join(ALL_ACTIONS)}",
+                )
+    seen: dict[str, int] = {}
+    for i, rule in enumerate(data.get("rules") or []):
+        if rule["id"] in seen:
+            raise PolicyError(file, _line_of(node, ["rules", i, "id"]), f"rules[{i}].id",
+                              f"duplicate rule id {rule['id']!r} (first at rules[{seen[rule['id']]}])")
+        seen[rule["id"]] = i
+    templates = [(["defaults", "message"], (data.get("defaults") or {}).get("message"))]
+    templates += [(["rules", i, "message"], r.get("message")) for i, r in enumerate(data.get("rules") or [])]
+    for path, text in templates:
+        if text is None:
+            continue
+        try:
+            names = {f for _, f, _, _ in string.Formatter().parse(text) if f}
+        except ValueError as exc:
+            raise PolicyError(file, _line_of(node, path), _field_path(path), f"bad message template: {exc}") from None
+        if names - MESSAGE_FIELDS:
+            raise PolicyError(file, _line_of(node, path), _field_path(path),
+                              f"unknown placeholder(s) {sorted(names - MESSAGE_FIELDS)}; use {sorted(MESSAGE_FIELDS)}")
+
+
+def _as_tuple(v: Any) -> tuple[str, ...]:
+    if v is None:
+        return ()
+    return (v,) if isinstance(v, str) else tuple(v)
+
+
+def _build(data: dict[str, Any], node: yaml.Node | None, file: str, sha: str, root: str) -> Policy:
+    defaults = data.get("defaults") or {}
+    rules = []
+    for i, r in enumerate(data.get("rules") or []):
+        w = r.get("where") or {}
+        where = Where(
+            paths=tuple(PathGlob.make(p, root) for p in _as_tuple(w.get("path"))),
+            tables=tuple(t.lower() for t in _as_tuple(w.get("tables"))),
+            columns=tuple(c.lower() for c in _as_tuple(w.get("columns"))),
+            modules=_as_tuple(w.get("module")),
+            commands=_as_tuple(w.get("command")),
+            hosts=_as_tuple(w.get("host")),
+        )
+        rules.append(Rule(
+            id=r["id"], effect=r["effect"], actions=tuple(r["actions"]),
+            actors=tuple(a for a in r.get("actors", ()) if a != "*"),
+            environments=_as_tuple(r.get("environments")), where=where, mode=r.get("mode"),
+            message=r.get("message"), hint=r.get("hint"), file=file,
+            line=_line_of(node, ["rules", i]) or 0,
+        ))
+    sources = {}
+    for name, s in (data.get("sources") or {}).items():
+        tables = {
+            t.lower(): SourceTable(t.lower(), frozenset(c.lower() for c in (spec or {}).get("deny_columns", ())))
+            for t, spec in (s.get("tables") or {}).items()
+        }
+        sources[name] = Source(
+            name=name, duckdb=resolve(s["duckdb"], root) if s.get("duckdb") else None, tables=tables,
+            paths=tuple(PathGlob.make(p, root) for p in s.get("paths", ())),
+            line=_line_of(node, ["sources", name]) or 0,
+        )
+    limits = data.get("limits") or {}
+    max_rows = limits.get("max_rows", {"agent": 500, "human": 10000})
+    if isinstance(max_rows, int):
+        max_rows = {"agent": max_rows, "human": max_rows}
+    else:
+        max_rows = {"agent": 500, "human": 10000, **max_rows}
+    applies = data.get("applies_to") or {}
+    return Policy(
+        name=data["name"], file=file, sha256=sha, root=root, description=data.get("description", ""),
+        mode=data.get("mode", "enforce"), lock=data.get("lock", True),
+        defaults={c: defaults.get(c.value, "allow" if c is ActionClass.READ else "deny")
+                  for c in ActionClass if c is not ActionClass.NONE},
+        message=defaults.get("message", DEFAULT_MESSAGE), sources=sources,
+        scratch=tuple(PathGlob.make(p, root) for p in data.get("scratch", ())),
+        limits=Limits(max_rows=max_rows, on_exceed=limits.get("on_exceed", "truncate")),
+        rules=tuple(rules), applies_to_environments=tuple(applies.get("environments", ())),
+        applies_to_actors=tuple(applies.get("actors", ())),
+    )
+
+
+def parse_policy(text: str, file: str = "<string>", root: str | None = None) -> Policy:
+    """Validate policy *text* and build the model; raise :class:`PolicyError` if it is wrong."""
+    data, node = _compose(text, file)
+    _validate(data, node, file)
+    return _build(data, node, file, hashlib.sha256(text.encode()).hexdigest(), resolve(root or os.getcwd()))
+
+
+def load_policy(path: str | os.PathLike[str], root: str | None = None) -> Policy:
+    """Load and validate the policy file at *path* (globs relative to *root*, default cwd)."""
+    file = os.fspath(path)
+    try:
+        with open(file, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise PolicyError(file, None, "", f"cannot read policy file: {exc.strerror}") from None
+    return parse_policy(text, os.path.abspath(file), root)
+
+
+BUILTIN_POLICY_FILE = "default_policy.yaml"
+
+
+def builtin_policy(root: str | None = None) -> Policy:
+    """The strict built-in default, used when no policy file is named."""
+    text = resources.files(__package__).joinpath(BUILTIN_POLICY_FILE).read_text()
+    return parse_policy(text, f"<builtin:{BUILTIN_POLICY_FILE}>", root)
+
+
+def policy_from_env(environ: Mapping[str, str] | None = None, root: str | None = None) -> Policy:
+    """``$GUARD_KERNEL_POLICY`` if set, else the built-in strict default."""
+    env = os.environ if environ is None else environ
+    path = env.get(ENV_POLICY)
+    return load_policy(path, root) if path else builtin_policy(root)
+
+
+__all__ = [
+    "Action", "Limits", "Policy", "PolicyError", "Rule", "Source", "SourceTable", "Where",
+    "builtin_policy", "load_policy", "parse_policy", "policy_from_env", "schema",
+]

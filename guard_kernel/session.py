@@ -1,0 +1,218 @@
+"""The guard of one session: policy + actor + audit, and the ``check`` every hook calls.
+
+Hooks build a :class:`~guard_kernel.decision.Request`, call :meth:`Guard.check`, and
+either go on (allow/warn/would_deny) or get :class:`GuardDenied`.  ``check`` decides
+(cached), records, counts and notifies in one place, so every layer behaves alike.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .actions import Action
+from .audit import AuditWriter, new_session_id
+from .decision import Decision, Effect, Request, decide
+from .policy import ENV_ACTOR, ENV_AUDIT_DIR, ENV_ENVIRONMENT, Policy, PolicyError, policy_from_env
+
+try:  # IPython is a dependency, but keep the core importable without it
+    from IPython.core.error import InputRejected as _InputRejected
+except ImportError:  # pragma: no cover
+    class _InputRejected(Exception):  # type: ignore[no-redef]
+        pass
+
+
+class GuardDenied(PermissionError):
+    """An action was denied by policy.  Shown without a traceback in IPython."""
+
+    def __init__(self, decisions: Decision | Iterable[Decision]) -> None:
+        self.decisions: tuple[Decision, ...] = (decisions,) if isinstance(decisions, Decision) else tuple(decisions)
+        super().__init__(self.decisions[0].message if self.decisions else "denied by policy")
+
+    @property
+    def decision(self) -> Decision:
+        return self.decisions[0]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON facts for agents (first denial, plus the others if several)."""
+        d = self.decision.as_dict()
+        if len(self.decisions) > 1:
+            d["also"] = [x.as_dict() for x in self.decisions[1:]]
+        return d
+
+    def __str__(self) -> str:
+        return "\n".join(d.render() for d in self.decisions)
+
+    def _render_traceback_(self) -> list[str]:
+        import json
+
+        head = "guard_kernel: blocked by policy" + (" — nothing in this cell ran" if isinstance(self, CellRejected) else "")
+        return [head, str(self), "json: " + json.dumps(self.as_dict())]
+
+
+class CellRejected(GuardDenied, _InputRejected):
+    """A whole cell refused before any line ran (IPython's InputRejected)."""
+
+
+def _default_notify(decision: Decision) -> None:
+    print(f"guard_kernel: {decision.render()}", file=sys.stderr)
+
+
+class Guard:
+    """Policy, actor, audit and counters of one session."""
+
+    def __init__(self, policy: Policy, *, actor: str = "human", environment: str = "default",
+                 audit_dir: str | None = None, session_id: str | None = None,
+                 notify: Callable[[Decision], None] | None = None) -> None:
+        if policy.applies_to_actors and actor not in policy.applies_to_actors and "*" not in policy.applies_to_actors:
+            raise PolicyError(policy.file, None, "applies_to.actors", f"policy {policy.name!r} does not apply to actor {actor!r}")
+        if policy.applies_to_environments and environment not in policy.applies_to_environments:
+            raise PolicyError(policy.file, None, "applies_to.environments",
+                              f"policy {policy.name!r} does not apply to environment {environment!r}")
+        self.policy = policy
+        self.actor = actor
+        self.environment = environment
+        self.session_id = session_id or new_session_id()
+        audit_dir = audit_dir or os.path.join(os.getcwd(), ".guard_audit")
+        self.audit = AuditWriter(os.path.join(audit_dir, f"{self.session_id}.jsonl"), session=self.session_id,
+                                 actor=actor, environment=environment, policy=policy.ref())
+        self.counts: Counter[str] = Counter()
+        self.last: Decision | None = None
+        self.notify = notify or _default_notify
+        self.owned_tables: set[str] = set()
+        """Lower-case ``catalog.name`` and ``name`` of tables/views this session created."""
+        self.owned_files: set[str] = set()
+        """Real paths of files this session created."""
+        self._cache: dict[Request, Decision] = {}
+        self._local = threading.local()
+        self.audit.write("session", action=None, resource=None, decision="allow", rules=[],
+                         message=f"guard started: policy {policy.name} ({policy.mode}), actor {actor}",
+                         pid=os.getpid(), cwd=os.getcwd(), policy_file=policy.file, lock=policy.lock)
+
+    # --------------------------------------------------------------- queries
+    @property
+    def max_rows(self) -> int:
+        """The row cap for this session's actor."""
+        return self.policy.limits.for_actor(self.actor)
+
+    @property
+    def audit_path(self) -> str:
+        return self.audit.path
+
+    def decide(self, req: Request) -> Decision:
+        """The decision for *req*, without recording it (cached by request)."""
+        d = self._cache.get(req)
+        if d is None:
+            d = decide(self.policy, req, self.actor, self.environment)
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            self._cache[req] = d
+        return d
+
+    # ------------------------------------------------------------ enforcement
+    @property
+    def busy(self) -> bool:
+        """True while the guard itself is working on this thread (hooks must not recurse)."""
+        return getattr(self._local, "busy", False)
+
+    def quiet(self) -> _Quiet:
+        """Context manager: actions of the guard itself are not checked again."""
+        return _Quiet(self._local)
+
+    def check(self, req: Request, kind: str, *, enforce: bool = True, **extra: Any) -> Decision:
+        """Decide *req*, record it, and raise :class:`GuardDenied` if it is blocked."""
+        d = self.decide(req)
+        self.record_decision(d, kind, **extra)
+        if d.blocked and enforce:
+            raise GuardDenied(d)
+        return d
+
+    def record_decision(self, d: Decision, kind: str, **extra: Any) -> None:
+        """Write *d* to the audit, count it, remember it, and show warnings."""
+        with self.quiet():
+            self.audit.write(kind, action=d.action.value, resource=d.resource, decision=d.effect.value,
+                             rules=[r.as_dict() for r in d.rules], message=d.message,
+                             **({"line": d.line} if d.line is not None else {}),
+                             **({"statement": d.code} if d.code is not None else {}), **extra)
+        self.counts[d.effect.value] += 1
+        if d.effect is not Effect.ALLOW or not self.last or self.last.effect is Effect.ALLOW:
+            self.last = d
+        if d.effect in (Effect.WARN, Effect.WOULD_DENY):
+            self.notify(d)
+
+    def record(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """Write a record that is not a decision (cells, truncations, errors)."""
+        with self.quiet():
+            return self.audit.write(kind, **fields)
+
+    def truncated(self, resource: str, *, returned: int, statement: str | None = None, via: str = "") -> None:
+        """Record and show that a result was cut at the row cap."""
+        msg = (f"Result truncated to {returned} rows (row cap {self.max_rows} for {self.actor}); "
+               "aggregate in SQL or add a WHERE/LIMIT to see what you need.")
+        d = Decision(Effect.TRUNCATE, Action.SQL_READ, resource, (), msg, "Aggregate in the query, or filter it.",
+                     None, statement)
+        self.counts["truncate"] += 1
+        self.last = d
+        self.record("truncate", action=Action.SQL_READ.value, resource=resource, decision="truncate", rules=[],
+                    message=msg, returned=returned, max_rows=self.max_rows, via=via,
+                    **({"statement": statement} if statement else {}))
+        self.notify(d)
+
+    def close(self) -> None:
+        self.record("session_end", action=None, resource=None, decision="allow", rules=[], message="guard stopped",
+                    counts=dict(self.counts))
+        self.audit.close()
+
+    def status(self) -> dict[str, Any]:
+        """What ``%guard status`` shows."""
+        return {
+            "policy": self.policy.name, "policy_file": self.policy.file, "sha256": self.policy.sha256,
+            "mode": self.policy.mode, "lock": self.policy.lock, "actor": self.actor,
+            "environment": self.environment, "session": self.session_id, "audit": self.audit.path,
+            "max_rows": self.max_rows,
+            "allowed": self.counts["allow"] + self.counts["warn"], "warned": self.counts["warn"],
+            "denied": self.counts["deny"], "would_deny": self.counts["would_deny"], "truncated": self.counts["truncate"],
+        }
+
+
+class _Quiet:
+    __slots__ = ("_local", "_was")
+
+    def __init__(self, local: threading.local) -> None:
+        self._local = local
+
+    def __enter__(self) -> None:
+        self._was = getattr(self._local, "busy", False)
+        self._local.busy = True
+
+    def __exit__(self, *exc: object) -> None:
+        self._local.busy = self._was
+
+
+# ------------------------------------------------------------ the process guard
+_current: Guard | None = None
+
+
+def current() -> Guard | None:
+    """The guard of this process, if one is installed."""
+    return _current
+
+
+def set_current(guard: Guard | None) -> None:
+    global _current
+    _current = guard
+
+
+def guard_from_env(default_actor: str = "human", environ: dict[str, str] | None = None) -> Guard:
+    """Build a guard from ``GUARD_KERNEL_*`` variables (policy, actor, environment, audit dir)."""
+    env = os.environ if environ is None else environ
+    policy = policy_from_env(env)
+    actor = env.get(ENV_ACTOR, default_actor)
+    if actor not in ("agent", "human"):
+        raise PolicyError("$" + ENV_ACTOR, None, ENV_ACTOR, f"actor must be 'agent' or 'human', not {actor!r}")
+    return Guard(policy, actor=actor, environment=env.get(ENV_ENVIRONMENT, "default"),
+                 audit_dir=env.get(ENV_AUDIT_DIR))
