@@ -83,9 +83,11 @@ class AuditWriter:
             }
             rec.update(fields)
             rec["prev"] = self._prev
-            rec["hash"] = chain_hash(self._prev, rec)
-            os.write(self._fd, _canonical(rec) + b"\n")
-            self._prev = rec["hash"]
+            body = _canonical(rec)  # serialised once: hashed, then written with the hash appended
+            digest = hashlib.sha256(self._prev.encode() + body).hexdigest()
+            rec["hash"] = digest
+            os.write(self._fd, body[:-1] + b',"hash":"' + digest.encode() + b'"}\n')
+            self._prev = digest
             self._since_sync += 1
             if self._since_sync >= self.fsync_every:
                 os.fsync(self._fd)
