@@ -292,7 +292,10 @@ def decide(policy: Policy, req: Request, actor: str, environment: str) -> Decisi
     if fixed is not None:
         return make(Effect.DENY, (fixed[0],), fixed[1], fixed[2])
 
-    denies, audits, warns, allows = [], [], [], []
+    denies: list[Rule] = []
+    audits: list[Rule] = []
+    warns: list[Rule] = []
+    allows: list[Rule] = []
     for rule in policy.rules:
         if not _rule_applies(rule, req, actor, environment):
             continue

@@ -233,7 +233,7 @@ def _validate(data: Any, node: yaml.Node | None, file: str) -> None:
             raise PolicyError(file, _line_of(node, ["rules", i, "id"]), f"rules[{i}].id",
                               f"duplicate rule id {rule['id']!r} (first at rules[{seen[rule['id']]}])")
         seen[rule["id"]] = i
-    templates = [(["defaults", "message"], (data.get("defaults") or {}).get("message"))]
+    templates: list[tuple[list[Any], Any]] = [(["defaults", "message"], (data.get("defaults") or {}).get("message"))]
     templates += [(["rules", i, "message"], r.get("message")) for i, r in enumerate(data.get("rules") or [])]
     for path, text in templates:
         if text is None:
