@@ -200,6 +200,29 @@ def _field_path(path: Iterable[Any]) -> str:
     return out
 
 
+def _describe(err: Any) -> tuple[list[Any], str]:
+    """The field path and a plain reason for a jsonschema error (deepest useful branch)."""
+    from jsonschema.exceptions import best_match
+
+    if err.validator == "oneOf" and err.context:
+        # pick the branch that fits the value's type: its error says what is really wrong
+        depth = len(err.absolute_path)
+        fitting = [e for e in err.context if not (e.validator == "type" and len(e.absolute_path) == depth)]
+        return _describe(max(fitting, key=lambda e: len(e.absolute_path)) if fitting else best_match(err.context))
+    path = list(err.absolute_path)
+    if err.validator == "additionalProperties":
+        props = err.schema.get("properties", {})
+        extra = sorted(set(err.instance) - set(props))
+        if extra:
+            allowed = ", ".join(sorted(props)) or "none"
+            return path + [extra[0]], f"unknown key {extra[0]!r} (allowed: {allowed})"
+    if err.validator == "required":
+        missing = [k for k in err.validator_value if k not in err.instance]
+        if missing:
+            return path + [missing[0]], f"required key {missing[0]!r} is missing"
+    return path, err.message
+
+
 def _validate(data: Any, node: yaml.Node | None, file: str) -> None:
     import jsonschema  # imported here: only policy loading pays for it
 
@@ -208,17 +231,7 @@ def _validate(data: Any, node: yaml.Node | None, file: str) -> None:
     validator = jsonschema.Draft202012Validator(schema())
     errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
-        err = errors[0]
-        path = list(err.absolute_path)
-        reason = err.message
-        if err.validator == "additionalProperties":
-            extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
-            if extra:
-                path.append(extra[0])
-            allowed = ", ".join(sorted(err.schema.get("properties", {}))) or "none"
-            reason = f"unknown key {extra[0]!r} (allowed: {allowed})" if extra else reason
-        elif err.validator == "oneOf" and err.context:
-            reason = err.context[0].message
+        path, reason = _describe(errors[0])
         raise PolicyError(file, _line_of(node, path), _field_path(path), reason)
     for i, rule in enumerate(data.get("rules") or []):
         for j, pat in enumerate(rule["actions"]):

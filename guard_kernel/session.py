@@ -62,17 +62,22 @@ def _default_notify(decision: Decision) -> None:
     print(f"guard_kernel: {decision.render()}", file=sys.stderr)
 
 
+def check_applies(policy: Policy, actor: str, environment: str) -> None:
+    """Refuse a policy whose ``applies_to`` excludes this actor or environment."""
+    if policy.applies_to_actors and actor not in policy.applies_to_actors and "*" not in policy.applies_to_actors:
+        raise PolicyError(policy.file, None, "applies_to.actors", f"policy {policy.name!r} does not apply to actor {actor!r}")
+    if policy.applies_to_environments and environment not in policy.applies_to_environments:
+        raise PolicyError(policy.file, None, "applies_to.environments",
+                          f"policy {policy.name!r} does not apply to environment {environment!r}")
+
+
 class Guard:
     """Policy, actor, audit and counters of one session."""
 
     def __init__(self, policy: Policy, *, actor: str = "human", environment: str = "default",
                  audit_dir: str | None = None, session_id: str | None = None,
                  notify: Callable[[Decision], None] | None = None) -> None:
-        if policy.applies_to_actors and actor not in policy.applies_to_actors and "*" not in policy.applies_to_actors:
-            raise PolicyError(policy.file, None, "applies_to.actors", f"policy {policy.name!r} does not apply to actor {actor!r}")
-        if policy.applies_to_environments and environment not in policy.applies_to_environments:
-            raise PolicyError(policy.file, None, "applies_to.environments",
-                              f"policy {policy.name!r} does not apply to environment {environment!r}")
+        check_applies(policy, actor, environment)
         self.policy = policy
         self.actor = actor
         self.environment = environment
@@ -161,6 +166,13 @@ class Guard:
                     message=msg, returned=returned, max_rows=self.max_rows, via=via,
                     **({"statement": statement} if statement else {}))
         self.notify(d)
+
+    def set_policy(self, policy: Policy) -> None:
+        """Switch to *policy* (callers check ``lock`` first); cached decisions are dropped."""
+        check_applies(policy, self.actor, self.environment)
+        self.policy = policy
+        self._cache.clear()
+        self.audit.policy = {"name": policy.name, "sha256": policy.sha256}
 
     def close(self) -> None:
         self.record("session_end", action=None, resource=None, decision="allow", rules=[], message="guard stopped",
