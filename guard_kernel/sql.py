@@ -1,0 +1,164 @@
+"""The one SQL classifier: what a DuckDB statement does, and the Requests that ask about it.
+
+DuckDB's own parser (``duckdb.extract_statements``) is the authority on how many statements a
+string holds and of which type; sqlglot (dialect ``duckdb``) reads each statement for tables,
+columns, files and table functions.  When the two disagree, when sqlglot falls back to
+``exp.Command``, fails, or meets a table function we do not know, the statement is
+``sql.unknown`` (fail closed) and carries the reason.  Results are cached by text.
+
+Choices worth knowing (documented here because every layer relies on them):
+
+* ``CREATE SECRET`` is ``sql.config``: it stores engine credentials, it creates no data object.
+* ``CHECKPOINT``, ``VACUUM``, ``ANALYZE`` are ``sql.config`` (engine maintenance, write class);
+  ``CALL`` of a read-only introspection function (``pragma_version()``, ``duckdb_tables()``…)
+  and ``PRAGMA`` of an introspection pragma (``table_info``, ``show_tables``…) are ``sql.read``.
+* ``BEGIN``/``COMMIT``/``ROLLBACK`` are ``sql.read`` of resource ``transaction``: they change no data.
+* ``PREPARE``/``EXECUTE``/``DEALLOCATE`` are ``sql.unknown``: a statement run by name cannot be
+  checked; parameters (``?``, ``$1``) do the same job and are checked.
+* Literal files read by a statement become extra ``file.read`` requests (URLs become
+  ``net.connect``), so file rules apply to SQL the same way they apply to ``open``.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .actions import Action
+from .decision import Decision, Request, TableRef
+from .paths import resolve
+from .sql_cap import cap
+from .sql_parse import Attach, SqlStatement, analyze
+from .sql_refs import URL
+
+if TYPE_CHECKING:
+    from .session import Guard
+
+__all__ = [
+    "Attach", "SqlContext", "SqlStatement", "analyze", "cap", "check_sql", "to_requests",
+]
+
+
+@dataclass(frozen=True)
+class SqlContext:
+    """What a connection knows about where names point."""
+
+    root: str = field(default_factory=os.getcwd)
+    """Project root: relative file paths resolve against it."""
+    catalogs: Mapping[str, str | None] = field(default_factory=dict)
+    """Catalog alias (lower-case) → policy source name (None: not a source)."""
+    default_catalog: str = "memory"
+    owned_tables: frozenset[str] = frozenset()
+    catalog_paths: Mapping[str, str] = field(default_factory=dict)
+    """Catalog alias → real path of its database file (writes are judged against it)."""
+    source_paths: Mapping[str, str] = field(default_factory=dict)
+    """Real path of a source DuckDB file → source name (for ATTACH earlier in the same string)."""
+
+
+# ------------------------------------------------------------------- requests
+
+
+def _path(p: str, root: str) -> str:
+    return resolve(p[7:] if p.startswith("file://") else p, root)
+
+
+def _place(t: TableRef, catalogs: Mapping[str, str | None], default: str,
+           owned: set[str]) -> tuple[str, str | None]:
+    """The catalog a table name lands in, and its source (an unknown qualifier is a schema)."""
+    cat: str
+    if t.catalog and (t.catalog in catalogs or t.catalog in ("temp", "system")):
+        cat = t.catalog
+    elif not t.catalog and f"temp.{t.name}" in owned:
+        cat = "temp"  # DuckDB looks in the temp catalog first
+    else:
+        cat = default
+    return cat, (catalogs.get(cat) if cat not in ("temp", "system") else None)
+
+
+def to_requests(stmts: Iterable[SqlStatement], ctx: SqlContext | None = None,
+                line: int | None = None, *, export_action: Action = Action.SQL_EXPORT) -> list[Request]:
+    """Decision requests for *stmts*: one per statement, plus one per literal file read or URL.
+
+    *export_action* replaces ``sql.export`` (the relation writers ask as ``export.dataframe``).
+    """
+    ctx = ctx or SqlContext()
+    out: list[Request] = []
+    # what earlier statements of the same string attach, detach, use and create
+    catalogs = dict(ctx.catalogs)
+    paths = dict(ctx.catalog_paths)
+    default = ctx.default_catalog
+    owned_names = set(ctx.owned_tables)
+    for s in stmts:
+        def place(t: TableRef, default: str = default) -> tuple[str, str | None]:
+            return _place(t, catalogs, default, owned_names)
+
+        def ref(t: TableRef) -> TableRef:
+            cat, src = place(t)
+            return TableRef(t.name, t.catalog or (cat if cat == "temp" else None), src)
+
+        tables = tuple(ref(t) for t in s.tables)
+        written = tuple(ref(t) for t in s.written)
+        places = [place(t) for t in s.written]
+        created = {(place(t)[0], t.name) for t in s.created}
+        owned = bool(written) and all(
+            src is None and (cat in ("memory", "temp") or f"{cat}.{t.name}" in owned_names
+                             or (cat, t.name) in created)
+            for t, (cat, src) in zip(s.written, places, strict=True))
+        path = None
+        if s.export_path:
+            path = _path(s.export_path, ctx.root)
+        elif s.attach is not None and s.attach.path:
+            path = _path(s.attach.path, ctx.root)
+        elif written and s.action in (Action.SQL_WRITE, Action.SQL_DDL):
+            db_paths = {paths.get(cat) for cat, _ in places}
+            if len(db_paths) == 1:
+                path = db_paths.pop()
+        a = s.attach
+        if a is not None and a.alias:
+            if a.verb == "attach" and path:
+                catalogs[a.alias] = ctx.source_paths.get(path)
+                paths[a.alias] = path
+            elif a.verb == "detach":
+                catalogs.pop(a.alias, None)
+            elif a.verb == "use":
+                default = a.alias.split(".", 1)[0]
+        owned_names.update(f"{cat}.{name}" for cat, name in created)
+        action = export_action if s.action is Action.SQL_EXPORT else s.action
+        out.append(Request(
+            action, s.resource, path=path, tables=tables, written=written, columns=s.columns, stars=s.stars,
+            column_patterns=s.column_patterns, owned=owned,
+            read_only=bool(s.attach and s.attach.read_only), reason=s.reason, line=line, code=s.text.strip(),
+        ))
+        for f in s.files:
+            m = URL.match(f)
+            if m and m.group(1).lower() != "file":
+                out.append(Request(Action.NET_CONNECT, f, host=m.group(2).split("@")[-1].split(":")[0] or None,
+                                   line=line, code=s.text.strip()))
+            else:
+                out.append(Request(Action.FILE_READ, f, path=_path(f, ctx.root), line=line, code=s.text.strip()))
+    return out
+
+
+def check_sql(guard: Guard, text: str, *, ctx: SqlContext | None = None, line: int | None = None,
+              kind: str = "sql", record_reads: bool = True,
+              export_action: Action = Action.SQL_EXPORT) -> list[Decision]:
+    """Decide every statement of *text* before any runs; record; raise GuardDenied listing all denials.
+
+    ``record_reads=False`` records only blocked decisions (used when a lazy relation is made: its
+    read is recorded when it actually runs).
+    """
+    from .session import GuardDenied
+
+    stmts = analyze(text)
+    if not stmts:
+        return []
+    reqs = to_requests(stmts, ctx or SqlContext(root=guard.policy.root), line, export_action=export_action)
+    decisions = [guard.decide(r) for r in reqs]
+    for d in decisions:
+        if record_reads or d.effect.value != "allow":
+            guard.record_decision(d, kind)
+    denied = [d for d in decisions if d.blocked]
+    if denied:
+        raise GuardDenied(denied)
+    return decisions

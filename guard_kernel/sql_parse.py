@@ -1,0 +1,390 @@
+"""Statement classification: DuckDB's parser for type and count, sqlglot for the contents.
+
+:func:`analyze` is the entry point (re-exported by :mod:`guard_kernel.sql`); it never raises.
+Which DuckDB statement type maps to which action, and the sqlglot expression types that must
+agree with it, live here.  Tables, columns, stars and files are read by :mod:`.sql_refs`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+
+import duckdb
+import sqlglot
+from sqlglot import exp
+from sqlglot.dialects.dialect import Dialect
+
+from .actions import Action
+from .decision import StarRef, TableRef
+from .sql_refs import (
+    READ_FUNCS,
+    URL,
+    Facts,
+    collect,
+    func_name,
+    literal_strings,
+    star_of,
+    table_ref,
+)
+
+__all__ = ["Attach", "SqlStatement", "analyze"]
+
+
+@dataclass(frozen=True)
+class Attach:
+    """An ATTACH / DETACH / USE: the database file, its alias and how it is opened."""
+
+    path: str | None
+    """The file as written (ATTACH only)."""
+    alias: str | None
+    """Catalog alias (lower-case); ATTACH without AS uses the file stem."""
+    read_only: bool = False
+    """``(READ_ONLY)`` given (DETACH and USE count as read-only: they change no data)."""
+    options: bool = False
+    """Whether an option list was given at all (a READ_ONLY rewrite is only safe without one)."""
+    verb: str = "attach"
+    """attach, detach or use."""
+
+
+@dataclass(frozen=True)
+class SqlStatement:
+    """What one SQL statement does, as far as the classifier can tell."""
+
+    text: str
+    action: Action
+    kind: str
+    """DuckDB statement type name (SELECT, INSERT, CREATE, COPY…)."""
+    tables: tuple[TableRef, ...] = ()
+    """Tables read or written (lower-case, catalog when qualified)."""
+    written: tuple[TableRef, ...] = ()
+    """Tables changed (INSERT/UPDATE/DELETE/DDL targets)."""
+    created: tuple[TableRef, ...] = ()
+    """Objects created (CREATE TABLE/VIEW/MACRO…)."""
+    columns: tuple[str, ...] = ()
+    stars: tuple[StarRef, ...] = ()
+    column_patterns: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+    """Literal files read, as written."""
+    export_path: str | None = None
+    """Target of COPY … TO / EXPORT DATABASE, as written."""
+    attach: Attach | None = None
+    returns_rows: bool = False
+    """A read whose rows can come into Python (the row cap applies)."""
+    temporary: bool = False
+    """CREATE TEMP …: the created objects live in the temp catalog."""
+    reason: str | None = None
+    """Why the statement is sql.unknown (or a note)."""
+
+    @property
+    def resource(self) -> str:
+        """Human-readable target: tables, path or the statement's first words."""
+        if self.export_path:
+            return self.export_path
+        if self.attach is not None:
+            return self.attach.path or self.attach.alias or self.attach.verb
+        objs = self.written or self.created or self.tables
+        # DataFrames and other Python objects are scanned under registry names like __duckdb_source_…
+        names = [str(t) for t in objs if not t.name.startswith("__duckdb_")]
+        if objs and not names and not self.files:
+            return "python data"
+        if names:
+            return ", ".join(dict.fromkeys(names))
+        if self.files:
+            return ", ".join(self.files)
+        words = self.text.strip().split()
+        return " ".join(words[:2])[:80] if words else "(empty)"
+
+
+
+_READ_PRAGMAS = frozenset({
+    "version", "table_info", "show", "show_tables", "show_tables_expanded", "database_list", "database_size",
+    "storage_info", "platform", "metadata_info", "user_agent", "collations", "functions", "show_databases",
+})
+
+# sqlglot expression types that agree with each DuckDB statement type
+_AGREE: dict[str, tuple[type[exp.Expr], ...]] = {
+    "SELECT": (exp.Select, exp.SetOperation, exp.Describe, exp.Show, exp.Summarize, exp.Pivot, exp.Values,
+               exp.Subquery),
+    "MULTI": (exp.Pivot,),
+    "INSERT": (exp.Insert,),
+    "UPDATE": (exp.Update,),
+    "DELETE": (exp.Delete, exp.TruncateTable),
+    "MERGE_INTO": (exp.Merge,),
+    "CREATE": (exp.Create,),
+    "ALTER": (exp.Alter, exp.Comment),
+    "DROP": (exp.Drop,),
+    "COPY": (exp.Copy,),
+    "ATTACH": (exp.Attach,),
+    "DETACH": (exp.Detach,),
+    "SET": (exp.Set, exp.Use),
+    "PRAGMA": (exp.Pragma,),
+    "LOAD": (exp.Install,),
+    "TRANSACTION": (exp.Transaction, exp.Commit, exp.Rollback),
+    "VACUUM": (exp.Analyze,),
+}
+_DIALECT = Dialect.get_or_raise("duckdb")
+_WORD = re.compile(r"\s*(?:(?:--[^\n]*\n?)|(?:/\*.*?\*/)|\s)*([A-Za-z_]+)", re.S)
+
+
+def _words(text: str, n: int = 3) -> list[str]:
+    """The first *n* keywords of *text*, comments skipped, upper-case."""
+    out: list[str] = []
+    pos = 0
+    while len(out) < n:
+        m = _WORD.match(text, pos)
+        if not m:
+            break
+        out.append(m.group(1).upper())
+        pos = m.end()
+    return out
+
+
+def _statement(text: str, kind: str) -> SqlStatement:
+    """Classify one statement whose DuckDB type is *kind*."""
+    words = _words(text)
+    first = words[0] if words else ""
+
+    def unknown(reason: str) -> SqlStatement:
+        return SqlStatement(text, Action.SQL_UNKNOWN, kind, reason=reason)
+
+    if kind in ("PREPARE", "EXECUTE") or (kind == "DROP" and first == "DEALLOCATE"):
+        return unknown("prepared statements run by name cannot be checked; use parameters (?, $1) instead")
+    if kind == "EXPLAIN":
+        m = re.match(r"\s*(?:(?:--[^\n]*\n?)|(?:/\*.*?\*/)|\s)*EXPLAIN\s+(ANALY[SZ]E\s+)?", text, re.I | re.S)
+        if not m:
+            return unknown("EXPLAIN not understood")
+        inner = analyze(text[m.end():])
+        if len(inner) != 1 or inner[0].action is Action.SQL_UNKNOWN:
+            return unknown(inner[0].reason or "EXPLAIN of an unknown statement" if inner else "empty EXPLAIN")
+        s = inner[0]
+        action = s.action if m.group(1) else Action.SQL_READ  # EXPLAIN ANALYZE runs the statement
+        return SqlStatement(text, action, kind, s.tables, s.written if m.group(1) else (),
+                            s.created if m.group(1) else (), s.columns, s.stars, s.column_patterns, s.files,
+                            s.export_path if m.group(1) else None, None, True)
+    if kind == "EXPORT":
+        m = re.search(r"EXPORT\s+DATABASE\s+(?:\w+\s+TO\s+)?'((?:[^']|'')*)'", text, re.I)
+        if not m:
+            return unknown("EXPORT DATABASE target not understood")
+        return SqlStatement(text, Action.SQL_EXPORT, kind, export_path=m.group(1).replace("''", "'"))
+    if kind == "PRAGMA" and first == "IMPORT":
+        m = re.search(r"IMPORT\s+DATABASE\s+'((?:[^']|'')*)'", text, re.I)
+        if not m:
+            return unknown("IMPORT DATABASE source not understood")
+        return SqlStatement(text, Action.SQL_DDL, kind, files=(m.group(1).replace("''", "'"),))
+    if kind == "CREATE" and "SECRET" in words[:4]:
+        return SqlStatement(text, Action.SQL_CONFIG, kind, reason="CREATE SECRET stores engine credentials")
+    if kind == "DROP" and "SECRET" in words[:4]:
+        return SqlStatement(text, Action.SQL_CONFIG, kind)
+    if kind == "SET" and first == "RESET":
+        return SqlStatement(text, Action.SQL_CONFIG, kind)
+    if kind == "LOAD":
+        return SqlStatement(text, Action.SQL_EXTENSION, kind)
+    if kind == "CALL":
+        if first in ("CHECKPOINT", "FORCE"):
+            return SqlStatement(text, Action.SQL_CONFIG, kind)
+        m = re.match(r"\s*CALL\s+([A-Za-z_][A-Za-z0-9_]*)\s*\(", text, re.I)
+        fname = m.group(1).lower() if m else ""
+        if fname in READ_FUNCS or fname.startswith("duckdb_"):
+            try:
+                node = sqlglot.parse_one("SELECT * FROM " + text.strip().rstrip(";")[m.end(1) - len(fname):],
+                                         dialect="duckdb") if m else None
+            except sqlglot.errors.SqlglotError as e:
+                return unknown(f"CALL not understood: {e}")
+            facts = Facts()
+            if node is not None:
+                collect(node, facts)
+            if facts.unknown:
+                return unknown(facts.unknown)
+            return SqlStatement(text, Action.SQL_READ, kind, tuple(facts.tables), columns=tuple(facts.columns),
+                                stars=tuple(facts.stars), files=tuple(facts.files), returns_rows=True)
+        return unknown(f"CALL of {fname or 'something'}() is not known to be read-only")
+    if kind == "VACUUM" or (kind == "SELECT" and first == "SHOW" and len(words) < 2):
+        return SqlStatement(text, Action.SQL_CONFIG, kind)
+    if kind == "SELECT" and first == "SHOW":  # sqlglot reads only some SHOW forms
+        return SqlStatement(text, Action.SQL_READ, kind, returns_rows=True,
+                            tables=() if words[1] in ("TABLES", "ALL", "DATABASES") else
+                            (TableRef(words[1].lower()),))
+
+    try:
+        trees = [t for t in _DIALECT.parse(text) if t is not None]
+    except sqlglot.errors.SqlglotError as e:
+        trees = _parse_pivot(text) if first in ("PIVOT", "UNPIVOT") else []
+        if not trees:
+            return unknown(f"sqlglot could not parse it: {str(e).splitlines()[0][:200]}")
+    if len(trees) != 1:
+        return unknown(f"DuckDB saw one statement, sqlglot {len(trees)}")
+    tree = trees[0]
+    if isinstance(tree, exp.Command):
+        return unknown(f"{tree.name} is not parsed by the classifier")
+    agree = _AGREE.get(kind)
+    if agree is None or not isinstance(tree, agree):
+        return unknown(f"DuckDB says {kind}, sqlglot says {type(tree).__name__}")
+    return _classify(text, kind, tree)
+
+
+_PIVOT_TAIL = re.compile(r"(?:\s+ORDER\s+BY\s+[\w\s,.\"]+?)?(?:\s+LIMIT\s+\d+)?(?:\s+OFFSET\s+\d+)?[\s;]*\Z", re.I)
+
+
+def _parse_pivot(text: str) -> list[exp.Expr]:
+    """sqlglot does not read ORDER BY/LIMIT after a PIVOT statement; they only order and cut
+    the pivot's own output (no new columns), so parse the statement without them."""
+    body = _PIVOT_TAIL.sub("", text)
+    if body == text:
+        return []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return [t for t in sqlglot.parse(body, dialect="duckdb") if t is not None]
+    except sqlglot.errors.SqlglotError:
+        return []
+
+
+def _classify(text: str, kind: str, tree: exp.Expr) -> SqlStatement:
+    facts = Facts()
+    action = Action.SQL_READ
+    export_path = None
+    attach = None
+    temporary = False
+    returns_rows = False
+    reason = None
+    if isinstance(tree, (exp.Select, exp.SetOperation, exp.Values, exp.Subquery, exp.Pivot, exp.Summarize)):
+        returns_rows = True
+        if isinstance(tree, (exp.Summarize, exp.Pivot)):
+            star_of(tree.this, facts)
+        collect(tree, facts)
+    elif isinstance(tree, (exp.Describe, exp.Show)):
+        returns_rows = True
+        collect(tree, facts)
+        facts.stars.clear()  # DESCRIBE t shows the schema, not the values
+        facts.columns.clear()
+    elif isinstance(tree, (exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.TruncateTable)):
+        action = Action.SQL_DDL if isinstance(tree, exp.TruncateTable) else Action.SQL_WRITE
+        targets = tree.expressions if isinstance(tree, exp.TruncateTable) else [tree.this]
+        for t in targets:
+            t = t.this if isinstance(t, exp.Schema) else t
+            if isinstance(t, exp.Table):
+                facts.written[table_ref(t)] = None
+        collect(tree, facts)
+        returns_rows = tree.args.get("returning") is not None
+    elif isinstance(tree, exp.Create):
+        action = Action.SQL_DDL
+        target = tree.this.this if isinstance(tree.this, exp.Schema) else tree.this
+        props = tree.args.get("properties")
+        temporary = bool(props and any(isinstance(p, exp.TemporaryProperty) for p in props.expressions))
+        if isinstance(target, exp.Table):
+            ref = table_ref(target)
+            if temporary and ref.catalog is None:
+                ref = TableRef(ref.name, "temp")
+            facts.created[ref] = None
+            facts.written[ref] = None
+        elif isinstance(target, (exp.UserDefinedFunction, exp.Identifier, exp.Dot)):
+            name = target.this if isinstance(target, exp.UserDefinedFunction) else target
+            facts.created[TableRef(str(getattr(name, "name", name)).lower(), "temp" if temporary else None)] = None
+        if tree.expression is not None:
+            collect(tree.expression, facts)
+        for ref in list(facts.tables):
+            if ref in facts.created:
+                del facts.tables[ref]
+    elif isinstance(tree, (exp.Alter, exp.Drop, exp.Comment)):
+        action = Action.SQL_DDL
+        targets = tree.args.get("tables") or [] if isinstance(tree, exp.Drop) else [tree.this]
+        for t in targets:
+            if isinstance(t, exp.Table):
+                facts.written[table_ref(t)] = None
+            elif isinstance(t, exp.Column):  # COMMENT ON COLUMN t.c
+                facts.written[TableRef(t.table.lower() or t.name.lower())] = None
+    elif isinstance(tree, exp.Copy):
+        files = [f.this for f in tree.args.get("files") or [] if isinstance(f, exp.Literal) and f.is_string]
+        if len(files) != len(tree.args.get("files") or []) or len(files) != 1:
+            return SqlStatement(text, Action.SQL_UNKNOWN, kind, reason="COPY needs one literal file path")
+        if tree.args.get("kind"):  # COPY t FROM 'file': writes the table, reads the file
+            action = Action.SQL_WRITE
+            t = tree.this.this if isinstance(tree.this, exp.Schema) else tree.this
+            if isinstance(t, exp.Table):
+                facts.written[table_ref(t)] = None
+                facts.tables[table_ref(t)] = None
+            facts.files[files[0]] = None
+        else:
+            action = Action.SQL_EXPORT
+            export_path = files[0]
+            if isinstance(tree.this, exp.Table):
+                star_of(tree.this, facts)
+            else:
+                collect(tree.this, facts)
+    elif isinstance(tree, exp.Attach):
+        action = Action.SQL_ATTACH
+        target = tree.this
+        alias = None
+        if isinstance(target, exp.Alias):
+            alias = target.alias.lower()
+            target = target.this
+        if not (isinstance(target, exp.Literal) and target.is_string):
+            return SqlStatement(text, Action.SQL_UNKNOWN, kind, reason="ATTACH needs a literal path")
+        path = target.this
+        opts = [o.sql("duckdb").upper().replace(" ", "") for o in tree.expressions]
+        ro = any(o in ("READ_ONLY", "READ_ONLYTRUE", "READ_ONLY=TRUE") for o in opts)
+        if alias is None:
+            base = os.path.basename(path.split(":", 1)[-1]) if ":" in path and not URL.match(path) else \
+                os.path.basename(path)
+            alias = (base.split(".", 1)[0] or "memory").lower()
+        attach = Attach(path, alias, ro, bool(opts))
+    elif isinstance(tree, exp.Detach):
+        action = Action.SQL_ATTACH
+        attach = Attach(None, tree.this.name.lower() if tree.this else None, True, verb="detach")
+    elif isinstance(tree, exp.Use):
+        action = Action.SQL_ATTACH
+        attach = Attach(None, tree.this.sql("duckdb").lower() if tree.this else None, True, verb="use")
+    elif isinstance(tree, exp.Set):
+        action = Action.SQL_CONFIG
+    elif isinstance(tree, exp.Pragma):
+        f = tree.this
+        name = (func_name(f) if isinstance(f, exp.Func) else getattr(f, "name", "") or "").lower()
+        if name in _READ_PRAGMAS:
+            returns_rows = True
+            if isinstance(f, exp.Func):
+                facts.tables.update(dict.fromkeys(TableRef(s.lower()) for s in literal_strings(f)))
+        else:
+            action = Action.SQL_CONFIG
+    elif isinstance(tree, exp.Install):
+        action = Action.SQL_EXTENSION
+    elif isinstance(tree, exp.Analyze):
+        action = Action.SQL_CONFIG
+    elif isinstance(tree, (exp.Transaction, exp.Commit, exp.Rollback)):
+        reason = "transaction control"
+    else:  # pragma: no cover - _AGREE lists only the types above
+        return SqlStatement(text, Action.SQL_UNKNOWN, kind, reason=f"{type(tree).__name__} not understood")
+    if facts.unknown:
+        return SqlStatement(text, Action.SQL_UNKNOWN, kind, reason=facts.unknown)
+    written = tuple(facts.written)
+    tables = tuple(dict.fromkeys((*facts.tables, *written)))
+    return SqlStatement(
+        text, action, kind, tables, written, tuple(facts.created), tuple(facts.columns), tuple(facts.stars),
+        tuple(facts.patterns), tuple(facts.files), export_path, attach, returns_rows, temporary, reason,
+    )
+
+
+@lru_cache(maxsize=4096)
+def analyze(text: str) -> tuple[SqlStatement, ...]:
+    """Classify every statement of *text* (cached by text; never raises)."""
+    try:
+        parsed = duckdb.extract_statements(text)
+    except Exception as e:  # DuckDB's parser refuses it: nothing can run anyway, say why
+        return (SqlStatement(text, Action.SQL_UNKNOWN, "INVALID", reason=f"DuckDB cannot parse it: {_first(e)}"),)
+    if not parsed:
+        return ()
+    out = []
+    for st in parsed:
+        try:
+            out.append(_statement(st.query, st.type.name))
+        except Exception as e:  # an analysis bug must deny, never crash the guard
+            out.append(SqlStatement(st.query, Action.SQL_UNKNOWN, st.type.name,
+                                    reason=f"classifier error {type(e).__name__}: {_first(e)}"))
+    return tuple(out)
+
+
+def _first(e: BaseException) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0][:200]
