@@ -1,0 +1,182 @@
+"""The audit writer: records, the hash chain, verify, torn lines, and a killed writer."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from guard_kernel.audit import GENESIS, AuditWriter, chain_hash, read_records, verify
+
+REPO = Path(__file__).resolve().parents[1]
+POLICY = {"name": "p", "sha256": "ab" * 32, "file": "/x/p.yaml"}
+REQUIRED = {"seq", "ts", "session", "actor", "environment", "policy", "kind", "prev", "hash"}
+
+
+def writer(path: Path, **kw: object) -> AuditWriter:
+    return AuditWriter(str(path), session="s1", actor="agent", environment="default", policy=POLICY, **kw)  # type: ignore[arg-type]
+
+
+def write_some(path: Path, n: int = 5) -> list[dict[str, object]]:
+    w = writer(path)
+    out = [w.write("sql", action="sql.read", resource=f"t{i}", decision="allow", rules=[], message="")
+           for i in range(n)]
+    w.close()
+    return out
+
+
+def test_records_have_the_fields_and_a_valid_chain(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "s1.jsonl"  # the directory is created
+    written = write_some(path, 5)
+    recs = list(read_records(str(path)))
+    assert recs == written
+    for i, r in enumerate(recs, 1):
+        assert REQUIRED <= r.keys()
+        assert r["seq"] == i and r["ts"].endswith("Z") and "T" in r["ts"]
+        assert r["policy"] == {"name": "p", "sha256": POLICY["sha256"]}
+        assert r["prev"] == (GENESIS if i == 1 else recs[i - 2]["hash"])
+        assert r["hash"] == chain_hash(r["prev"], r)
+    assert verify(str(path)).ok and verify(str(path)).records == 5
+
+
+def test_one_json_object_per_line(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    w = writer(path)
+    w.write("cell", code="print('a\\nb')\n# naïve ünïcode", decision="allow")
+    w.close()
+    lines = path.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 1 and lines[0].endswith(b"\n")
+    assert json.loads(lines[0])["code"] == "print('a\\nb')\n# naïve ünïcode"
+
+
+def _edit(path: Path, lineno: int, change: dict[str, object]) -> None:
+    lines = path.read_text().splitlines(keepends=True)
+    rec = json.loads(lines[lineno])
+    rec.update(change)
+    lines[lineno] = json.dumps(rec) + "\n"
+    path.write_text("".join(lines))
+
+
+@pytest.mark.parametrize("tamper", ["edit-decision", "edit-resource", "drop", "swap", "duplicate", "fake-hash"])
+def test_verify_detects_tampering(tmp_path: Path, tamper: str) -> None:
+    path = tmp_path / "s.jsonl"
+    write_some(path, 5)
+    lines = path.read_text().splitlines(keepends=True)
+    if tamper == "edit-decision":
+        _edit(path, 2, {"decision": "deny"})
+    elif tamper == "edit-resource":
+        _edit(path, 4, {"resource": "nothing to see"})
+    elif tamper == "drop":
+        path.write_text("".join(lines[:2] + lines[3:]))
+    elif tamper == "swap":
+        path.write_text("".join([lines[0], lines[2], lines[1], *lines[3:]]))
+    elif tamper == "duplicate":
+        path.write_text("".join([*lines, lines[-1]]))
+    elif tamper == "fake-hash":  # recompute this record's hash: the next record's prev no longer matches
+        rec = json.loads(lines[1])
+        rec["decision"] = "deny"
+        rec["hash"] = chain_hash(rec["prev"], rec)
+        lines[1] = json.dumps(rec) + "\n"
+        path.write_text("".join(lines))
+    res = verify(str(path))
+    assert not res.ok and res.problem
+
+
+def test_torn_last_line_is_skipped_by_readers(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    write_some(path, 3)
+    with open(path, "ab") as f:
+        f.write(b'{"seq": 4, "kind": "sql", "resou')  # a write cut short by a kill
+    recs = list(read_records(str(path)))
+    assert [r["seq"] for r in recs] == [1, 2, 3]
+
+
+def test_missing_file_reads_as_empty(tmp_path: Path) -> None:
+    assert list(read_records(str(tmp_path / "none.jsonl"))) == []
+
+
+def test_a_restarted_writer_continues_the_chain(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    write_some(path, 3)
+    w = writer(path)
+    assert w.count == 3
+    w.write("sql", decision="allow")
+    w.close()
+    assert [r["seq"] for r in read_records(str(path))] == [1, 2, 3, 4]
+    assert verify(str(path)).ok
+
+
+def test_closed_writer_refuses(tmp_path: Path) -> None:
+    w = writer(tmp_path / "s.jsonl")
+    w.close()
+    w.close()  # closing twice is harmless
+    with pytest.raises(ValueError):
+        w.write("sql")
+
+
+def test_threads_keep_the_chain(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    w = writer(path, fsync_every=7)
+
+    def work(t: int) -> None:
+        for i in range(50):
+            w.write("runtime", thread=t, i=i, decision="allow")
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    w.close()
+    res = verify(str(path))
+    assert res.ok and res.records == 200
+
+
+KILLED = """
+import os, signal, sys
+sys.path.insert(0, {repo!r})
+from guard_kernel.audit import AuditWriter
+w = AuditWriter({path!r}, session="k", actor="agent", environment="default",
+                policy={{"name": "p", "sha256": "0" * 64}}, fsync_every=1000)
+for i in range({n}):
+    w.write("sql", action="sql.read", resource="t%d" % i, decision="allow", rules=[], message="")
+print("written", flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # no close(), no fsync, no atexit
+"""
+
+
+def test_a_killed_writer_loses_no_completed_record(tmp_path: Path) -> None:
+    path = tmp_path / "killed.jsonl"
+    proc = subprocess.run([sys.executable, "-c", KILLED.format(repo=str(REPO), path=str(path), n=250)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert proc.stdout.strip() == "written"
+    recs = list(read_records(str(path)))
+    assert [r["seq"] for r in recs] == list(range(1, 251))
+    assert verify(str(path)).ok
+
+
+def test_file_mode_is_not_world_readable(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    write_some(path, 1)
+    assert os.stat(path).st_mode & 0o007 == 0
+
+
+def test_verify_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from guard_kernel.__main__ import main
+
+    good, bad = tmp_path / "good.jsonl", tmp_path / "bad.jsonl"
+    write_some(good, 3)
+    write_some(bad, 3)
+    _edit(bad, 1, {"decision": "deny"})
+    assert main(["verify", str(good)]) == 0
+    assert "ok, hash chain intact (3 records)" in capsys.readouterr().out
+    assert main(["verify", str(good), str(bad)]) == 1
+    assert "BROKEN" in capsys.readouterr().out
+    assert main(["verify", str(tmp_path / "missing.jsonl")]) == 2
