@@ -1,0 +1,79 @@
+"""``python -m benchmarks``: run every benchmark group, print the table, write JSON and a chart."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+
+from . import bench_audit, bench_duckdb, bench_kernel, bench_runtime, bench_sql, bench_static
+from .harness import Config, Result
+from .report import machine_info, print_machine, table, write_chart, write_json
+
+GROUPS: dict[str, Callable[[Config], list[Result]]] = {
+    "sql": bench_sql.run,
+    "duckdb": bench_duckdb.run,
+    "kernel": bench_kernel.run,
+    "runtime": bench_runtime.run,
+    "static": bench_static.run,
+    "audit": bench_audit.run,
+}
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="smaller data and fewer rounds (about a minute)")
+    ap.add_argument("--rounds", type=int, default=None, help="rounds per benchmark (default 7, quick 5)")
+    ap.add_argument("--only", nargs="+", choices=sorted(GROUPS), default=(), help="run only these groups")
+    ap.add_argument("--out", default=HERE, help="directory for results.json and results.png")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary work directory")
+    args = ap.parse_args(argv)
+    logging.getLogger("sqlglot").setLevel(logging.ERROR)  # 'falling back to Command' notes
+
+    root = os.path.dirname(HERE)
+    workdir = tempfile.mkdtemp(prefix="guard-bench-")
+    cfg = Config(quick=args.quick, rounds=args.rounds or (5 if args.quick else 7), workdir=workdir, root=root,
+                 only=tuple(args.only))
+    info = machine_info()
+    print_machine(info)
+    print(f"mode: {'quick' if cfg.quick else 'full'}, {cfg.rounds} rounds, work dir {workdir}\n", flush=True)
+    results: list[Result] = []
+    started = time.perf_counter()
+    try:
+        for name, run in GROUPS.items():
+            if cfg.only and name not in cfg.only:
+                continue
+            t0 = time.perf_counter()
+            print(f"… {name}", end="", flush=True)
+            try:
+                got = run(cfg)
+            except Exception as exc:  # one broken group must not hide the others' results
+                traceback.print_exc(file=sys.stderr)
+                got = [Result(name, "(group)", status="error", note=f"{type(exc).__name__}: {exc}")]
+            results.extend(got)
+            print(f" {time.perf_counter() - t0:.1f} s", flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print()
+    print(table(results))
+    print(f"\ntotal {time.perf_counter() - started:.0f} s")
+    os.makedirs(args.out, exist_ok=True)
+    json_path = os.path.join(args.out, "results.json")
+    write_json(json_path, info, results, {"quick": cfg.quick, "rounds": cfg.rounds, "only": list(cfg.only)})
+    png_path = os.path.join(args.out, "results.png")
+    wrote = write_chart(png_path, results, info)
+    print(f"wrote {json_path}" + (f" and {png_path}" if wrote else " (no chart: matplotlib missing or no goals)"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Cell round-trips and start-up through ``jupyter_client``: a guarded and a plain ipykernel.
+
+Both kernels are the same ``python3`` ipykernel on this interpreter, started in the work
+directory; the guarded one runs ``%load_ext guard_kernel`` (policy from
+``GUARD_KERNEL_POLICY``) before anything else.  Cells go to the two kernels in
+alternating batches, so both see the same machine load.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from .common import guard_env
+from .harness import Config, Result, Skip, Stats, at_most, require, skipped
+
+GROUP = "kernel"
+LOAD = "%load_ext guard_kernel"
+CHECK = "import guard_kernel; assert guard_kernel.current() is not None, 'guard not installed'"
+PANDAS_SETUP = """
+import numpy as np, pandas as pd
+rng = np.random.default_rng(0)
+df = pd.DataFrame({"g": rng.integers(0, 50, 20_000), "a": rng.random(20_000), "b": rng.normal(size=20_000)})
+"""
+BATCH = 20
+
+
+class KernelError(RuntimeError):
+    """A cell failed in a benchmark kernel."""
+
+
+def _start(cfg: Config, guarded: bool) -> tuple[Any, Any, float]:
+    """Start a kernel; returns (manager, client, seconds until it answered its first cell)."""
+    from jupyter_client.manager import KernelManager
+
+    km = KernelManager(kernel_name="python3")
+    t0 = time.perf_counter()
+    # the kernels' own stderr (transport warnings, the guard's banner) would cut through the progress lines
+    km.start_kernel(env=guard_env(cfg), cwd=cfg.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kc = km.client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=60)
+    _run(kc, LOAD if guarded else "pass")
+    elapsed = time.perf_counter() - t0
+    if guarded:
+        _run(kc, CHECK)
+    return km, kc, elapsed
+
+
+def _stop(km: Any, kc: Any) -> None:
+    kc.stop_channels()
+    km.shutdown_kernel(now=True)
+
+
+def _run(kc: Any, code: str) -> float:
+    """Execute *code*, wait until the kernel is idle again; seconds taken.  Errors raise."""
+    t0 = time.perf_counter()
+    reply = kc.execute_interactive(code, timeout=120, output_hook=lambda msg: None)
+    dt = time.perf_counter() - t0
+    if reply["content"]["status"] != "ok":
+        c = reply["content"]
+        raise KernelError(f"{code.strip()[:60]!r}: {c.get('ename')}: {c.get('evalue')}")
+    return dt
+
+
+@contextmanager
+def _kernels(cfg: Config) -> Iterator[dict[str, Any]]:
+    started: list[tuple[Any, Any]] = []
+    try:
+        clients = {}
+        for side, guarded in (("guarded", True), ("plain", False)):
+            km, kc, _ = _start(cfg, guarded)
+            started.append((km, kc))
+            clients[side] = kc
+        yield clients
+    finally:
+        for km, kc in started:
+            _stop(km, kc)
+
+
+def _cells(kind: str, n: int) -> list[str]:
+    if kind == "trivial":
+        return [f"x_{i} = {i} + 1" for i in range(n)]
+    return [f"r = df[df.a > {i / n:.4f}].groupby('g').b.agg(['mean', 'std', 'count'])" for i in range(n)]
+
+
+def _round_trips(clients: dict[str, Any], cells: list[str]) -> dict[str, list[float]]:
+    """Per-cell round-trip seconds on each side; batches alternate between the kernels."""
+    samples: dict[str, list[float]] = {k: [] for k in clients}
+    sides = list(clients)
+    for b, start in enumerate(range(0, len(cells), BATCH)):
+        for side in sides if b % 2 == 0 else sides[::-1]:
+            for code in cells[start:start + BATCH]:
+                samples[side].append(_run(clients[side], code))
+    return samples
+
+
+def run(cfg: Config) -> list[Result]:
+    goals = {
+        "trivial": at_most(1.04, "≤ 1.04"),
+        "pandas": at_most(1.02, "≤ 1.02"),
+        "startup": at_most(30.0, "≤ +30 ms"),
+    }
+    n = 100 if cfg.quick else 200
+    names = {
+        "trivial": f"cell round-trip, {n} trivial cells",
+        "pandas": f"cell round-trip, {n} pandas cells",
+        "startup": "kernel start-up (start → first cell done)",
+    }
+    try:
+        require("jupyter_client")
+        require("guard_kernel.extension")
+    except Skip as exc:
+        return [skipped(GROUP, names[k], str(exc), goals[k]) for k in names]
+    results = []
+    try:
+        with _kernels(cfg) as clients:
+            for side in clients:
+                _run(clients[side], PANDAS_SETUP)
+            for kind in ("trivial", "pandas"):
+                cells = _cells(kind, n)
+                for side in clients:  # warm-up: first-call costs on both sides
+                    for code in cells[:5]:
+                        _run(clients[side], code)
+                s = _round_trips(clients, cells)
+                g, p = Stats.of(s["guarded"]), Stats.of(s["plain"])
+                results.append(Result(GROUP, names[kind], "s", g, p, g.median / p.median, "ratio", "x", goals[kind],
+                                      note=f"per-cell medians; mean ratio "
+                                           f"{statistics.fmean(s['guarded']) / statistics.fmean(s['plain']):.3f}"))
+    except KernelError as exc:
+        for kind in ("trivial", "pandas"):
+            if not any(r.name == names[kind] for r in results):
+                results.append(skipped(GROUP, names[kind], f"error: {exc}", goals[kind], status="error"))
+    results.append(_startup(cfg, names["startup"], goals["startup"]))
+    return results
+
+
+def _startup(cfg: Config, name: str, goal: Any) -> Result:
+    """Start-up of both kernels, alternating; figure = difference of the medians in ms."""
+    rounds = 3 if cfg.quick else 5
+    samples: dict[str, list[float]] = {"guarded": [], "plain": []}
+    load: list[float] = []
+    try:
+        for r in range(rounds):
+            for side in ("guarded", "plain") if r % 2 == 0 else ("plain", "guarded"):
+                km, kc, dt = _start(cfg, side == "guarded")
+                if side == "plain":  # the extension's own cost, in a warm kernel: load − no-op
+                    load.append(_run(kc, LOAD) - _run(kc, "pass"))
+                _stop(km, kc)
+                samples[side].append(dt)
+    except KernelError as exc:
+        return skipped(GROUP, name, f"error: {exc}", goal, status="error")
+    g, p = Stats.of(samples["guarded"]), Stats.of(samples["plain"])
+    delta_ms = (g.median - p.median) * 1000
+    return Result(GROUP, name, "s", g, p, delta_ms, "Δ", "ms", goal,
+                  note=f"{rounds} starts each; %load_ext alone in a started kernel: "
+                       f"{statistics.median(load) * 1000:.1f} ms (the steadier figure)",
+                  extra={"load_ext_ms": [x * 1000 for x in load]})
