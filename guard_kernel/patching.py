@@ -1,0 +1,139 @@
+"""Plumbing shared by the dataframe writer and reader wrappers: the patch list, re-entry, arguments, targets.
+
+:mod:`guard_kernel.dataframe` (writers) and :mod:`guard_kernel.readcaps` (source-read row
+caps) both replace library functions with wrappers.  Every replacement goes through
+:func:`_patch`, so one list (``_patches``) can put all originals back in reverse order.
+A wrapper consults the guard only for the outermost call on its thread (:class:`_Nested`):
+``to_excel`` calling ``ExcelWriter`` or ``read_csv`` calling another reader is the same
+action, decided once.  Wrappers keep the original's name and docstring but not its
+``__wrapped__`` (:func:`_hide`), so ``df.to_csv.__wrapped__`` is no way around them.  A
+wrapper that cannot decide fails closed (:func:`_fail`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import io
+import os
+import sys
+import threading
+from typing import Any, NoReturn
+
+from . import session as _session
+from .actions import Action
+from .decision import Decision, Effect, RuleHit
+from .paths import resolve
+from .session import Guard, GuardDenied
+
+_lock = threading.Lock()
+_patches: list[tuple[Any, str, Any]] = []
+"""(owner, attribute, original) of every patch, in the order applied."""
+_local = threading.local()
+
+
+class _Nested:
+    """Marks that a wrapped call is running on this thread: inner wrapped calls are its own."""
+
+    def __enter__(self) -> None:
+        _local.depth = getattr(_local, "depth", 0) + 1
+
+    def __exit__(self, *exc: object) -> None:
+        _local.depth -= 1
+
+
+def _active() -> Guard | None:
+    """The guard to consult, or None when the call is not ours to decide."""
+    guard = _session.current()
+    depth: int = getattr(_local, "depth", 0)
+    if guard is None or guard.busy or depth > 0:
+        return None
+    return guard
+
+
+def _hide(wrapper: Any) -> Any:
+    try:
+        del wrapper.__wrapped__  # df.to_csv.__wrapped__ must not be a way around the check
+    except AttributeError:
+        pass
+    wrapper._guard_kernel_wrapper = True
+    return wrapper
+
+
+def _patch(owner: Any, name: str, wrapper: Any) -> None:
+    _patches.append((owner, name, owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)))
+    setattr(owner, name, wrapper)
+
+
+def _signature(fn: Any) -> inspect.Signature | None:
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+
+
+def _argument(sig: inspect.Signature | None, args: tuple[Any, ...], kwargs: dict[str, Any],
+              name: str, index: int) -> Any:
+    """The value of parameter *name* (position *index*) in a call, without running it."""
+    if name in kwargs:
+        return kwargs[name]
+    if sig is not None:
+        try:
+            bound = sig.bind_partial(*args, **kwargs)
+        except TypeError:
+            bound = None
+        if bound is not None:
+            return bound.arguments.get(name)
+    return args[index] if len(args) > index else None
+
+
+def _in_memory(target: Any) -> bool:
+    if isinstance(target, (io.StringIO, io.BytesIO)):
+        return True
+    if target is sys.stdout or target is sys.stderr or target is sys.__stdout__ or target is sys.__stderr__:
+        return True  # the notebook's own output
+    mod = type(target).__module__ or ""
+    return mod.startswith("pyarrow") and type(target).__name__ in ("BufferOutputStream", "MockOutputStream")
+
+
+def _url(text: str) -> bool:
+    return "://" in text and not text.startswith("file://")
+
+
+def _target_path(target: Any) -> str | None:
+    """The real path a target writes to, or None when it is not a local path."""
+    if isinstance(target, (str, bytes, os.PathLike)):
+        text = os.fsdecode(os.fspath(target))
+        if _url(text):
+            return None
+        return resolve(text[7:] if text.startswith("file://") else text)
+    name = getattr(target, "name", None)
+    if isinstance(name, (str, bytes)) and name and not str(name).startswith("<"):
+        return resolve(name)
+    path = getattr(target, "path", None)  # pyarrow OSFile, fsspec files
+    if isinstance(path, str) and path and not _url(path):
+        return resolve(path)
+    return None
+
+
+def _fail(guard: Guard, via: str, exc: BaseException) -> NoReturn:
+    d = Decision(Effect.DENY, Action.EXPORT_DATAFRAME, via, (RuleHit("dataframe-hook-error", "<guard>", 0),),
+                 f"The guard could not decide {via} and denied it: {type(exc).__name__}: {exc}",
+                 "Write to a plain path under the scratch area.")
+    try:
+        guard.record_decision(d, "export", via=via)
+    finally:
+        raise GuardDenied(d) from None
+
+
+def _module(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ImportError:  # optional: pyarrow is not a runtime dependency
+        return None
+
+
+def _undo() -> None:
+    while _patches:
+        owner, name, orig = _patches.pop()
+        setattr(owner, name, orig)

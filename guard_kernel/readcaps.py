@@ -1,0 +1,224 @@
+"""Row caps on reads of policy source files: pandas and pyarrow readers bring at most ``guard.max_rows`` rows.
+
+Readers of files under a policy source path (``pd.read_csv``… and pyarrow's readers)
+bring at most ``guard.max_rows`` rows into Python: ``nrows=max+1`` is pushed into the
+reader where it supports it (so the file is not read to the end and truncation is
+detected), otherwise the result is cut.  One read, chunked or not, is reported once.
+Past the cap the policy's ``limits.on_exceed`` decides: record the truncation, or deny.
+Reads of other files are not touched.  Installed and removed with the writers by
+:func:`guard_kernel.dataframe.install` / ``uninstall``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .actions import Action
+from .decision import Decision, Effect, RuleHit
+from .patching import (
+    _active,
+    _argument,
+    _fail,
+    _hide,
+    _in_memory,
+    _module,
+    _Nested,
+    _patch,
+    _signature,
+    _target_path,
+)
+from .session import Guard, GuardDenied
+
+
+def _source_read(guard: Guard, target: Any) -> str | None:
+    """The real path of *target* when it is a file under a policy source, else None."""
+    if target is None or _in_memory(target):
+        return None
+    real = _target_path(target)
+    if real is None:
+        return None
+    for _src, glob in guard.policy.source_paths():
+        if glob.matches(real):
+            return real
+    return None
+
+
+def _over_cap(guard: Guard, resource: str, limit: int, via: str) -> None:
+    """Past the cap: deny (``on_exceed: deny``) or record the truncation."""
+    if guard.policy.limits.on_exceed == "deny":
+        d = Decision(Effect.DENY, Action.FILE_READ, resource,
+                     (RuleHit("limits.max_rows", os.path.basename(guard.policy.file), 0),),
+                     f"Reading {resource} would bring more than {limit} rows into Python "
+                     f"(row cap for {guard.actor}; limits.on_exceed is deny).",
+                     "Aggregate or filter in DuckDB (read_csv/read_parquet in SQL), or pass nrows=.")
+        guard.record_decision(d, "read", via=via)
+        raise GuardDenied(d)
+    guard.truncated(resource, returned=limit, via=via)
+
+
+def _cut(guard: Guard, result: Any, limit: int, resource: str, via: str) -> Any:
+    """*result* cut to *limit* rows (DataFrame, Series, pyarrow Table, or a dict of them)."""
+    if isinstance(result, dict):
+        over = [k for k, v in result.items() if _rows(v) > limit]
+        if over:
+            _over_cap(guard, resource, limit, via)
+            return {k: (_head(v, limit) if k in over else v) for k, v in result.items()}
+        return result
+    if _rows(result) > limit:
+        _over_cap(guard, resource, limit, via)
+        return _head(result, limit)
+    return result
+
+
+def _rows(obj: Any) -> int:
+    n = getattr(obj, "num_rows", None)
+    if isinstance(n, int):
+        return n
+    if hasattr(obj, "iloc"):
+        return len(obj)
+    return -1
+
+
+def _head(obj: Any, limit: int) -> Any:
+    if hasattr(obj, "iloc"):
+        return obj.iloc[:limit]
+    return obj.slice(0, limit)
+
+
+class _CappedReader:
+    """A chunked reader (``read_csv(chunksize=…)``/``iterator=True``) that stops at the cap."""
+
+    def __init__(self, reader: Any, guard: Guard, limit: int, resource: str, via: str) -> None:
+        self._reader, self._guard, self._left = reader, guard, limit
+        self._limit, self._resource, self._via = limit, resource, via
+        self._reported = False
+
+    def _take(self, chunk: Any) -> Any:
+        n = len(chunk)
+        if n <= self._left:
+            self._left -= n
+            return chunk
+        keep, self._left = self._left, 0
+        if not self._reported:  # a chunked read is one read: reported once
+            self._reported = True
+            _over_cap(self._guard, self._resource, self._limit, self._via)
+        return chunk.iloc[:keep]
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        if self._left == 0 and self._reported:
+            raise StopIteration
+        chunk = self._take(next(self._reader))
+        if len(chunk) == 0 and self._reported:
+            raise StopIteration
+        return chunk
+
+    def get_chunk(self, size: int | None = None) -> Any:
+        if self._left == 0 and self._reported:
+            raise StopIteration
+        return self._take(self._reader.get_chunk(size))
+
+    def read(self, nrows: int | None = None) -> Any:
+        return self._take(self._reader.read(nrows))
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def __enter__(self) -> _CappedReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reader, name)
+
+
+def _reader(orig: Any, param: str, via: str, *, nrows: bool, chunks: bool = False,
+            nrows_if: Callable[[dict[str, Any]], bool] | None = None) -> Any:
+    """Wrap a reader so reads of source files honour the row cap."""
+    sig = _signature(orig)
+
+    @functools.wraps(orig)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        guard = _active()
+        if guard is None:
+            return orig(*args, **kwargs)
+        try:
+            real = _source_read(guard, _argument(sig, args, kwargs, param, 0))
+        except Exception as exc:
+            _fail(guard, via, exc)
+        if real is None:
+            with _Nested():
+                return orig(*args, **kwargs)
+        limit = guard.max_rows
+        pushdown = nrows and (nrows_if is None or nrows_if(kwargs))
+        if pushdown:
+            asked = kwargs.get("nrows")
+            if asked is not None and asked <= limit:
+                with _Nested():
+                    return orig(*args, **kwargs)
+            kwargs = {**kwargs, "nrows": limit + 1}  # the engine stops early; one extra row detects truncation
+        with _Nested():
+            result = orig(*args, **kwargs)
+        if chunks and (kwargs.get("chunksize") is not None or kwargs.get("iterator")):
+            return _CappedReader(result, guard, limit, real, via)
+        return _cut(guard, result, limit, real, via)
+
+    return _hide(wrapper)
+
+
+_PANDAS_READERS: tuple[tuple[str, str, bool, bool], ...] = (
+    # name, path parameter, supports nrows, may return a chunk iterator
+    ("read_csv", "filepath_or_buffer", True, True),
+    ("read_table", "filepath_or_buffer", True, True),
+    ("read_fwf", "filepath_or_buffer", True, True),
+    ("read_excel", "io", True, False),
+    ("read_json", "path_or_buf", True, True),
+    ("read_parquet", "path", False, False),
+    ("read_feather", "path", False, False),
+    ("read_orc", "path", False, False),
+    ("read_pickle", "filepath_or_buffer", False, False),
+    ("read_stata", "filepath_or_buffer", False, True),
+)
+
+_ARROW_READERS: tuple[tuple[str, str, str], ...] = (
+    ("pyarrow.parquet", "read_table", "source"),
+    ("pyarrow.parquet.core", "read_table", "source"),
+    ("pyarrow.parquet", "read_pandas", "source"),
+    ("pyarrow.csv", "read_csv", "input_file"),
+    ("pyarrow.json", "read_json", "input_file"),
+    ("pyarrow.feather", "read_table", "source"),
+    ("pyarrow.feather", "read_feather", "source"),
+    ("pyarrow.orc", "read_table", "source"),
+)
+
+
+def _install_readers() -> None:
+    import pandas as pd
+
+    for name, param, nrows, chunks in _PANDAS_READERS:
+        orig = getattr(pd, name, None)
+        if orig is None:
+            continue
+        nrows_if = (lambda kw: bool(kw.get("lines"))) if name == "read_json" else None  # nrows needs lines=True
+        wrapper = _reader(orig, param, f"pandas.{name}", nrows=nrows, chunks=chunks, nrows_if=nrows_if)
+        _patch(pd, name, wrapper)
+        home = sys.modules.get(getattr(orig, "__module__", "") or "")
+        if home is not None and getattr(home, name, None) is orig:
+            _patch(home, name, wrapper)
+    done: dict[int, Any] = {}
+    for modname, fname, param in _ARROW_READERS:
+        mod = _module(modname)
+        orig = getattr(mod, fname, None) if mod is not None else None
+        if orig is None or getattr(orig, "_guard_kernel_wrapper", False):
+            continue
+        wrapper = done.get(id(orig)) or _reader(orig, param, f"{modname}.{fname}", nrows=False)
+        done[id(orig)] = wrapper
+        _patch(mod, fname, wrapper)
