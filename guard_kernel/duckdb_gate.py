@@ -143,11 +143,7 @@ def _ctx(con: Any, g: Guard) -> _sql.SqlContext:
     st = _state(con)
     return _sql.SqlContext(root=os.getcwd(), catalogs=dict(st.catalogs), default_catalog=st.default_catalog,
                            owned_tables=frozenset(g.owned_tables), catalog_paths=dict(st.paths),
-                           source_paths=_source_paths(g))
-
-
-def _source_paths(g: Guard) -> dict[str, str]:
-    return {s.duckdb: s.name for s in g.policy.sources.values() if s.duckdb}
+                           source_paths=_sql.source_paths(g.policy))
 
 
 def _text_of(query: Any) -> str | None:

@@ -206,7 +206,8 @@ class _Analyzer:
             if context is not None:
                 base = context(value)
         if base is None:
-            base = _make_ctx(sql, root=os.getcwd())
+            base = _make_ctx(sql, root=os.getcwd(),
+                             source_paths=sql.source_paths(self.guard.policy) if self.guard is not None else None)
             if kind == "path" and value:
                 alias = os.path.basename(value).split(".", 1)[0].lower()
                 base = _replace_ctx(base, catalogs={alias: _source_of(self.guard, value)}, default_catalog=alias,

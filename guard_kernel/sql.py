@@ -33,10 +33,11 @@ from .sql_parse import Attach, SqlStatement, analyze
 from .sql_refs import URL
 
 if TYPE_CHECKING:
+    from .policy import Policy
     from .session import Guard
 
 __all__ = [
-    "Attach", "SqlContext", "SqlStatement", "analyze", "cap", "check_sql", "to_requests",
+    "Attach", "SqlContext", "SqlStatement", "analyze", "cap", "check_sql", "source_paths", "to_requests",
 ]
 
 
@@ -54,6 +55,11 @@ class SqlContext:
     """Catalog alias → real path of its database file (writes are judged against it)."""
     source_paths: Mapping[str, str] = field(default_factory=dict)
     """Real path of a source DuckDB file → source name (for ATTACH earlier in the same string)."""
+
+
+def source_paths(policy: Policy) -> dict[str, str]:
+    """Real path of each source DuckDB file → source name (for :attr:`SqlContext.source_paths`)."""
+    return {s.duckdb: s.name for s in policy.sources.values() if s.duckdb}
 
 
 # ------------------------------------------------------------------- requests
@@ -125,10 +131,13 @@ def to_requests(stmts: Iterable[SqlStatement], ctx: SqlContext | None = None,
                 default = a.alias.split(".", 1)[0]
         owned_names.update(f"{cat}.{name}" for cat, name in created)
         action = export_action if s.action is Action.SQL_EXPORT else s.action
+        # an option-less ATTACH of a source is run as ATTACH … (READ_ONLY) by the DuckDB gate
+        read_only = bool(a and (a.read_only or (a.verb == "attach" and not a.options
+                                                and path is not None and path in ctx.source_paths)))
         out.append(Request(
             action, s.resource, path=path, tables=tables, written=written, columns=s.columns, stars=s.stars,
             column_patterns=s.column_patterns, owned=owned,
-            read_only=bool(s.attach and s.attach.read_only), reason=s.reason, line=line, code=s.text.strip(),
+            read_only=read_only, reason=s.reason, line=line, code=s.text.strip(),
         ))
         for f in s.files:
             m = URL.match(f)
@@ -153,7 +162,7 @@ def check_sql(guard: Guard, text: str, *, ctx: SqlContext | None = None, line: i
     stmts = analyze(text)
     if not stmts:
         return []
-    reqs = to_requests(stmts, ctx or SqlContext(root=guard.policy.root), line, export_action=export_action)
+    reqs = to_requests(stmts, ctx or SqlContext(root=guard.policy.root, source_paths=source_paths(guard.policy)), line, export_action=export_action)
     decisions = [guard.decide(r) for r in reqs]
     for d in decisions:
         if record_reads or d.effect.value != "allow":

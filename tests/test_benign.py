@@ -46,6 +46,8 @@ CELLS: list[tuple[str, str, str | None]] = [
     ("string-functions", "len(con.sql('SELECT upper(segment) AS s, count(*) FROM customers GROUP BY 1').df())", "3"),
     ("dates", "len(con.sql(\"SELECT date_trunc('month', order_date) AS m, count(*) FROM orders "
               "GROUP BY 1 ORDER BY 1 LIMIT 12\").fetchall())", "12"),
+    ("attach-source-plainly", "c3 = duckdb.connect()\nc3.execute(\"ATTACH 'data/warehouse.duckdb' AS wh\")\n"
+                              "c3.sql('SELECT count(*) FROM wh.orders').fetchall()[0][0]", "20000"),
     ("parameters", "con.execute('SELECT count(*) FROM orders WHERE amount > ?', [100]).fetchall()[0][0] > 0", "True"),
     ("read-csv-sql", "len(con.sql(\"SELECT event, count(*) FROM read_csv('data/raw/events.csv') GROUP BY event\")"
                      ".fetchall())", "5"),
