@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from . import bench_audit, bench_duckdb, bench_kernel, bench_runtime, bench_sql, bench_static
 from .harness import Config, Result
-from .report import machine_info, print_machine, table, write_chart, write_json
+from .report import load_average, machine_info, print_machine, table, write_chart, write_json
 
 GROUPS: dict[str, Callable[[Config], list[Result]]] = {
     "sql": bench_sql.run,
@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     print()
     print(table(results))
-    print(f"\ntotal {time.perf_counter() - started:.0f} s")
+    info["load_average_end"] = load_average()
+    print(f"\ntotal {time.perf_counter() - started:.0f} s; load average at the end {info['load_average_end']}")
     os.makedirs(args.out, exist_ok=True)
     json_path = os.path.join(args.out, "results.json")
     write_json(json_path, info, results, {"quick": cfg.quick, "rounds": cfg.rounds, "only": list(cfg.only)})

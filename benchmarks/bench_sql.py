@@ -9,6 +9,7 @@ third measurement is the same step on a statement seen before (every cache warm)
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -78,8 +79,9 @@ def make_cached_step(sql: Any, guard: Any, ctx: Any) -> Callable[[str], object]:
 
 
 def _quantile(xs: list[float], q: float) -> float:
+    """Nearest-rank quantile (the statement at the q-th position, none interpolated)."""
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))]
+    return xs[min(len(xs) - 1, max(0, math.ceil(q * len(xs)) - 1))]
 
 
 def _measure(corpus: list[Statement], step: Callable[[str], object], clear: Callable[[], None],
@@ -150,8 +152,10 @@ def run(cfg: Config) -> list[Result]:
                                                ("medium", None, None, "medium (4–24 lines)"),
                                                ("30-line", goals[1], goals[3], "30-line (25–34 lines)"),
                                                ("40-line", None, None, "40-line (35–40 lines)")):
-        gs = [x for s in by_bucket.get(bucket, []) for x in g[s.name]]
-        ps = [x for s in by_bucket.get(bucket, []) for x in p[s.name]]
+        # one figure per statement (its median over the rounds): percentiles are over the corpus,
+        # not over scheduler noise
+        gs = [statistics.median(g[s.name]) for s in by_bucket.get(bucket, [])]
+        ps = [statistics.median(p[s.name]) for s in by_bucket.get(bucket, [])]
         if not gs:
             continue
         gst, pst = Stats.of(gs), Stats.of(ps)

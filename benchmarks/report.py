@@ -50,14 +50,23 @@ def machine_info() -> dict[str, Any]:
         "implementation": platform.python_implementation(),
         "packages": versions,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "load_average_start": load_average(),
     }
+
+
+def load_average() -> list[float] | None:
+    """1/5/15-minute load: on a shared 2-core machine it explains most of the spread."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def print_machine(info: dict[str, Any]) -> None:
     pk = ", ".join(f"{k} {v}" for k, v in info["packages"].items() if v)
     missing = ", ".join(k for k, v in info["packages"].items() if not v)
     print(f"machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, {info['os']}")
-    print(f"python:  {info['python']} ({info['implementation']})")
+    print(f"python:  {info['python']} ({info['implementation']}); load average {info['load_average_start']}")
     print(f"packages: {pk}" + (f"  (not installed: {missing})" if missing else ""))
 
 

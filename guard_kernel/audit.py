@@ -28,8 +28,12 @@ def new_session_id() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
 
 
+# one encoder for every record: json.dumps() with options builds a new JSONEncoder per call
+_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False).encode
+
+
 def _canonical(record: dict[str, Any]) -> bytes:
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False).encode()
+    return _ENCODE(record).encode()
 
 
 def chain_hash(prev: str, record: dict[str, Any]) -> str:
