@@ -14,6 +14,11 @@ Row caps: a row-returning read runs as ``cap(sql, max+1)`` so the engine stops e
 path trims to ``max`` and reports truncation once (or denies, under ``on_exceed: deny``).
 Displays (``repr``/``show``) are capped at ``max`` without a truncation record.
 
+A verdict is kept per connection and text (:class:`~guard_kernel.duckdb_rows.Checked`): a
+repeated statement skips the classifier and the decisions, and is still recorded every time.
+It is judged afresh after any ATTACH/DETACH/USE, a policy switch, a new table of the session's
+own, or a change of working directory.
+
 This is a guardrail in the same process, not a sandbox: code that reaches the original C++
 methods through ``_duckdb`` internals can bypass it.
 """
@@ -35,10 +40,13 @@ from .actions import Action
 from .decision import Effect, Request
 from .duckdb_rows import (
     CONN_FETCH,
+    EPOCH,
     GUARD,
+    ORIG_BY,
     ORIGINALS,
     STATES,
     CappedResult,
+    Checked,
     Conn,
     ConnState,
     Pending,
@@ -139,9 +147,9 @@ def _state(con: Any) -> ConnState:
     return st
 
 
-def _ctx(con: Any, g: Guard) -> _sql.SqlContext:
+def _ctx(con: Any, g: Guard, cwd: str | None = None) -> _sql.SqlContext:
     st = _state(con)
-    return _sql.SqlContext(root=os.getcwd(), catalogs=dict(st.catalogs), default_catalog=st.default_catalog,
+    return _sql.SqlContext(root=cwd or os.getcwd(), catalogs=dict(st.catalogs), default_catalog=st.default_catalog,
                            owned_tables=frozenset(g.owned_tables), catalog_paths=dict(st.paths),
                            source_paths=_sql.source_paths(g.policy))
 
@@ -170,39 +178,65 @@ def _rewrite_attach(text: str, stmts: tuple[_sql.SqlStatement, ...]) -> str:
     return "".join(out) if changed else text
 
 
-def _check(con: Any, g: Guard, text: str, *, record_last: bool = True, record_reads: bool = True,
-           export_action: Action = Action.SQL_EXPORT) -> tuple[str, tuple[_sql.SqlStatement, ...]]:
-    """Rewrite, classify and decide every statement of *text*; raise GuardDenied before any runs.
+_CHECKED_MAX = 512
+"""Verdicts kept per connection (a notebook re-runs a few hundred texts at most; more is churn)."""
 
-    Denials are always recorded.  Otherwise each statement is recorded as it runs: with
-    ``record_last=False`` the last one is left to the layer that runs it (``_submit``).
-    """
+
+def _verdict(con: Any, g: Guard, text: str, export_action: Action, cwd: str) -> Checked:
+    """Rewrite, classify and decide *text* (nothing recorded, nothing raised)."""
     stmts = _sql.analyze(text)
     new = _rewrite_attach(text, stmts)
     if new is not text:
         text, stmts = new, _sql.analyze(new)
-    ctx = _ctx(con, g)
-    decided = [[g.decide(r) for r in _sql.to_requests((s,), ctx, export_action=export_action)] for s in stmts]
-    denied = [d for ds in decided for d in ds if d.blocked]
-    if denied:
-        for d in denied:
+    ctx = _ctx(con, g, cwd)
+    # all statements at once: a later statement sees what earlier ones ATTACH, USE and CREATE
+    reqs = iter(_sql.to_requests(stmts, ctx, export_action=export_action))
+    decided = tuple(tuple(g.decide(next(reqs)) for _ in range(1 + len(s.files))) for s in stmts)
+    last = stmts[-1] if stmts else None
+    return Checked(
+        text, stmts, decided, tuple(d for ds in decided for d in ds if d.blocked), g, g.policy, EPOCH[0],
+        frozenset(g.owned_tables), cwd,
+        (last.text.strip(), last.resource) if last is not None and last.returns_rows else None)
+
+
+def _check(con: Any, g: Guard, text: str, *, record_last: bool = True, record_reads: bool = True,
+           export_action: Action = Action.SQL_EXPORT) -> Checked:
+    """Rewrite, classify and decide every statement of *text*; raise GuardDenied before any runs.
+
+    Denials are always recorded.  Otherwise each statement is recorded as it runs: with
+    ``record_last=False`` the last one is left to the layer that runs it (``_submit``).  The
+    verdict is kept per connection and reused for the same text while nothing it depends on
+    has changed (see :class:`~guard_kernel.duckdb_rows.Checked`); it is recorded every time.
+    """
+    st = _state(con)
+    key = (text, export_action)
+    c = st.checked.get(key)
+    cwd = os.getcwd()
+    if (c is None or c.guard is not g or c.policy is not g.policy or c.epoch != EPOCH[0] or c.cwd != cwd
+            or c.owned != g.owned_tables):
+        c = _verdict(con, g, text, export_action, cwd)
+        if len(st.checked) >= _CHECKED_MAX:
+            st.checked.clear()
+        st.checked[key] = c
+    if c.denied:
+        for d in c.denied:
             g.record_decision(d, "sql")
-        raise GuardDenied(denied)
-    for i, ds in enumerate(decided):
-        if i == len(decided) - 1 and not record_last:
-            break
+        raise GuardDenied(c.denied)
+    decided = c.decided if record_last else c.decided[:-1]
+    for ds in decided:
         for d in ds:
             if record_reads or d.effect is not Effect.ALLOW:
                 g.record_decision(d, "sql")
-    return text, stmts
+    return c
 
 
 def _after(con: Any, g: Guard, stmts: tuple[_sql.SqlStatement, ...]) -> None:
     """Track what ran: attached catalogs, owned tables, files written."""
-    st = _state(con)
+    st: ConnState | None = None
     for s in stmts:
         a = s.attach
         if a is not None and a.alias:
+            st = st or _state(con)
             if a.verb == "attach" and a.path:
                 real = resolve(a.path)
                 st.catalogs[a.alias] = _source_of(real)
@@ -212,20 +246,21 @@ def _after(con: Any, g: Guard, stmts: tuple[_sql.SqlStatement, ...]) -> None:
                 st.paths.pop(a.alias, None)
             elif a.verb == "use":
                 st.default_catalog = a.alias.split(".", 1)[0]
-        for t in s.created:
-            cat = t.catalog or st.default_catalog
-            if st.catalogs.get(cat) is None:
-                g.owned_tables.add(t.name)
-                g.owned_tables.add(f"{cat}.{t.name}")
+            EPOCH[0] += 1  # every kept verdict may name these catalogs (cursors share the maps)
+        if s.created:
+            st = st or _state(con)
+            for t in s.created:
+                cat = t.catalog or st.default_catalog
+                if st.catalogs.get(cat) is None:
+                    g.owned_tables.add(t.name)
+                    g.owned_tables.add(f"{cat}.{t.name}")
         if s.export_path:
             g.owned_files.add(resolve(s.export_path))
 
 
-def _pending_for(stmts: tuple[_sql.SqlStatement, ...], text: str, g: Guard) -> Pending | None:
-    if not stmts or not stmts[-1].returns_rows:
-        return None
-    last = stmts[-1]
-    return Pending(g.max_rows, last.text.strip(), last.resource)
+def _pending_for(c: Checked, g: Guard) -> Pending | None:
+    """Row-cap bookkeeping for the last statement of *c*, if it returns rows."""
+    return Pending(g.max_rows, *c.pending) if c.pending is not None else None
 
 
 # ------------------------------------------------------- connection methods
@@ -280,18 +315,20 @@ def _duplicate(self: Any) -> Any:
     return dup
 
 
-def _run_statements(self: Any, g: Guard, text: str, stmts: tuple[_sql.SqlStatement, ...],
-                    parameters: Any, run: Callable[..., Any]) -> Any:
+def _run_statements(self: Any, g: Guard, c: Checked, parameters: Any, run: Callable[..., Any]) -> Any:
     st = _state(self)
     st.pending = None
-    last = stmts[-1] if stmts else None
-    if last is not None and last.returns_rows:
+    stmts = c.stmts
+    if c.pending is not None:  # the last statement returns rows
         for s in stmts[:-1]:  # earlier statements run alone, so the last can be capped
             run(self, s.text)
-        result = run(self, _sql.cap(last.text, g.max_rows + 1), parameters)
-        st.pending = _pending_for(stmts, text, g)
+        limit = g.max_rows + 1
+        # one statement: the rewrite of the whole text is cached; a later one is capped by its analysis
+        capped = _sql.cap(c.text, limit) if len(stmts) == 1 else _sql.cap_statement(stmts[-1], limit)
+        result = run(self, capped, parameters)
+        st.pending = _pending_for(c, g)
     else:
-        result = run(self, text, parameters)
+        result = run(self, c.text, parameters)
     _after(self, g, stmts)
     return self if result is self or result is None else result
 
@@ -303,9 +340,9 @@ def _execute(self: Any, query: Any, parameters: Any = None) -> Any:
         return orig(Conn, "execute")(self, query, parameters)
     if text is None:  # let DuckDB raise its own error for a wrong type
         return orig(Conn, "execute")(self, query, parameters)
-    text, stmts = _check(self, g, text)
+    c = _check(self, g, text)
     with g.quiet():
-        return _run_statements(self, g, text, stmts, parameters, orig(Conn, "execute"))
+        return _run_statements(self, g, c, parameters, orig(Conn, "execute"))
 
 
 def _executemany(self: Any, query: Any, parameters: Any = None) -> Any:
@@ -313,12 +350,12 @@ def _executemany(self: Any, query: Any, parameters: Any = None) -> Any:
     text = _text_of(query)
     if g is None or text is None:
         return orig(Conn, "executemany")(self, query, parameters)
-    text, stmts = _check(self, g, text)
+    c = _check(self, g, text)
     with g.quiet():
-        result = orig(Conn, "executemany")(self, text, parameters)
+        result = orig(Conn, "executemany")(self, c.text, parameters)
     st = _state(self)
-    st.pending = _pending_for(stmts, text, g)
-    _after(self, g, stmts)
+    st.pending = _pending_for(c, g)
+    _after(self, g, c.stmts)
     return result
 
 
@@ -358,16 +395,16 @@ def _submit(self: Any, sql: str, values: Any = None, format: str = "rows", batch
     if g is None:
         return orig(Conn, "_submit")(self, sql, values, format, batch_size)
     export_action = Action.EXPORT_DATAFRAME if getattr(_local, "relation_export", False) else Action.SQL_EXPORT
-    sql, stmts = _check(self, g, sql, export_action=export_action)
+    c = _check(self, g, sql, export_action=export_action)
     display = getattr(_local, "display", False)
-    p = _pending_for(stmts, sql, g)
-    run_sql = sql
+    p = _pending_for(c, g)
+    run_sql = c.text
     if p is not None:
         p.display = display
-        run_sql = _sql.cap(sql, g.max_rows if display else g.max_rows + 1)
+        run_sql = _sql.cap(c.text, g.max_rows if display else g.max_rows + 1)
     with g.quiet():
         result = orig(Conn, "_submit")(self, run_sql, values, format, batch_size)
-    _after(self, g, stmts)
+    _after(self, g, c.stmts)
     return CappedResult(result, p) if p is not None else result
 
 
@@ -376,11 +413,11 @@ def _prepare_script(self: Any, sql: Any, values: Any = None, **kwargs: Any) -> A
     text = _text_of(sql)
     if g is None or text is None:
         return orig(Conn, "_prepare_script")(self, sql, values, **kwargs)
-    text, stmts = _check(self, g, text, record_last=False)
-    sql = text if isinstance(sql, str) or len(stmts) > 1 else sql
+    c = _check(self, g, text, record_last=False)
+    sql = c.text if isinstance(sql, str) or len(c.stmts) > 1 else sql
     with g.quiet():
         out = orig(Conn, "_prepare_script")(self, sql, values, **kwargs)
-    _after(self, g, stmts[:-1])  # the last runs through _submit (or lazily, as a relation)
+    _after(self, g, c.stmts[:-1])  # the last runs through _submit (or lazily, as a relation)
     return out
 
 
@@ -388,10 +425,10 @@ def _create_view(self: Any, name: str, sql: str, **kwargs: Any) -> Any:
     g = _active()
     if g is not None:
         quoted = '"' + str(name).replace('"', '""') + '"'
-        _, stmts = _check(self, g, f"CREATE OR REPLACE VIEW {quoted} AS {sql}")
+        c = _check(self, g, f"CREATE OR REPLACE VIEW {quoted} AS {sql}")
         with g.quiet():
             out = orig(Conn, "_create_view")(self, name, sql, **kwargs)
-        _after(self, g, stmts)
+        _after(self, g, c.stmts)
         return out
     return orig(Conn, "_create_view")(self, name, sql, **kwargs)
 
@@ -458,6 +495,7 @@ _RELATION_DISPLAY = ("__repr__", "__str__", "show", "preview", "_repr_mimebundle
 
 def _patch(owner: Any, name: str, value: Any) -> None:
     ORIGINALS.append((owner, name, getattr(owner, name)))
+    ORIG_BY.setdefault((id(owner), name), ORIGINALS[-1][2])
     setattr(owner, name, value)
 
 
@@ -508,6 +546,7 @@ def uninstall() -> None:
     while ORIGINALS:
         owner, name, value = ORIGINALS.pop()
         setattr(owner, name, value)
+    ORIG_BY.clear()
     STATES.clear()
     _guard = None
     GUARD.clear()

@@ -26,6 +26,9 @@ Conn = _duckdb.DuckDBPyConnection
 GUARD: list[Guard] = []
 """The installed guard (empty list: none), set by :func:`guard_kernel.duckdb_gate.install`."""
 ORIGINALS: list[tuple[Any, str, Any]] = []
+"""(owner, name, original) in patch order (uninstall restores them in reverse)."""
+ORIG_BY: dict[tuple[int, str], Any] = {}
+"""(id(owner), name) → original: :func:`orig` runs several times per query, so no list scan."""
 STATES: weakref.WeakKeyDictionary[Any, ConnState] = weakref.WeakKeyDictionary()
 
 
@@ -45,6 +48,34 @@ class Pending:
         return max(self.limit - self.delivered, 0)
 
 
+@dataclass(frozen=True)
+class Checked:
+    """The gate's verdict on one SQL text, kept for the next time the same text comes.
+
+    Valid only while everything it was computed from is unchanged: the guard and its policy
+    (``Guard.set_policy`` swaps the object), the connections' catalogs (:data:`EPOCH`), the
+    tables the session owns and the working directory (relative paths resolve against it).
+    """
+
+    text: str
+    """The text to run (an option-less ATTACH of a source gains READ_ONLY)."""
+    stmts: tuple[Any, ...]
+    decided: tuple[tuple[Decision, ...], ...]
+    """Per statement: its decisions (statement, then files and URLs it reads)."""
+    denied: tuple[Decision, ...]
+    guard: Guard
+    policy: Any
+    epoch: int
+    owned: frozenset[str]
+    cwd: str
+    pending: tuple[str, str] | None
+    """(statement, resource) for the row-cap bookkeeping of the last statement, if it returns rows."""
+
+
+EPOCH = [0]
+"""Bumped whenever any connection ATTACHes, DETACHes or USEs (cursors share catalog maps)."""
+
+
 @dataclass
 class ConnState:
     """What the guard knows about one connection: its catalogs and its open result."""
@@ -53,13 +84,13 @@ class ConnState:
     paths: dict[str, str] = field(default_factory=dict)
     default_catalog: str = "memory"
     pending: Pending | None = None
+    checked: dict[tuple[str, Any], Checked] = field(default_factory=dict)
+    """(SQL text, export action) → the verdict last computed for it on this connection."""
 
 
 def orig(owner: Any, name: str) -> Any:
-    for o, n, f in ORIGINALS:
-        if o is owner and n == name:
-            return f
-    return getattr(owner, name)
+    f = ORIG_BY.get((id(owner), name))
+    return getattr(owner, name) if f is None else f
 
 
 def report(p: Pending, via: str) -> None:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from .actions import Action
 from .decision import Decision, Request, TableRef
 from .paths import resolve
-from .sql_cap import cap
+from .sql_cap import cap, cap_statement
 from .sql_parse import Attach, SqlStatement, analyze
 from .sql_refs import URL
 
@@ -37,13 +37,18 @@ if TYPE_CHECKING:
     from .session import Guard
 
 __all__ = [
-    "Attach", "SqlContext", "SqlStatement", "analyze", "cap", "check_sql", "source_paths", "to_requests",
+    "Attach", "SqlContext", "SqlStatement", "analyze", "cap", "cap_statement", "check_sql", "source_paths",
+    "to_requests",
 ]
 
 
 @dataclass(frozen=True)
 class SqlContext:
-    """What a connection knows about where names point."""
+    """What a connection knows about where names point.
+
+    Immutable, mappings included (pass copies, never mutate them afterwards): :func:`to_requests`
+    remembers its answer for the same statements and context objects.
+    """
 
     root: str = field(default_factory=os.getcwd)
     """Project root: relative file paths resolve against it."""
@@ -82,13 +87,35 @@ def _place(t: TableRef, catalogs: Mapping[str, str | None], default: str,
     return cat, (catalogs.get(cat) if cat not in ("temp", "system") else None)
 
 
+_MEMO_MAX = 256
+_memo: dict[tuple[int, int, int | None, Action],
+            tuple[tuple[SqlStatement, ...], SqlContext, tuple[Request, ...]]] = {}
+"""(id(stmts), id(ctx), line, export action) → (stmts, ctx, requests): a caller that keeps its
+context and asks again about an analysis it got from the cache gets the same requests back.
+The entry holds both objects, so their ids cannot be reused while it exists."""
+
+
 def to_requests(stmts: Iterable[SqlStatement], ctx: SqlContext | None = None,
                 line: int | None = None, *, export_action: Action = Action.SQL_EXPORT) -> list[Request]:
     """Decision requests for *stmts*: one per statement, plus one per literal file read or URL.
 
     *export_action* replaces ``sql.export`` (the relation writers ask as ``export.dataframe``).
     """
-    ctx = ctx or SqlContext()
+    if ctx is None or type(stmts) is not tuple:
+        return _to_requests(stmts, ctx or SqlContext(), line, export_action)
+    key = (id(stmts), id(ctx), line, export_action)
+    hit = _memo.get(key)
+    if hit is not None and hit[0] is stmts and hit[1] is ctx:
+        return list(hit[2])
+    out = _to_requests(stmts, ctx, line, export_action)
+    if len(_memo) >= _MEMO_MAX:
+        _memo.clear()
+    _memo[key] = (stmts, ctx, tuple(out))
+    return out
+
+
+def _to_requests(stmts: Iterable[SqlStatement], ctx: SqlContext, line: int | None,
+                 export_action: Action) -> list[Request]:
     out: list[Request] = []
     # what earlier statements of the same string attach, detach, use and create
     catalogs = dict(ctx.catalogs)

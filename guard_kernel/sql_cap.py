@@ -5,18 +5,22 @@ appended.  Everything else that returns rows — set operations, OFFSET, a LIMIT
 a percentage or a parameter, CTEs, DESCRIBE/SHOW/SUMMARIZE/PIVOT — is wrapped as
 ``SELECT * FROM (<q>) LIMIT n``.  Statements that are not one row-returning read are left as
 they are (the fetch layer still trims what reaches Python).
+
+Which of these applies is decided by the classifier while it holds the parse tree
+(:attr:`SqlStatement.cap_append`, :attr:`SqlStatement.own_limit`), so the rewrite here is
+string work on a cached analysis: no second parse.
 """
 
 from __future__ import annotations
 
 import re
-import warnings
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import sqlglot
-from sqlglot import exp
+if TYPE_CHECKING:
+    from .sql_parse import SqlStatement
 
-__all__ = ["cap"]
+__all__ = ["cap", "cap_statement"]
 
 _TRAILING = re.compile(r"[\s;]+\Z")
 
@@ -36,30 +40,23 @@ def cap(text: str, limit: int) -> str:
     from .sql_parse import analyze
 
     stmts = analyze(text)
-    if len(stmts) != 1 or not stmts[0].returns_rows or stmts[0].kind not in ("SELECT", "MULTI", "PRAGMA", "CALL"):
-        return text
-    body = _strip(stmts[0].text)
-    if stmts[0].kind in ("PRAGMA", "CALL"):
-        return text  # not allowed inside a subquery; trimmed on fetch
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tree = sqlglot.parse_one(body, dialect="duckdb")
-    except sqlglot.errors.SqlglotError:
-        return _wrap(body, limit)
-    if not isinstance(tree, exp.Select) or tree.args.get("with_") is not None or tree.args.get("offset"):
-        return _wrap(body, limit)
-    if tree.find(exp.Placeholder) is not None and tree.args.get("limit") is not None:
-        return _wrap(body, limit)
-    lim = tree.args.get("limit")
-    if lim is None:
-        if tree.args.get("locks") or tree.args.get("into"):
-            return _wrap(body, limit)
-        return f"{body}\nLIMIT {limit}"
-    value = lim.expression
-    opts = lim.args.get("limit_options")
-    if (isinstance(value, exp.Literal) and not value.is_string and value.this.isdigit()
-            and not (opts and (opts.args.get("percent") or opts.args.get("with_ties")))
-            and int(value.this) <= limit):
-        return text  # already within the cap
-    return _wrap(body, limit)
+    out = _rewrite(stmts[0], limit) if len(stmts) == 1 else None
+    return text if out is None else out
+
+
+def cap_statement(stmt: SqlStatement, limit: int) -> str:
+    """:func:`cap` of one analyzed statement (the last of a string runs alone, capped): its text
+    rewritten, or as it is; string work only, so a statement taken from a longer string is not
+    analyzed a second time."""
+    out = _rewrite(stmt, limit)
+    return stmt.text if out is None else out
+
+
+def _rewrite(s: SqlStatement, limit: int) -> str | None:
+    """The capped text of *s*, or None to leave it as it is."""
+    if not s.returns_rows or s.kind not in ("SELECT", "MULTI"):
+        return None  # PRAGMA/CALL reads are not allowed inside a subquery: trimmed on fetch
+    if s.own_limit is not None and s.own_limit <= limit:
+        return None  # already within the cap
+    body = _strip(s.text)
+    return f"{body}\nLIMIT {limit}" if s.cap_append else _wrap(body, limit)

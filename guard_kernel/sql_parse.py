@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -78,6 +79,11 @@ class SqlStatement:
     """CREATE TEMP …: the created objects live in the temp catalog."""
     reason: str | None = None
     """Why the statement is sql.unknown (or a note)."""
+    cap_append: bool = False
+    """The row cap may be appended as ``LIMIT n`` (a plain SELECT: no LIMIT, OFFSET, CTE, INTO…);
+    decided while the parse tree exists so :func:`~guard_kernel.sql_cap.cap` is string work."""
+    own_limit: int | None = None
+    """The statement's own literal ``LIMIT n`` (plain SELECT): left alone when n is within the cap."""
 
     @property
     def resource(self) -> str:
@@ -128,6 +134,16 @@ _AGREE: dict[str, tuple[type[exp.Expr], ...]] = {
 }
 _DIALECT = Dialect.get_or_raise("duckdb")
 _WORD = re.compile(r"\s*(?:(?:--[^\n]*\n?)|(?:/\*.*?\*/)|\s)*([A-Za-z_]+)", re.S)
+_tls = threading.local()
+
+
+def _parse(text: str) -> list[exp.Expr | None]:
+    """``_DIALECT.parse(text)`` with the tokenizer and parser kept per thread: both reset
+    themselves on every call, and building them anew costs ~10 µs a statement."""
+    pair = getattr(_tls, "pair", None)
+    if pair is None:
+        pair = _tls.pair = (_DIALECT.tokenizer(), _DIALECT.parser())
+    return pair[1].parse(pair[0].tokenize(text), text)
 
 
 def _words(text: str, n: int = 3) -> list[str]:
@@ -210,7 +226,7 @@ def _statement(text: str, kind: str) -> SqlStatement:
                             (TableRef(words[1].lower()),))
 
     try:
-        trees = [t for t in _DIALECT.parse(text) if t is not None]
+        trees = [t for t in _parse(text) if t is not None]
     except sqlglot.errors.SqlglotError as e:
         trees = _parse_pivot(text) if first in ("PIVOT", "UNPIVOT") else []
         if not trees:
@@ -361,10 +377,33 @@ def _classify(text: str, kind: str, tree: exp.Expr) -> SqlStatement:
         return SqlStatement(text, Action.SQL_UNKNOWN, kind, reason=facts.unknown)
     written = tuple(facts.written)
     tables = tuple(dict.fromkeys((*facts.tables, *written)))
+    cap_append, own_limit = _cap_plan(tree) if returns_rows and isinstance(tree, exp.Select) else (False, None)
     return SqlStatement(
         text, action, kind, tables, written, tuple(facts.created), tuple(facts.columns), tuple(facts.stars),
         tuple(facts.patterns), tuple(facts.files), export_path, attach, returns_rows, temporary, reason,
+        cap_append, own_limit,
     )
+
+
+def _cap_plan(tree: exp.Select) -> tuple[bool, int | None]:
+    """How the row cap applies to a SELECT: (append ``LIMIT n``?, its own literal LIMIT).
+
+    (False, None) means wrap as a subquery: a CTE, OFFSET, a LIMIT that is a percentage, WITH
+    TIES, a parameter or an expression, a parameter anywhere next to a LIMIT, locks or INTO.
+    """
+    if tree.args.get("with_") is not None or tree.args.get("offset"):
+        return False, None
+    lim = tree.args.get("limit")
+    if lim is None:
+        return not (tree.args.get("locks") or tree.args.get("into")), None
+    if tree.find(exp.Placeholder) is not None:
+        return False, None
+    value = lim.expression
+    opts = lim.args.get("limit_options")
+    if (isinstance(value, exp.Literal) and not value.is_string and value.this.isdigit()
+            and not (opts and (opts.args.get("percent") or opts.args.get("with_ties")))):
+        return False, int(value.this)
+    return False, None
 
 
 @lru_cache(maxsize=4096)

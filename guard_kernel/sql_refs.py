@@ -106,6 +106,33 @@ def scope_sources(select: exp.Expr, derived: set[str]) -> dict[str, TableRef | N
     return out
 
 
+class _Scope:
+    """The sources of one SELECT/UPDATE/DELETE, with what every column of it needs precomputed."""
+
+    __slots__ = ("derived_here", "real", "sources")
+
+    def __init__(self, sources: dict[str, TableRef | None]) -> None:
+        self.sources = sources
+        self.real = tuple(dict.fromkeys(r for r in sources.values() if r is not None))
+        """The real tables in scope, each once, in order."""
+        self.derived_here = any(v is None for v in sources.values())
+
+
+_NO_SCOPE = _Scope({})
+_FILE_FUNC_TYPES: dict[type, bool] = {}
+"""Function class → whether its SQL name is a file reader (``sql_name()`` costs a call per node)."""
+
+
+def _reads_files(n: exp.Func) -> bool:
+    t = type(n)
+    if t is exp.Anonymous:
+        return str(n.name).lower() in FILE_FUNCS
+    known = _FILE_FUNC_TYPES.get(t)
+    if known is None:
+        known = _FILE_FUNC_TYPES[t] = func_name(n) in FILE_FUNCS
+    return known
+
+
 def collect(node: exp.Expr, facts: Facts) -> None:
     """Tables, columns, stars, files and table functions anywhere under *node* (one walk)."""
     tables: list[exp.Table] = []
@@ -115,25 +142,27 @@ def collect(node: exp.Expr, facts: Facts) -> None:
     cols: list[exp.Column] = []
     derived: set[str] = set()
     buckets: dict[type, list[Any]] = {exp.Column: cols, exp.Table: tables, exp.Star: stars, exp.Columns: patterns}
+    Func, CTE = exp.Func, exp.CTE
     for n in node.walk():
         bucket = buckets.get(type(n))
         if bucket is not None:
             bucket.append(n)
-        elif type(n) is exp.CTE:
+        elif type(n) is CTE:
             if n.alias:
                 derived.add(n.alias.lower())
-        elif isinstance(n, exp.Func) and func_name(n) in FILE_FUNCS:
+        elif isinstance(n, Func) and _reads_files(n):
             funcs.append(n)
-    scopes: dict[int, dict[str, TableRef | None]] = {}
+    scopes: dict[int, _Scope] = {}
 
-    def scope_of(n: exp.Expr) -> dict[str, TableRef | None]:
+    def scope_of(n: exp.Expr) -> _Scope:
         sel = n.find_ancestor(*_SCOPES)
         if sel is None:
-            return {}
+            return _NO_SCOPE
         key = id(sel)
-        if key not in scopes:
-            scopes[key] = scope_sources(sel, derived)
-        return scopes[key]
+        sc = scopes.get(key)
+        if sc is None:
+            sc = scopes[key] = _Scope(scope_sources(sel, derived))
+        return sc
 
     for t in tables:
         inner = t.this
@@ -156,49 +185,51 @@ def collect(node: exp.Expr, facts: Facts) -> None:
         excluded.update(id(c) for c in excepted)
         exclude = frozenset(c.name.lower() for c in excepted if isinstance(c, exp.Column))
         if isinstance(parent, exp.Column):  # t.*
-            src = scope_of(parent).get(parent.table.lower())
+            src = scope_of(parent).sources.get(parent.table.lower())
             if src is not None:
                 facts.stars[StarRef(src.name, exclude)] = None
         elif isinstance(parent, exp.Select) and star in parent.expressions:
             wanted = demand(parent)  # a star inside a derived table reads only what the outside takes
-            for ref in dict.fromkeys(r for r in scope_of(star).values() if r is not None):
+            for ref in scope_of(star).real:
                 if wanted is None:
                     facts.stars[StarRef(ref.name, exclude)] = None
                 else:
                     facts.columns.update(dict.fromkeys(f"{ref.name}.{c}" for c in sorted(wanted - exclude)))
         elif isinstance(parent, exp.Columns):
-            for ref in dict.fromkeys(r for r in scope_of(star).values() if r is not None):
+            for ref in scope_of(star).real:
                 facts.stars[StarRef(ref.name, exclude)] = None
     for c in patterns:
         if isinstance(c.this, exp.Literal) and c.this.is_string:
             facts.patterns[c.this.this] = None
         elif not isinstance(c.this, exp.Star):  # a lambda or expression: every column may match
-            for ref in dict.fromkeys(r for r in scope_of(c).values() if r is not None):
+            for ref in scope_of(c).real:
                 facts.stars[StarRef(ref.name)] = None
+    columns = facts.columns
+    Star = exp.Star
     for col in cols:
-        if isinstance(col.this, exp.Star) or id(col) in excluded:
+        if isinstance(col.this, Star) or (excluded and id(col) in excluded):
             continue
         name = col.name.lower()
         qual = col.table.lower()
         scope = scope_of(col)
+        sources = scope.sources
         if qual:
-            src = scope.get(qual)
+            src = sources.get(qual)
             if src is not None:
-                facts.columns[f"{src.name}.{name}"] = None
+                columns[f"{src.name}.{name}"] = None
             else:
-                facts.columns[name] = None
-                if qual not in scope:  # maybe a struct column `s.field`
-                    facts.columns[qual] = None
+                columns[name] = None
+                if qual not in sources:  # maybe a struct column `s.field`
+                    columns[qual] = None
             continue
-        whole = scope.get(name)
+        whole = sources.get(name)
         if whole is not None:  # whole-row reference: SELECT customers FROM customers
             facts.stars[StarRef(whole.name)] = None
-        real = list(dict.fromkeys(r for r in scope.values() if r is not None))
-        derived_here = any(v is None for v in scope.values())
-        if len(real) == 1 and not derived_here:
-            facts.columns[f"{real[0].name}.{name}"] = None
+        real = scope.real
+        if len(real) == 1 and not scope.derived_here:
+            columns[f"{real[0].name}.{name}"] = None
         else:
-            facts.columns[name] = None
+            columns[name] = None
 
 
 def demand(sel: exp.Expr, depth: int = 0) -> set[str] | None:

@@ -484,3 +484,80 @@ def test_context_for_the_cell_layer(con: Any, guard: Guard, project: Path) -> No
     default = duckdb_gate.context()
     assert default is not None and default.catalogs.get("memory") is None
     assert duckdb_gate.context(object()) is None
+
+
+# ------------------------------------------------------------------ kept verdicts
+# The gate keeps its verdict per connection and text; each test runs one text before and after
+# a change the verdict depends on, and checks the second run is judged afresh.
+
+
+def test_kept_verdict_is_recorded_every_run(guard: Guard) -> None:
+    m = duckdb.connect()
+    m.execute("CREATE TABLE t AS SELECT 1 AS a")
+    start = len(records(guard, "sql"))
+    for _ in range(3):
+        assert m.execute("SELECT a FROM t").fetchall() == [(1,)]
+    assert [r["statement"] for r in records(guard, "sql")[start:]] == ["SELECT a FROM t"] * 3
+
+
+def test_kept_verdict_follows_attach_and_use(guard: Guard, project: Path) -> None:
+    m = duckdb.connect()
+    m.execute("CREATE TABLE orders (oid INT)")
+    m.execute("DELETE FROM orders")  # the session's own in-memory table
+    m.execute("ATTACH 'data/warehouse.duckdb' AS w")
+    m.execute("USE w")
+    with pytest.raises(GuardDenied):
+        m.execute("DELETE FROM orders")
+    assert counts(project)["orders"] == 100
+
+
+def test_kept_verdict_follows_attach_on_a_cursor(guard: Guard, project: Path) -> None:
+    m = duckdb.connect()
+    with pytest.raises(duckdb.Error) as e:  # allowed (no catalog w yet), DuckDB refuses it
+        m.execute("DELETE FROM w.orders")
+    assert not isinstance(e.value, GuardDenied)
+    m.cursor().execute("ATTACH 'data/warehouse.duckdb' AS w")  # cursors share the database's catalogs
+    with pytest.raises(GuardDenied):
+        m.execute("DELETE FROM w.orders")
+    assert counts(project)["orders"] == 100
+
+
+def test_kept_verdict_follows_policy_switch(guard: Guard, project: Path) -> None:
+    m = duckdb.connect()
+    m.execute("CREATE TABLE t AS SELECT 1 AS a")
+    m.execute("COPY t TO 'scratch/a.csv'")
+    (project / "scratch/a.csv").unlink()
+    strict = project / "scratch/strict.yaml"  # scratch: the runtime hook may be in place (whole suite)
+    strict.write_text((POLICY % {"max": MAX, "on_exceed": "truncate"}).replace("effect: allow", "effect: deny"))
+    guard.set_policy(load_policy(strict, root=str(project)))
+    with pytest.raises(GuardDenied):
+        m.execute("COPY t TO 'scratch/a.csv'")
+    assert not (project / "scratch/a.csv").exists()
+
+
+def test_kept_verdict_follows_owned_tables(guard: Guard, project: Path) -> None:
+    m = duckdb.connect("other.duckdb")  # not a source: only the session's own tables may change
+    with pytest.raises(GuardDenied):
+        m.execute("INSERT INTO t2 VALUES (1)")
+    m.execute("CREATE TABLE t2 (a INT)")
+    m.execute("INSERT INTO t2 VALUES (1)")
+    assert m.execute("SELECT a FROM t2").fetchall() == [(1,)]
+
+
+def test_kept_verdict_follows_working_directory(guard: Guard, project: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    m = duckdb.connect()
+    m.execute("CREATE TABLE t AS SELECT 1 AS a")
+    with pytest.raises(GuardDenied):
+        m.execute("COPY t TO 'a.csv'")
+    monkeypatch.chdir(project / "scratch")
+    m.execute("COPY t TO 'a.csv'")
+    assert (project / "scratch/a.csv").exists() and not (project / "a.csv").exists()
+
+
+def test_later_statement_sees_attach_of_the_same_string(guard: Guard, project: Path) -> None:
+    m = duckdb.connect()
+    with pytest.raises(GuardDenied) as e:  # judged as if the two statements came one by one
+        m.execute("ATTACH 'data/warehouse.duckdb' AS w; DELETE FROM w.orders")
+    assert e.value.decision.rules[0].id.startswith("source:warehouse")
+    assert counts(project)["orders"] == 100

@@ -208,3 +208,10 @@ def test_check_sql_decides_all_before_any_and_records_each(tmp_path: Path) -> No
     assert [r["decision"] for r in recs] == ["allow", "deny", "deny"]
     assert [d.effect.value for d in sql.check_sql(g, "SELECT id FROM customers", ctx=ctx)] == ["allow"]
     g.close()
+
+
+@pytest.mark.parametrize(("text", "how"), CAP_CASES)
+def test_cap_statement_is_cap_of_the_statement_alone(text: str, how: str) -> None:
+    # the gate caps the last statement of a string by its analysis, without analyzing it again
+    for s in sql.analyze("SELECT 0; " + text):
+        assert sql.cap_statement(s, 10) == sql.cap(s.text, 10)
