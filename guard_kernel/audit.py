@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +31,12 @@ def new_session_id() -> str:
 
 # one encoder for every record: json.dumps() with options builds a new JSONEncoder per call
 _ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False).encode
+
+
+def _utc_now() -> str:
+    """UTC time as ISO 8601 with microseconds and a Z (cheaper than datetime.isoformat)."""
+    ns = time.time_ns()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000)) + f".{ns // 1000 % 1_000_000:06d}Z"
 
 
 def _canonical(record: dict[str, Any]) -> bytes:
@@ -78,7 +85,7 @@ class AuditWriter:
             self._seq += 1
             rec: dict[str, Any] = {
                 "seq": self._seq,
-                "ts": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+                "ts": _utc_now(),
                 "session": self.session,
                 "actor": self.actor,
                 "environment": self.environment,

@@ -12,6 +12,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property
 from typing import Any
 
 from .actions import Action, ActionClass, action_class, action_matches
@@ -92,6 +93,17 @@ class Request:
     """Line of the cell the action comes from, when known."""
     code: str | None = None
     """The statement or line of code."""
+    _hash: int = field(init=False, compare=False, repr=False, default=0)
+
+    def __post_init__(self) -> None:
+        # requests are dict keys of the decision cache: hash the 16 fields once, not per lookup
+        object.__setattr__(self, "_hash", hash(tuple(getattr(self, f) for f in _REQUEST_FIELDS)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
+_REQUEST_FIELDS = tuple(f for f in Request.__dataclass_fields__ if f != "_hash")
 
 
 @dataclass(frozen=True)
@@ -139,6 +151,17 @@ class Decision:
             "message": self.message,
             "hint": self.hint,
         }
+        if self.line is not None:
+            d["line"] = self.line
+        if self.code is not None:
+            d["statement"] = self.code
+        return d
+
+    @cached_property
+    def audit_fields(self) -> dict[str, Any]:
+        """The fields of this decision's audit record (built once: cached decisions repeat)."""
+        d: dict[str, Any] = {"action": self.action.value, "resource": self.resource, "decision": self.effect.value,
+                             "rules": [r.as_dict() for r in self.rules], "message": self.message}
         if self.line is not None:
             d["line"] = self.line
         if self.code is not None:

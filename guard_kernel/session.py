@@ -139,10 +139,7 @@ class Guard:
     def record_decision(self, d: Decision, kind: str, **extra: Any) -> None:
         """Write *d* to the audit, count it, remember it, and show warnings."""
         with self.quiet():
-            self.audit.write(kind, action=d.action.value, resource=d.resource, decision=d.effect.value,
-                             rules=[r.as_dict() for r in d.rules], message=d.message,
-                             **({"line": d.line} if d.line is not None else {}),
-                             **({"statement": d.code} if d.code is not None else {}), **extra)
+            self.audit.write(kind, **d.audit_fields, **extra)
         self.counts[d.effect.value] += 1
         if d.effect is not Effect.ALLOW or not self.last or self.last.effect is Effect.ALLOW:
             self.last = d
