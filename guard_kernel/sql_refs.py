@@ -72,6 +72,20 @@ def literal_strings(f: exp.Expr) -> list[str]:
     return out
 
 
+def file_paths(f: exp.Expr, facts: Facts) -> None:
+    """Record the literal paths a file-reading function names; a computed path cannot be judged."""
+    # Anonymous functions keep their name in "this" and every argument in "expressions"
+    args = [a for a in (f.args.get("this"), *(f.args.get("expressions") or [])) if isinstance(a, exp.Expr)]
+    first = args[0] if args else None
+    literal = (isinstance(first, exp.Literal) and first.is_string) or (
+        isinstance(first, exp.Array) and all(isinstance(x, exp.Literal) and x.is_string for x in first.expressions))
+    if not literal:
+        shown = first.sql(dialect="duckdb")[:80] if first is not None else "nothing"
+        facts.unknown = (f"{func_name(f)}() reads a path computed at run time ({shown}), which the guard "
+                         "cannot judge; write the path as a string literal")
+    facts.files.update(dict.fromkeys(literal_strings(f)))
+
+
 def looks_like_file(name: str) -> bool:
     return "/" in name or "*" in name or bool(_FILE_SUFFIX.search(name)) or bool(URL.match(name))
 
@@ -177,7 +191,7 @@ def collect(node: exp.Expr, facts: Facts) -> None:
                     facts.tables[ref] = None
     for f in funcs:
         if not isinstance(f.parent, exp.Table):  # scalar read_text('x') and the like
-            facts.files.update(dict.fromkeys(literal_strings(f)))
+            file_paths(f, facts)
     excluded: set[int] = set()
     for star in stars:
         parent = star.parent
@@ -287,7 +301,7 @@ def demand(sel: exp.Expr, depth: int = 0) -> set[str] | None:
 def table_function(f: exp.Expr, facts: Facts) -> None:
     name = func_name(f)
     if name in FILE_FUNCS:
-        facts.files.update(dict.fromkeys(literal_strings(f)))
+        file_paths(f, facts)
     elif name == "query":
         args = literal_strings(f)
         if len(args) != 1:
