@@ -166,6 +166,8 @@ class Decision:
             d["line"] = self.line
         if self.code is not None:
             d["statement"] = self.code
+        if self.hint and self.effect is not Effect.ALLOW:
+            d["hint"] = self.hint
         return d
 
     def to_json(self) -> str:
@@ -214,6 +216,16 @@ def _base(file: str) -> str:
 
 def _scratch_hint(policy: Policy) -> str:
     return ", ".join(g.text for g in policy.scratch) or "none declared"
+
+
+def _source_hint(policy: Policy, req: Request) -> str:
+    """What to do instead of writing to a source: own tables for SQL, scratch for files."""
+    if req.written:
+        t = req.written[0]
+        return f"Copy what you need into your own table: CREATE TEMP TABLE my_{t.name} AS SELECT … FROM {t}."
+    if req.action is Action.SQL_ATTACH:
+        return _HINTS[Action.SQL_ATTACH]
+    return f"Read it, and write results under the scratch area ({_scratch_hint(policy)})."
 
 
 def _rule_applies(rule: Rule, req: Request, actor: str, environment: str) -> bool:
@@ -271,12 +283,12 @@ def _protections(policy: Policy, req: Request) -> tuple[RuleHit, str, str] | Non
                 if glob.matches(req.path):
                     return (RuleHit(f"source:{src.name}", _base(policy.file), src.line),
                             f"{req.action} on {req.resource}: source '{src.name}' ({glob.text}) is read-only.",
-                            f"Read it, and write results under the scratch area ({_scratch_hint(policy)}).")
+                            _source_hint(policy, req))
         for t in req.written:
             if t.source:
                 return (RuleHit(f"source:{t.source}", _base(policy.file), policy.sources[t.source].line if t.source in policy.sources else 0),
                         f"{req.action} on {t}: source '{t.source}' is read-only.",
-                        f"Copy what you need into your own table: CREATE TEMP TABLE my_{t.name} AS SELECT … FROM {t}.")
+                        _source_hint(policy, req))
     for src in policy.sources.values():
         for table in src.tables.values():
             if not table.deny_columns:

@@ -117,6 +117,14 @@ class CellOutcome:
             return self.error
         return ""
 
+    @property
+    def hint(self) -> str:
+        """What the deciding record says would be allowed instead."""
+        for r in self.deciding():
+            if r.get("hint"):
+                return str(r["hint"])
+        return ""
+
     def check(self) -> str | None:
         """Why this outcome differs from the cell's stored expectation, or None if it matches."""
         if self.silent and self.stdout:
@@ -278,6 +286,8 @@ def print_report(result: RunResult, out: TextIO | None = None) -> None:
                 print(f"     rule:   {'; '.join(c.rules)}", file=out)
             for i, line in enumerate(_wrap(c.reason)):
                 print(f"     {'reason: ' if i == 0 else '        '}{line}", file=out)
+            for i, line in enumerate(_wrap(c.hint) if c.hint else []):
+                print(f"     {'instead:' if i == 0 else '        '} {line}", file=out)
     counts = {s: sum(1 for c in result.cells if c.status == s) for s in STATUSES}
     print("\n" + ", ".join(f"{n} {s}" for s, n in counts.items() if n), f"({len(result.cells)} code cells)",
           file=out)
