@@ -8,7 +8,9 @@ stops it.  A target of ``None`` (``to_csv()`` returning a string) or an in-memor
 (``io.StringIO``/``BytesIO``, pyarrow buffers, the notebook's stdout) is allowed with no
 record: nothing leaves the process.
 
-:func:`install` also puts in place the row caps on reads of policy source files
+:func:`install` wraps each library right after its import (:mod:`guard_kernel.lazy`), so
+loading the guard imports none of them; a library imported already is wrapped at once.
+It also puts in place the row caps on reads of policy source files
 (:mod:`guard_kernel.readcaps`); :func:`uninstall` removes both.  The wrapper plumbing they
 share is in :mod:`guard_kernel.patching`.
 
@@ -21,10 +23,13 @@ original; the audit hook still sees writes that go through Python's ``open``.
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
+from . import lazy as _lazy
 from . import session as _session
 from .actions import Action
 from .decision import Request
@@ -34,20 +39,24 @@ from .patching import (
     _fail,
     _hide,
     _in_memory,
+    _is_wrapper,
     _lock,
-    _module,
     _Nested,
     _patch,
-    _patches,
+    _patch_shared,
+    _shared,
     _signature,
     _target_path,
     _undo,
 )
 from .paths import resolve
-from .readcaps import _install_readers
+from .readcaps import ARROW_READERS, install_arrow_readers, install_pandas_readers
 from .session import Guard, GuardDenied
 
 _TARGET_PARAMS = ("path_or_buf", "path", "buf", "excel_writer", "path_or_buffer", "fname", "filepath_or_buffer")
+_installed = False
+_unhooks: list[Callable[[], None]] = []
+"""Removers of this layer's post-import hooks."""
 _NOT_WRITERS = frozenset({"to_dict", "to_numpy", "to_period", "to_records", "to_timestamp", "to_xarray",
                           "to_frame", "to_list", "to_flat_index", "to_series", "to_pydatetime", "to_julian_date"})
 
@@ -196,44 +205,50 @@ def pandas_writer_names(cls: type) -> list[tuple[str, str]]:
     return out
 
 
-def _install_pandas() -> None:
-    import pandas as pd
-    from pandas.core.generic import NDFrame
-
-    classes: list[type] = [NDFrame, pd.DataFrame, pd.Series]
-    try:  # DataFrame.style needs jinja2; without it there is no Styler to guard
-        from pandas.io.formats.style import Styler
-
-        classes.append(Styler)
-    except ImportError:
-        pass
+def _install_pandas(pd: ModuleType) -> None:
+    """Wrap the writers of pandas (called right after ``import pandas``, or at install if imported)."""
+    # pandas' __init__ has imported these already: plain lookups, no import of anything new
+    generic = importlib.import_module("pandas.core.generic")
+    classes: list[type] = [generic.NDFrame, pd.DataFrame, pd.Series]
     for cls in classes:
-        for name, param in pandas_writer_names(cls):
-            orig = vars(cls)[name]
-            via = f"{cls.__name__}.{name}"
-            if name == "to_clipboard":
-                wrapper = _fixed(orig, via, Action.EXPORT_CLIPBOARD, lambda a, k: "clipboard")
-            elif name == "to_sql":
-                wrapper = _to_sql(orig, via)
-            elif name == "to_iceberg":
-                wrapper = _fixed(orig, via, Action.EXPORT_DATAFRAME,
-                                 lambda a, k: f"iceberg:{k.get('table_identifier', a[1] if len(a) > 1 else '?')}")
-            else:
-                wrapper = _writer(orig, param, 1, via, skip=_writer_object_skip)
-            _patch(cls, name, wrapper)
+        _install_class_writers(cls)
+    pickle_mod = importlib.import_module("pandas.io.pickle")
+    if not _is_wrapper(pickle_mod.to_pickle):
+        to_pickle = _writer(pickle_mod.to_pickle, "filepath_or_buffer", 1, "pandas.to_pickle")
+        _patch(pickle_mod, "to_pickle", to_pickle)
+        if getattr(pd, "to_pickle", None) is not to_pickle:
+            _patch(pd, "to_pickle", to_pickle)
+    excel = importlib.import_module("pandas.io.excel._base")
+    if not _is_wrapper(vars(excel.ExcelWriter)["__init__"]):
+        _patch(excel.ExcelWriter, "__init__", _writer(excel.ExcelWriter.__init__, "path", 1, "pandas.ExcelWriter"))
+    pytables = importlib.import_module("pandas.io.pytables")
+    if not _is_wrapper(vars(pytables.HDFStore)["__init__"]):
+        _patch(pytables.HDFStore, "__init__",
+               _writer(pytables.HDFStore.__init__, "path", 1, "pandas.HDFStore", skip=_read_mode))
+    install_pandas_readers(pd)
 
-    import pandas.io.pickle as pickle_mod
 
-    to_pickle = _writer(pickle_mod.to_pickle, "filepath_or_buffer", 1, "pandas.to_pickle")
-    _patch(pickle_mod, "to_pickle", to_pickle)
-    _patch(pd, "to_pickle", to_pickle)
+def _install_styler(style: ModuleType) -> None:
+    """``DataFrame.style`` writers: pandas imports its Styler module (and jinja2) on first use."""
+    _install_class_writers(style.Styler)
 
-    from pandas.io.excel._base import ExcelWriter
 
-    _patch(ExcelWriter, "__init__", _writer(ExcelWriter.__init__, "path", 1, "pandas.ExcelWriter"))
-    from pandas.io.pytables import HDFStore
-
-    _patch(HDFStore, "__init__", _writer(HDFStore.__init__, "path", 1, "pandas.HDFStore", skip=_read_mode))
+def _install_class_writers(cls: type) -> None:
+    for name, param in pandas_writer_names(cls):
+        orig = vars(cls)[name]
+        if _is_wrapper(orig):
+            continue  # a reload of pandas keeps its classes: they are wrapped already
+        via = f"{cls.__name__}.{name}"
+        if name == "to_clipboard":
+            wrapper = _fixed(orig, via, Action.EXPORT_CLIPBOARD, lambda a, k: "clipboard")
+        elif name == "to_sql":
+            wrapper = _to_sql(orig, via)
+        elif name == "to_iceberg":
+            wrapper = _fixed(orig, via, Action.EXPORT_DATAFRAME,
+                             lambda a, k: f"iceberg:{k.get('table_identifier', a[1] if len(a) > 1 else '?')}")
+        else:
+            wrapper = _writer(orig, param, 1, via, skip=_writer_object_skip)
+        _patch(cls, name, wrapper)
 
 
 def _writer_object_skip(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
@@ -268,23 +283,22 @@ _PYARROW_WRITERS: tuple[tuple[str, str, str, int], ...] = (
 )
 
 
-def _install_native_writers() -> None:
-    done: dict[int, Any] = {}  # one wrapper per original function (re-exported under two names)
-    for modname, fname, param, index in _PYARROW_WRITERS:
-        mod = _module(modname)
-        orig = getattr(mod, fname, None) if mod is not None else None
-        if orig is None or getattr(orig, "_guard_kernel_wrapper", False):
+def _install_module_writers(mod: ModuleType) -> None:
+    """Wrap the writers that module *mod* (numpy, pyarrow or one of its submodules) defines or re-exports."""
+    modname = mod.__name__
+    for owner, fname, param, index in _PYARROW_WRITERS:
+        if owner != modname:
             continue
-        wrapper = done.get(id(orig)) or _writer(orig, param, index, f"{modname}.{fname}")
-        done[id(orig)] = wrapper
-        _patch(mod, fname, wrapper)
-    pq = _module("pyarrow.parquet")
-    if pq is not None:
-        writer_cls = pq.ParquetWriter
-        _patch(writer_cls, "__init__", _writer(writer_cls.__init__, "where", 1, "pyarrow.parquet.ParquetWriter"))
-    pa = _module("pyarrow")
-    if pa is not None:
-        _patch(pa, "OSFile", _guarded_osfile(pa.OSFile))
+        orig = getattr(mod, fname, None)
+        if orig is None:
+            continue
+        _patch_shared(mod, fname, orig, functools.partial(_writer, orig, param, index, f"{modname}.{fname}"))
+    if modname == "pyarrow.parquet.core":
+        writer_cls = mod.ParquetWriter
+        if not _is_wrapper(vars(writer_cls)["__init__"]):
+            _patch(writer_cls, "__init__", _writer(writer_cls.__init__, "where", 1, "pyarrow.parquet.ParquetWriter"))
+    elif modname == "pyarrow" and not _is_wrapper(mod.OSFile):
+        _patch(mod, "OSFile", _guarded_osfile(mod.OSFile))
 
 
 def _guarded_osfile(base: Any) -> type:
@@ -302,41 +316,71 @@ def _guarded_osfile(base: Any) -> type:
             _fail(guard, "pyarrow.OSFile", exc)
         return _run_export(guard, real, lambda: base.__new__(cls, path, mode, *args, **kwargs))
 
-    return type("OSFile", (base,), {"__new__": __new__, "__module__": base.__module__, "__doc__": base.__doc__})
+    return type("OSFile", (base,), {"__new__": __new__, "__module__": base.__module__, "__doc__": base.__doc__,
+                                    "_guard_kernel_wrapper": True})
 
 
 # ------------------------------------------------------------------ public API
 
 
+def _installers() -> list[tuple[str, Callable[[ModuleType], None]]]:
+    """(module, what to do right after it is imported), in import order (numpy before pandas)."""
+    out: list[tuple[str, Callable[[ModuleType], None]]] = []
+    for modname in dict.fromkeys([m for m, *_ in _PYARROW_WRITERS] + [m for m, *_ in ARROW_READERS]):
+        out.append((modname, _install_native))
+    out.append(("pandas", _install_pandas))
+    out.append(("pandas.io.formats.style", _install_styler))
+    order = {"numpy": 0, "pyarrow": 1, "pyarrow.parquet.core": 2}
+    return sorted(out, key=lambda item: order.get(item[0], 3 if item[0].startswith("pyarrow") else 4))
+
+
+def _install_native(mod: ModuleType) -> None:
+    _install_module_writers(mod)
+    install_arrow_readers(mod)
+
+
 def install(guard: Guard | None = None) -> None:
     """Wrap the pandas / pyarrow / numpy writers and readers (idempotent).
 
-    The wrappers consult :func:`guard_kernel.session.current` at call time; *guard*, when
-    given, is made the current guard.
+    Libraries already imported are wrapped now; the others right after their import
+    (:mod:`guard_kernel.lazy`), before the importing code gets the module, so loading
+    the guard does not import pandas.  The wrappers consult
+    :func:`guard_kernel.session.current` at call time; *guard*, when given, is made the
+    current guard.
     """
+    global _installed
     if guard is not None and _session.current() is not guard:
         _session.set_current(guard)
     with _lock:
-        if _patches:
+        if _installed:
             return
         try:
-            _install_pandas()
-            _install_native_writers()
-            _install_readers()
+            for modname, installer in _installers():
+                _unhooks.append(_lazy.when_imported(modname, installer))
         except BaseException:
-            _undo()
+            _remove()
             raise
+        _installed = True
+
+
+def _remove() -> None:
+    while _unhooks:
+        _unhooks.pop()()
+    _undo()
+    _shared.clear()
 
 
 def uninstall() -> None:
-    """Put every original writer and reader back."""
+    """Put every original writer and reader back, and stop wrapping libraries imported later."""
+    global _installed
     with _lock:
-        _undo()
+        _remove()
+        _installed = False
 
 
 def installed() -> bool:
-    """Whether the wrappers are in place."""
-    return bool(_patches)
+    """Whether the layer is installed (the wrappers are on every guarded library imported so far)."""
+    return _installed
 
 
 __all__ = ["check_export", "install", "installed", "pandas_writer_names", "uninstall"]

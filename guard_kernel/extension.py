@@ -2,7 +2,8 @@
 
 Loading builds the session's :class:`~guard_kernel.session.Guard` from ``GUARD_KERNEL_*``
 (a bad policy raises, and nothing is installed), installs the runtime layers that exist
-(audit hook, DuckDB gate, dataframe writers), registers the cell transformer, wraps
+(audit hook, DuckDB gate, dataframe writers — the last two on each library right after user
+code imports it, so loading imports neither DuckDB nor pandas), registers the cell transformer, wraps
 ``magics_manager.find`` and the shell's ``system``/``getoutput`` so magics, aliases and
 ``!cmd`` are decided by the same function, and writes a ``cell`` audit record for every
 cell.  Any failure while loading undoes what was done and raises: a session is either
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import importlib.util
 import os
 import shlex
 import sys
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from . import session
+from . import lazy, session
 from .actions import Action
 from .cell import CellTransformer, analyze_source
 from .decision import Decision, Effect, Request
@@ -34,6 +36,9 @@ from .paths import resolve
 LAYERS = ("duckdb_gate", "dataframe", "runtime")
 """Runtime layers installed on load, in this order (each optional while it is being written); the
 process audit hook comes last so the other layers' own imports are not judged as the user's."""
+_ON_IMPORT = {"duckdb_gate": "duckdb"}
+"""Layers that import their library: installed right after user code imports it (at once if it is
+imported already), so loading the guard does not import DuckDB (and sqlglot) for sessions without it."""
 
 _SYSTEM_METHODS = ("system", "system_piped", "system_raw")
 _GUARDED_LINE_MAGICS = frozenset({"save", "logstart", "notebook", "store", "run", "unload_ext", "reload_ext"})
@@ -118,9 +123,41 @@ def load_ipython_extension(ip: Any) -> None:
           file=sys.stderr)
 
 
+class _OnImport:
+    """A layer installed by a post-import hook on its library (:mod:`guard_kernel.lazy`)."""
+
+    def __init__(self, name: str, library: str, guard: session.Guard) -> None:
+        self.__name__ = f"{__package__}.{name}"
+        self.library, self.guard = library, guard
+        self._unhook: Callable[[], None] | None = None
+
+    def install(self) -> None:
+        self._unhook = lazy.when_imported(self.library, self._on_import)
+
+    def _on_import(self, module: Any) -> None:
+        importlib.import_module(self.__name__).install(self.guard)
+
+    def uninstall(self) -> None:
+        if self._unhook is not None:
+            self._unhook()
+            self._unhook = None
+        mod = sys.modules.get(self.__name__)
+        if mod is not None:
+            mod.uninstall()
+
+
 def _install(state: _Loaded) -> None:
     ip, guard = state.ip, state.guard
     for name in LAYERS:
+        library = _ON_IMPORT.get(name)
+        if library is not None:
+            if importlib.util.find_spec(f"{__package__}.{name}") is None:
+                state.notes.append(f"layer {name} not available")
+                continue
+            layer = _OnImport(name, library, guard)
+            state.layers.append(layer)  # before install: a failure undoes the hook too
+            layer.install()
+            continue
         try:
             mod = importlib.import_module(f"{__package__}.{name}")
         except ModuleNotFoundError as exc:
@@ -208,6 +245,7 @@ def _register_events(state: _Loaded) -> None:
     def pre_run_cell(info: Any) -> None:
         tr.begin(getattr(info, "raw_cell", "") or "", getattr(info, "transformed_cell", None))
         _heal(state)
+        lazy.sweep()  # a guarded library imported around the post-import hook gets its layer now
 
     def post_run_cell(result: Any) -> None:
         frame = tr.end()

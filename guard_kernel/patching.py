@@ -12,12 +12,12 @@ wrapper that cannot decide fails closed (:func:`_fail`).
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import io
 import os
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from . import session as _session
@@ -26,9 +26,11 @@ from .decision import Decision, Effect, RuleHit
 from .paths import resolve
 from .session import Guard, GuardDenied
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _patches: list[tuple[Any, str, Any]] = []
 """(owner, attribute, original) of every patch, in the order applied."""
+_shared: dict[int, tuple[Any, Any]] = {}
+"""id(original) and id(wrapper) → (original, wrapper): one wrapper per function re-exported under two names."""
 _local = threading.local()
 
 
@@ -60,9 +62,32 @@ def _hide(wrapper: Any) -> Any:
     return wrapper
 
 
+def _is_wrapper(obj: Any) -> bool:
+    """Whether *obj* is one of the guard's wrappers (installing twice must not wrap a wrapper)."""
+    return getattr(obj, "_guard_kernel_wrapper", False) is True
+
+
 def _patch(owner: Any, name: str, wrapper: Any) -> None:
     _patches.append((owner, name, owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)))
     setattr(owner, name, wrapper)
+
+
+def _patch_shared(owner: Any, name: str, orig: Any, make: Callable[[], Any]) -> None:
+    """Replace ``owner.name`` (now *orig*) by a wrapper made once per original function.
+
+    Libraries re-export functions (``pyarrow.parquet.write_table`` is
+    ``pyarrow.parquet.core.write_table``): both names get the same wrapper.  A module
+    imported after its source module was wrapped re-exports the wrapper itself; that name
+    is recorded too, so :func:`_undo` puts the original back there as well.
+    """
+    entry = _shared.get(id(orig))
+    if _is_wrapper(orig):
+        if entry is not None and entry[1] is orig:
+            _patches.append((owner, name, entry[0]))
+        return
+    wrapper = entry[1] if entry is not None and entry[0] is orig else make()
+    _shared[id(orig)] = _shared[id(wrapper)] = (orig, wrapper)
+    _patch(owner, name, wrapper)
 
 
 def _signature(fn: Any) -> inspect.Signature | None:
@@ -124,13 +149,6 @@ def _fail(guard: Guard, via: str, exc: BaseException) -> NoReturn:
         guard.record_decision(d, "export", via=via)
     finally:
         raise GuardDenied(d) from None
-
-
-def _module(name: str) -> Any:
-    try:
-        return importlib.import_module(name)
-    except ImportError:  # optional: pyarrow is not a runtime dependency
-        return None
 
 
 def _undo() -> None:

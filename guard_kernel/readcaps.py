@@ -6,7 +6,7 @@ reader where it supports it (so the file is not read to the end and truncation i
 detected), otherwise the result is cut.  One read, chunked or not, is reported once.
 Past the cap the policy's ``limits.on_exceed`` decides: record the truncation, or deny.
 Reads of other files are not touched.  Installed and removed with the writers by
-:func:`guard_kernel.dataframe.install` / ``uninstall``.
+:func:`guard_kernel.dataframe.install` / ``uninstall`` (each library right after its import).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable, Iterator
+from types import ModuleType
 from typing import Any
 
 from .actions import Action
@@ -25,9 +26,10 @@ from .patching import (
     _fail,
     _hide,
     _in_memory,
-    _module,
+    _is_wrapper,
     _Nested,
     _patch,
+    _patch_shared,
     _signature,
     _target_path,
 )
@@ -188,7 +190,8 @@ _PANDAS_READERS: tuple[tuple[str, str, bool, bool], ...] = (
     ("read_stata", "filepath_or_buffer", False, True),
 )
 
-_ARROW_READERS: tuple[tuple[str, str, str], ...] = (
+ARROW_READERS: tuple[tuple[str, str, str], ...] = (
+    # module, function, path parameter
     ("pyarrow.parquet", "read_table", "source"),
     ("pyarrow.parquet.core", "read_table", "source"),
     ("pyarrow.parquet", "read_pandas", "source"),
@@ -200,12 +203,11 @@ _ARROW_READERS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def _install_readers() -> None:
-    import pandas as pd
-
+def install_pandas_readers(pd: ModuleType) -> None:
+    """Cap pandas' readers of source files (``pd.read_csv`` and the module it comes from)."""
     for name, param, nrows, chunks in _PANDAS_READERS:
         orig = getattr(pd, name, None)
-        if orig is None:
+        if orig is None or _is_wrapper(orig):
             continue
         nrows_if = (lambda kw: bool(kw.get("lines"))) if name == "read_json" else None  # nrows needs lines=True
         wrapper = _reader(orig, param, f"pandas.{name}", nrows=nrows, chunks=chunks, nrows_if=nrows_if)
@@ -213,12 +215,14 @@ def _install_readers() -> None:
         home = sys.modules.get(getattr(orig, "__module__", "") or "")
         if home is not None and getattr(home, name, None) is orig:
             _patch(home, name, wrapper)
-    done: dict[int, Any] = {}
-    for modname, fname, param in _ARROW_READERS:
-        mod = _module(modname)
-        orig = getattr(mod, fname, None) if mod is not None else None
-        if orig is None or getattr(orig, "_guard_kernel_wrapper", False):
+
+
+def install_arrow_readers(mod: ModuleType) -> None:
+    """Cap the pyarrow readers module *mod* defines or re-exports (run right after its import)."""
+    modname = mod.__name__
+    for owner, fname, param in ARROW_READERS:
+        if owner != modname:
             continue
-        wrapper = done.get(id(orig)) or _reader(orig, param, f"{modname}.{fname}", nrows=False)
-        done[id(orig)] = wrapper
-        _patch(mod, fname, wrapper)
+        orig = getattr(mod, fname, None)
+        if orig is not None:
+            _patch_shared(mod, fname, orig, functools.partial(_reader, orig, param, f"{modname}.{fname}", nrows=False))

@@ -11,6 +11,9 @@ hook consults :func:`guard_kernel.session.current` on every event: with no curre
 it is inert.  Its first step is a dict lookup on the event name, so the events it does
 not handle (almost all of them) cost a fraction of a microsecond.
 
+Imports, ``ctypes.dlopen`` during imports and ``compile`` of strings are judged only when user code
+started them (:mod:`guard_kernel.initiator`): numpy's own ``import ctypes`` is not the user's.
+
 What this layer cannot see (documented in the threat model): native code that writes
 files or opens sockets without going through Python's audit events — DuckDB, pyarrow,
 ZeroMQ, C extensions — and paths relative to a ``dir_fd`` for ``os.open``.  The
@@ -33,6 +36,8 @@ from typing import Any, NoReturn
 from . import session as _session
 from .actions import Action, ActionClass, action_matches
 from .decision import Decision, Effect, Request, RuleHit
+from .initiator import audit_writer_on_stack, library_initiated
+from .initiator import prepare as _prepare_initiator
 from .paths import PathGlob, any_match, resolve
 from .policy import Policy
 from .session import Guard, GuardDenied
@@ -146,19 +151,6 @@ def _check(guard: Guard, req: Request, event: str, *, quiet_allow: bool = False)
         return guard.check(req, "runtime", event=event)
 
 
-def _audit_writer_on_stack() -> bool:
-    """True when the guard's own audit writer is the caller (a new session's file)."""
-    from . import audit
-
-    target = audit.__file__
-    f: Any = sys._getframe(2)
-    while f is not None:
-        if f.f_code.co_filename == target:
-            return True
-        f = f.f_back
-    return False
-
-
 def _real(path: Any, dir_fd: Any = None, *, nofollow: bool = False) -> str:
     """The real path of an event's path argument (relative to *dir_fd* when one is given).
 
@@ -188,7 +180,7 @@ def _judge_path(guard: Guard, action: Action, path: Any, event: str, *, dir_fd: 
     """Decide a write-like action on *path*; mark files the session creates as owned."""
     prep = _prep(guard)
     real = _real(path, dir_fd, nofollow=nofollow)
-    if _under(real, prep.audit_dir) and not _audit_writer_on_stack():
+    if _under(real, prep.audit_dir) and not audit_writer_on_stack(sys._getframe(1)):
         _deny(guard, action, real, "audit-protected",
               f"{action} on {real}: the audit directory {prep.audit_dir} is written only by the guard.",
               "Read the audit with %guard audit or guard_kernel.read_records; leave its files as they are.",
@@ -393,6 +385,8 @@ def _on_import(guard: Guard, args: tuple[Any, ...]) -> None:
     name = args[0]
     if not isinstance(name, str) or name in prep.allowed:
         return
+    if library_initiated(sys._getframe(2)):
+        return  # a library's own import (numpy importing ctypes): not the user's action
     with guard.quiet():
         d = _check(guard, Request(Action.PYTHON_IMPORT, name, module=name, code="import"), "import",
                    quiet_allow=True)
@@ -413,20 +407,22 @@ def _on_exec_code(guard: Guard, args: tuple[Any, ...]) -> None:
             if filename in prep.allowed:
                 return
             with guard.quiet():
-                d = _check(guard, Request(Action.PYTHON_IMPORT, module, module=module, code="import"), "import",
-                           quiet_allow=True)
-            if d.effect is Effect.ALLOW:
-                prep.allowed.add(filename)
+                req = Request(Action.PYTHON_IMPORT, module, module=module, code="import")
+                if guard.decide(req).effect is Effect.ALLOW:
+                    prep.allowed.add(filename)
+                elif not library_initiated(sys._getframe(2)):  # the module body runs for its importer
+                    _check(guard, req, "import", quiet_allow=True)
             return
 
 
 def _on_dlopen(guard: Guard, args: tuple[Any, ...]) -> None:
     if not _prep(guard).check_imports:
         return
-    name = args[0]
-    resource = f"ctypes.dlopen({name!r})"
-    _check(guard, Request(Action.PYTHON_IMPORT, resource, module="ctypes", code="ctypes.dlopen"),
-           "ctypes.dlopen", quiet_allow=True)
+    req = Request(Action.PYTHON_IMPORT, f"ctypes.dlopen({args[0]!r})", module="ctypes", code="ctypes.dlopen")
+    # ``import ctypes`` opens the interpreter itself (``PyDLL(None)``): part of a library's import that brought it in
+    if guard.decide(req).effect is not Effect.ALLOW and not library_initiated(
+            sys._getframe(2), past_ctypes=True, during_import=True):
+        _check(guard, req, "ctypes.dlopen", quiet_allow=True)
 
 
 def _on_sqlite_connect(guard: Guard, args: tuple[Any, ...]) -> None:
@@ -464,6 +460,8 @@ def _on_compile(guard: Guard, args: tuple[Any, ...]) -> None:
     # (named by IPython) are decided by the cell layer; modules are judged by their effects.
     if filename != "<string>" or not isinstance(source, (str, bytes)):
         return
+    if library_initiated(sys._getframe(2)):
+        return  # a library generating its own code (dataclasses, namedtuple): its effects are judged as they happen
     text = source.decode("utf-8", "replace") if isinstance(source, bytes) else source
     if text in _source_cache:
         return
@@ -575,6 +573,7 @@ def install(guard: Guard | None = None) -> None:
     with _install_lock:
         if _installed:
             return
+        _prepare_initiator()
         _installed = True
         sys.addaudithook(_hook)
 

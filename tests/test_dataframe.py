@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import io
+import json
 import os
 import sqlite3
+import subprocess
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,7 +27,7 @@ import pyarrow.ipc
 import pyarrow.parquet as pq
 import pytest
 
-from guard_kernel import dataframe, runtime, session
+from guard_kernel import dataframe, lazy, runtime, session
 from guard_kernel.audit import read_records
 from guard_kernel.decision import Decision
 from guard_kernel.policy import load_policy
@@ -326,3 +331,134 @@ def test_source_bytes_unchanged_after_everything(project: Project) -> None:
             WRITERS[name](_frame(), str(project.parquet))
     assert project.sources_intact()
     assert sorted(os.listdir(project.csv.parent)) == ["people.csv", "people.parquet"]
+
+
+# ------------------------------------------------------------------ libraries imported after install
+
+LATE_IMPORT = r"""
+import importlib, json, os, sys, threading
+sys.path.insert(0, {repo!r})
+from guard_kernel import dataframe, runtime
+from guard_kernel.policy import load_policy
+from guard_kernel.session import Guard, GuardDenied
+
+guard = Guard(load_policy("policy.yaml", os.getcwd()), actor="agent", audit_dir="audit")
+runtime.install(guard)
+dataframe.install(guard)
+out = {{"imported_at_install": sorted(m for m in ("pandas", "numpy", "pyarrow") if m in sys.modules)}}
+
+def denied(fn):
+    try:
+        fn()
+    except GuardDenied:
+        return True
+    return False
+
+def wrapped(obj):
+    return getattr(obj, "_guard_kernel_wrapper", False) is True
+
+seen = {{}}
+def in_thread():  # a library first imported in another thread is wrapped before that thread gets it
+    import pyarrow.csv as pa_csv
+    seen["csv"] = wrapped(pa_csv.write_csv)
+t = threading.Thread(target=in_thread)
+t.start()
+t.join()
+out["thread"] = seen["csv"]
+
+import pandas as pd
+df = pd.DataFrame({{"a": [1, 2]}})
+out["to_csv_denied"] = denied(lambda: df.to_csv("out.csv"))
+df.to_csv("scratch/ok.csv")
+import numpy as np
+out["np_save_denied"] = denied(lambda: np.save("out.npy", np.arange(3)))
+from pyarrow.parquet import write_table  # the name taken at import is the wrapper
+import pyarrow as pa
+out["write_table_denied"] = denied(lambda: write_table(pa.table({{"a": [1]}}), "out.parquet"))
+import pyarrow.parquet.core as core
+out["one_wrapper"] = write_table is core.write_table
+importlib.reload(pa_csv := sys.modules["pyarrow.csv"])
+out["after_reload"] = wrapped(pa_csv.write_csv)
+out["files"] = sorted(f for f in os.listdir(".") if f.startswith("out"))
+dataframe.uninstall()
+pq = sys.modules["pyarrow.parquet"]
+out["restored"] = not any(wrapped(f) for f in (pq.write_table, core.write_table, pd.DataFrame.to_csv, np.save,
+                                                pd.read_csv, pa_csv.write_csv))
+print(json.dumps(out))
+"""
+
+
+def test_libraries_imported_after_install_are_wrapped_before_use(tmp_path: Path) -> None:
+    (tmp_path / "scratch").mkdir()
+    (tmp_path / "policy.yaml").write_text(POLICY.format(on_exceed="truncate"))
+    repo = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.run([sys.executable, "-c", LATE_IMPORT.format(repo=repo)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out == {"imported_at_install": [], "thread": True, "to_csv_denied": True, "np_save_denied": True,
+                   "write_table_denied": True, "one_wrapper": True, "after_reload": True, "files": [],
+                   "restored": True}
+    assert (tmp_path / "scratch" / "ok.csv").exists()
+
+
+FAKE_LIB = "VALUE = 1\nimports = globals().get('imports', 0) + 1\n"
+
+
+@pytest.fixture
+def fake_lib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A real module on disk, not imported yet, removed from sys.modules afterwards."""
+    name = f"gk_fake_lib_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{name}.py").write_text(FAKE_LIB)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        yield name
+    finally:
+        sys.modules.pop(name, None)
+
+
+def test_post_import_hook_runs_before_the_importer_gets_the_module(fake_lib: str) -> None:
+    calls: list[int] = []
+
+    def mark(module: Any) -> None:
+        calls.append(module.VALUE)
+        module.guarded = True
+
+    unhook = lazy.when_imported(fake_lib, mark)
+    try:
+        got: list[bool] = []
+        t = threading.Thread(target=lambda: got.append(importlib.import_module(fake_lib).guarded))
+        t.start()
+        t.join()
+        assert got == [True] and calls == [1]
+        mod = importlib.reload(sys.modules[fake_lib])  # a reload runs the hook again
+        assert mod.guarded and calls == [1, 1]
+    finally:
+        unhook()
+    assert fake_lib not in lazy.hooked()
+
+
+def test_a_failing_hook_fails_the_import_closed(fake_lib: str, tmp_path: Path) -> None:
+    guard = Guard(load_policy(_policy_file(tmp_path), str(tmp_path)), actor="agent", audit_dir=str(tmp_path / "audit"))
+    session.set_current(guard)
+
+    def broken(module: Any) -> None:
+        raise RuntimeError("cannot wrap")
+
+    unhook = lazy.when_imported(fake_lib, broken)
+    try:
+        with pytest.raises(GuardDenied) as err:
+            importlib.import_module(fake_lib)
+        assert "cannot wrap" in str(err.value) and fake_lib in str(err.value)
+        assert fake_lib not in sys.modules  # the importer never got an unguarded module
+        denials = [r for r in read_records(guard.audit_path) if r["decision"] == "deny"]
+        assert [r["resource"] for r in denials] == [fake_lib]
+    finally:
+        unhook()
+        session.set_current(None)
+
+
+def _policy_file(tmp_path: Path) -> Path:
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY.format(on_exceed="truncate"))
+    return path

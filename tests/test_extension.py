@@ -8,7 +8,10 @@ everything down again (transformer, hooks, current guard), locked or not.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -398,3 +401,46 @@ def test_reload_when_unlocked_gives_one_fresh_guard(make_shell: Callable[..., Sh
     assert session.current() is not None and session.current() is not old
     assert len(_transformers(sh.ip)) == 1
     assert isinstance(sh.run("!ls").error_before_exec, session.CellRejected)
+
+
+LATE_LIBRARIES = r"""
+import json, sys
+sys.path.insert(0, {repo!r})
+from IPython.core.interactiveshell import InteractiveShell
+
+ip = InteractiveShell.instance()
+heavy = ("pandas", "numpy", "pyarrow", "duckdb", "sqlglot")
+assert ip.run_cell("%load_ext guard_kernel").success
+out = {{"imported_by_load": sorted(m for m in heavy if m in sys.modules)}}
+ok = lambda code: ip.run_cell(code).success
+out["first"] = ok({first!r})
+out["import"] = ok("import duckdb, pandas as pd")
+out["gate"] = ok("from guard_kernel import duckdb_gate; assert duckdb_gate.installed()")
+out["copy_to"] = ok("duckdb.sql(\"COPY (SELECT 1 AS a) TO 'out.csv'\")")
+out["to_csv_built_name"] = ok("getattr(pd.DataFrame({{'a': [1]}}), 'to_' + 'csv')('out2.csv')")
+out["scratch"] = ok("pd.DataFrame({{'a': [1]}}).to_csv('scratch/ok.csv'); duckdb.sql('SELECT 42').fetchall()")
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("first", ["pass", "from guard_kernel import sql"],
+                         ids=["user-imports-duckdb", "sql-layer-imports-duckdb"])
+def test_load_imports_no_data_library_and_guards_them_on_import(tmp_path: Path, first: str) -> None:
+    """``%load_ext`` leaves pandas/DuckDB unimported; a cell importing them gets them guarded.
+
+    DuckDB may also first come in through the guard's own SQL layer (its ``import duckdb``
+    runs while ``guard_kernel.sql`` is still being imported): the gate goes on all the same.
+    """
+    (tmp_path / "scratch").mkdir()
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    env = {**os.environ, "GUARD_KERNEL_POLICY": str(tmp_path / "policy.yaml"), "GUARD_KERNEL_ACTOR": "agent",
+           "GUARD_KERNEL_AUDIT_DIR": str(tmp_path / "audit")}
+    proc = subprocess.run([sys.executable, "-c", LATE_LIBRARIES.format(repo=str(REPO), first=first)], cwd=tmp_path,
+                          env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out == {"imported_by_load": [], "first": True, "import": True, "gate": True, "copy_to": False,
+                   "to_csv_built_name": False, "scratch": True}
+    assert not (tmp_path / "out.csv").exists() and not (tmp_path / "out2.csv").exists()
+    assert (tmp_path / "scratch" / "ok.csv").exists()

@@ -449,3 +449,60 @@ def test_sources_keep_their_digest(project: Project) -> None:
         with pytest.raises((GuardDenied, FileExistsError)):
             open(project.source, mode)
     assert hashlib.sha256(project.source.read_bytes()).hexdigest() == digest
+
+
+LIBRARY_CTYPES = r"""
+import importlib, json, os, sys
+sys.path.insert(0, {repo!r})
+from guard_kernel import runtime
+from guard_kernel.audit import read_records
+from guard_kernel.policy import load_policy
+from guard_kernel.session import Guard, GuardDenied
+
+out = {{"ctypes_at_start": "ctypes" in sys.modules}}
+guard = Guard(load_policy("policy.yaml", os.getcwd()), actor="agent", audit_dir="audit", notify=lambda d: None)
+runtime.install(guard)
+sys.path.insert(0, os.getcwd())  # the project's own module: user code, even though it is a file
+
+def attempt(name, fn):
+    try:
+        fn()
+        out[name] = "ran"
+    except GuardDenied:
+        out[name] = "denied"
+
+attempt("exec", lambda: exec("import ctypes"))
+attempt("__import__", lambda: __import__("ctypes"))
+attempt("import_module", lambda: importlib.import_module("ctypes"))
+attempt("project_module", lambda: importlib.import_module("mymod"))
+out["ctypes_after_denials"] = "ctypes" in sys.modules
+denials = len([r for r in read_records(guard.audit_path) if r["decision"] == "deny"])
+
+import numpy  # numpy imports ctypes itself: a library's own import, not the user's
+out["numpy"] = int(numpy.arange(4).sum())
+out["ctypes_after_numpy"] = "ctypes" in sys.modules
+out["new_denials_from_numpy"] = len([r for r in read_records(guard.audit_path) if r["decision"] == "deny"]) - denials
+import ctypes
+attempt("CDLL", lambda: ctypes.CDLL("libc.so.6"))
+import _ctypes  # a shared library that is sure to exist, loaded through a library function at run time
+attempt("numpy.ctypeslib", lambda: numpy.ctypeslib.load_library(os.path.basename(_ctypes.__file__),
+                                                                os.path.dirname(_ctypes.__file__)))
+print(json.dumps(out))
+"""
+
+
+def test_a_library_importing_ctypes_itself_is_not_the_user(tmp_path: Path) -> None:
+    """numpy's own ``import ctypes`` passes the no-native-code rule; the same import from user code does not.
+
+    A fresh interpreter: an import event happens only for a module not imported yet.
+    """
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    (tmp_path / "mymod.py").write_text("import ctypes\n")
+    repo = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.run([sys.executable, "-c", LIBRARY_CTYPES.format(repo=repo)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out == {"ctypes_at_start": False, "exec": "denied", "__import__": "denied", "import_module": "denied",
+                   "project_module": "denied", "ctypes_after_denials": False, "numpy": 6, "ctypes_after_numpy": True,
+                   "new_denials_from_numpy": 0, "CDLL": "denied", "numpy.ctypeslib": "denied"}
