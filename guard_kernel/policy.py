@@ -153,18 +153,22 @@ class Policy:
 # --------------------------------------------------------------------- loading
 
 
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that remembers the node of every mapping/sequence for line numbers."""
+# libyaml when it is there (policy loading sits on kernel start-up); same safe constructor
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _compose(text: str, file: str) -> tuple[Any, yaml.Node | None]:
+    """Parse once: the node tree (for line numbers) and the data built from it."""
+    loader = _Loader(text)
     try:
-        node = yaml.compose(text, Loader=_LineLoader)
-        data = yaml.load(text, Loader=_LineLoader)
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         raise PolicyError(file, line, "", f"not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    finally:
+        loader.dispose()
     return data, node
 
 
