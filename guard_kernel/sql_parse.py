@@ -14,7 +14,6 @@ import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
-import duckdb
 import sqlglot
 from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
@@ -409,6 +408,10 @@ def _cap_plan(tree: exp.Select) -> tuple[bool, int | None]:
 @lru_cache(maxsize=4096)
 def analyze(text: str) -> tuple[SqlStatement, ...]:
     """Classify every statement of *text* (cached by text; never raises)."""
+    # imported here, not at module top: importing duckdb runs the guard's post-import hook,
+    # which installs the DuckDB gate, which imports this module
+    import duckdb
+
     try:
         parsed = duckdb.extract_statements(text)
     except Exception as e:  # DuckDB's parser refuses it: nothing can run anyway, say why
