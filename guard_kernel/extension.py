@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
-import importlib.util
 import os
 import shlex
 import sys
@@ -34,7 +33,7 @@ from .magics import DEFAULT_ALIASES, magic_intent
 from .paths import resolve
 
 LAYERS = ("duckdb_gate", "dataframe", "runtime")
-"""Runtime layers installed on load, in this order (each optional while it is being written); the
+"""Runtime layers installed on load, in this order; the
 process audit hook comes last so the other layers' own imports are not judged as the user's."""
 _ON_IMPORT = {"duckdb_gate": "duckdb"}
 """Layers that import their library: installed right after user code imports it (at once if it is
@@ -72,7 +71,6 @@ class _Loaded:
     wrappers: dict[str, Any] = field(default_factory=dict)
     """attribute name (on the shell, or ``find`` on the magics manager) → the guard's wrapper."""
     find_wrapped: bool = False
-    notes: list[str] = field(default_factory=list)
 
 
 _loaded: _Loaded | None = None
@@ -115,11 +113,9 @@ def load_ipython_extension(ip: Any) -> None:
     _loaded = state
     p = guard.policy
     guard.record("extension", action=None, resource="guard_kernel", decision="allow", rules=[],
-                 message="guard_kernel loaded", layers=[m.__name__.rsplit(".", 1)[-1] for m in state.layers],
-                 notes=state.notes)
+                 message="guard_kernel loaded", layers=[m.__name__.rsplit(".", 1)[-1] for m in state.layers])
     lock = "locked" if p.lock else "unlocked"
-    note = f" ({'; '.join(state.notes)})" if state.notes else ""
-    print(f"guard_kernel: policy {p.name} ({p.mode}, {lock}), actor {guard.actor}; audit: {guard.audit_path}{note}",
+    print(f"guard_kernel: policy {p.name} ({p.mode}, {lock}), actor {guard.actor}; audit: {guard.audit_path}",
           file=sys.stderr)
 
 
@@ -148,23 +144,16 @@ class _OnImport:
 
 def _install(state: _Loaded) -> None:
     ip, guard = state.ip, state.guard
+    # every layer is part of the package: one that fails to import is a broken install, and
+    # the error propagates (load_ipython_extension undoes what was done): fail closed
     for name in LAYERS:
         library = _ON_IMPORT.get(name)
         if library is not None:
-            if importlib.util.find_spec(f"{__package__}.{name}") is None:
-                state.notes.append(f"layer {name} not available")
-                continue
             layer = _OnImport(name, library, guard)
             state.layers.append(layer)  # before install: a failure undoes the hook too
             layer.install()
             continue
-        try:
-            mod = importlib.import_module(f"{__package__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__package__}.{name}":
-                raise
-            state.notes.append(f"layer {name} not available")
-            continue
+        mod = importlib.import_module(f"{__package__}.{name}")
         mod.install(guard)
         state.layers.append(mod)
     ip.ast_transformers.append(state.transformer)

@@ -473,8 +473,6 @@ class _Analyzer:
 
     def on_sql(self, call: ast.Call, via: str, index: int = 0) -> None:
         sql = _sql_module()
-        if sql is None:
-            return  # the SQL layer is not installed: the runtime gate (if any) decides
         node = _arg(call, index, "query", "sql", "sql_query")
         text, placeholders = _sql_text(node)
         if text is None:
@@ -508,10 +506,8 @@ def _source_of(guard: Guard | None, real: str) -> str | None:
 
 
 def _sql_module() -> Any:
-    try:
-        from . import sql
-    except ImportError:
-        return None
+    from . import sql  # imported on first use: sqlglot stays off the start-up path
+
     return sql
 
 

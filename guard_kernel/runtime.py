@@ -445,12 +445,9 @@ _analyzer: list[Any] = []
 
 
 def _get_analyzer() -> Any:
-    if not _analyzer:
-        try:  # another layer's module: optional here
-            cell = importlib.import_module(__package__ + ".cell")
-            _analyzer.append(getattr(cell, "analyze_source", None))
-        except ImportError:
-            _analyzer.append(None)
+    if not _analyzer:  # imported on first use: the cell layer imports this module's neighbours
+        cell = importlib.import_module(__package__ + ".cell")
+        _analyzer.append(cell.analyze_source)
     return _analyzer[0]
 
 
@@ -466,8 +463,6 @@ def _on_compile(guard: Guard, args: tuple[Any, ...]) -> None:
     if text in _source_cache:
         return
     analyze = _get_analyzer()
-    if analyze is None:
-        return
     clean = True
     for item in analyze(text, guard=guard):  # returns [] for code that does not parse
         req = getattr(item, "request", item)
