@@ -18,7 +18,7 @@ from __future__ import annotations
 import ast
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -91,6 +91,18 @@ class CellFrame:
     static_seconds: float = 0.0
 
 
+class _AliasNames:
+    """The shell's alias names, listed only if the analysis asks (most cells never do)."""
+
+    __slots__ = ("_manager",)
+
+    def __init__(self, manager: Any) -> None:
+        self._manager = manager
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _cmd in self._manager.aliases)
+
+
 class CellTransformer(ast.NodeTransformer):
     """IPython AST transformer: analyse the tree IPython parsed, reject the cell if denied.
 
@@ -144,7 +156,7 @@ class CellTransformer(ast.NodeTransformer):
             source, frame = self._source_for(node)
             ns = getattr(self.shell, "user_ns", None)
             am = getattr(self.shell, "alias_manager", None)
-            aliases = [a[0] for a in am.aliases] if am is not None else None
+            aliases = _AliasNames(am) if am is not None else None
             transform = getattr(self.shell, "transform_cell", None)
             db = getattr(getattr(self.shell, "db", None), "root", None)
             intents = self.analyze(node, source, namespace=ns, guard=guard, aliases=aliases, transform=transform,
