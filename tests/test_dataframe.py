@@ -175,7 +175,8 @@ def test_export_into_a_source_is_denied(project: Project, name: str) -> None:
 @pytest.mark.parametrize("name", sorted(WRITERS))
 def test_scratch_exports_just_work(project: Project, name: str) -> None:
     _skip_missing(name)
-    target = f"scratch/out-{name}.npy"  # np.save adds .npy to other names
+    # np.save adds .npy to other names; Excel picks its engine from the extension
+    target = f"scratch/out-{name}" + (".xlsx" if name == "to_excel" else ".npy")
     result = WRITERS[name](_frame(), target)
     if hasattr(result, "close"):
         result.close()
