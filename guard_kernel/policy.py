@@ -21,6 +21,7 @@ import yaml
 
 from .actions import ALL_ACTIONS, Action, ActionClass, valid_action_pattern
 from .paths import PathGlob, resolve
+from .schema_check import quick_valid
 
 ENV_POLICY = "GUARD_KERNEL_POLICY"
 ENV_ACTOR = "GUARD_KERNEL_ACTOR"
@@ -228,15 +229,17 @@ def _describe(err: Any) -> tuple[list[Any], str]:
 
 
 def _validate(data: Any, node: yaml.Node | None, file: str) -> None:
-    import jsonschema  # imported here: only policy loading pays for it
-
     if not isinstance(data, dict):
         raise PolicyError(file, 1, "", "a policy must be a YAML mapping")
-    validator = jsonschema.Draft202012Validator(schema())
-    errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
-    if errors:
-        path, reason = _describe(errors[0])
-        raise PolicyError(file, _line_of(node, path), _field_path(path), reason)
+    if not quick_valid(data, schema()):  # only a policy with an error pays for importing jsonschema
+        import jsonschema
+
+        validator = jsonschema.Draft202012Validator(schema())
+        errors = sorted(validator.iter_errors(data),
+                        key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+        if errors:
+            path, reason = _describe(errors[0])
+            raise PolicyError(file, _line_of(node, path), _field_path(path), reason)
     for i, rule in enumerate(data.get("rules") or []):
         for j, pat in enumerate(rule["actions"]):
             if not valid_action_pattern(pat):

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import os
+import random
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -213,3 +217,47 @@ def test_check_policy_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert main(["check-policy", str(REPO / "policies" / "analyst.yaml"), "--root", str(tmp_path), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["name"] == "analyst" and data["sources"]["warehouse"]["tables"]["customers"] == ["ssn"]
+
+
+MUTANT_VALUES: list[Any] = [None, True, False, 0, 1, -1, 1.0, 1.5, "", "x", "deny", "agent", "*", [], ["x"], [""],
+                            [1], {}, {"x": 1}, "file.write"]
+
+
+def _mutants(doc: Any, n: int, seed: int) -> Iterator[Any]:
+    """*n* copies of *doc*, each with 1–3 values replaced, removed or added somewhere in the tree."""
+    rng = random.Random(seed)
+    for _ in range(n):
+        d = copy.deepcopy(doc)
+        for _ in range(rng.randint(1, 3)):
+            parent: Any = None
+            key: Any = None
+            node = d
+            while isinstance(node, (dict, list)) and node and (parent is None or rng.random() < 0.7):
+                key = rng.choice(list(node)) if isinstance(node, dict) else rng.randrange(len(node))
+                parent, node = node, node[key]
+            if parent is None:
+                continue
+            r = rng.random()
+            if r < 0.6:
+                parent[key] = copy.deepcopy(rng.choice(MUTANT_VALUES))
+            elif r < 0.8:
+                del parent[key]
+            elif isinstance(parent, dict):
+                parent[rng.choice(["zzz", "mode", "lock", "id", "paths", "agent", 1])] = rng.choice(MUTANT_VALUES)
+        yield d
+
+
+@pytest.mark.parametrize("path", SHIPPED + [REPO / "guard_kernel" / "default_policy.yaml"], ids=lambda p: p.name)
+def test_quick_schema_check_never_accepts_what_jsonschema_rejects(path: Path) -> None:
+    import jsonschema
+    import yaml
+
+    from guard_kernel.policy import schema
+    from guard_kernel.schema_check import quick_valid
+
+    validator = jsonschema.Draft202012Validator(schema())
+    doc = yaml.safe_load(path.read_text())
+    assert quick_valid(doc, schema()) and validator.is_valid(doc)
+    verdicts = [(quick_valid(m, schema()), validator.is_valid(m)) for m in _mutants(doc, 300, seed=len(path.name))]
+    assert [v for v in verdicts if v[0] and not v[1]] == []  # never valid when jsonschema says invalid
+    assert sum(1 for q, j in verdicts if q == j) == len(verdicts)  # and in practice the same answer
