@@ -19,7 +19,7 @@ import shlex
 import sys
 import types
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -200,22 +200,20 @@ class _Analyzer:
         """The SqlContext of *conn*, with the catalogs and tables this cell attached or created so far."""
         base = None
         kind, value = conn if conn is not None else ("unknown", None)
-        if kind == "ns":
+        if kind == "ns":  # a connection object in the user's namespace: the gate knows its catalogs
             gate = sys.modules.get(f"{__package__}.duckdb_gate")
-            context = getattr(gate, "context", None)
-            if context is not None:
-                base = context(value)
+            if gate is not None:
+                base = gate.context(value)
         if base is None:
-            base = _make_ctx(sql, root=os.getcwd(),
-                             source_paths=sql.source_paths(self.guard.policy) if self.guard is not None else None)
-            if kind == "path" and value:
+            base = sql.SqlContext(root=os.getcwd(),
+                                  source_paths=sql.source_paths(self.guard.policy) if self.guard is not None else {})
+            if kind == "path" and value:  # duckdb.connect('file.duckdb') in this cell
                 alias = os.path.basename(value).split(".", 1)[0].lower()
-                base = _replace_ctx(base, catalogs={alias: _source_of(self.guard, value)}, default_catalog=alias,
-                                    catalog_paths={alias: value})
-        catalogs = {**base.catalogs, **self.catalogs}
-        paths = {**getattr(base, "catalog_paths", {}), **self.catalog_paths}
-        return _replace_ctx(base, catalogs=catalogs, catalog_paths=paths,
-                            owned_tables=frozenset(base.owned_tables) | self.owned_sql)
+                base = replace(base, catalogs={alias: _source_of(self.guard, value)}, default_catalog=alias,
+                               catalog_paths={alias: value})
+        return replace(base, catalogs={**base.catalogs, **self.catalogs},
+                       catalog_paths={**base.catalog_paths, **self.catalog_paths},
+                       owned_tables=frozenset(base.owned_tables) | self.owned_sql)
 
     def literal_path(self, node: ast.AST | None) -> str | None:
         """A path written literally: ``"a"``, ``Path("a") / "b"``, ``os.path.join("a", "b")``, a Path name."""
@@ -509,16 +507,6 @@ def _sql_module() -> Any:
     from . import sql  # imported on first use: sqlglot stays off the start-up path
 
     return sql
-
-
-def _make_ctx(sql: Any, **wanted: Any) -> Any:
-    names = {f.name for f in fields(sql.SqlContext)}
-    return sql.SqlContext(**{k: v for k, v in wanted.items() if k in names and v is not None})
-
-
-def _replace_ctx(ctx: Any, **changes: Any) -> Any:
-    names = {f.name for f in fields(ctx)}
-    return replace(ctx, **{k: v for k, v in changes.items() if k in names})
 
 
 def analyze_tree(tree: ast.AST, source: str | None = None, *, first_line: int = 1,
