@@ -9,6 +9,7 @@ or of a rule) turns a denial into ``would_deny``: recorded, not enforced.
 from __future__ import annotations
 
 import json
+import operator
 import re
 from dataclasses import dataclass, field
 from enum import Enum
@@ -97,13 +98,14 @@ class Request:
 
     def __post_init__(self) -> None:
         # requests are dict keys of the decision cache: hash the 16 fields once, not per lookup
-        object.__setattr__(self, "_hash", hash(tuple(getattr(self, f) for f in _REQUEST_FIELDS)))
+        object.__setattr__(self, "_hash", hash(_request_key(self)))
 
     def __hash__(self) -> int:
         return self._hash
 
 
 _REQUEST_FIELDS = tuple(f for f in Request.__dataclass_fields__ if f != "_hash")
+_request_key = operator.attrgetter(*_REQUEST_FIELDS)
 
 
 @dataclass(frozen=True)

@@ -148,10 +148,21 @@ def _state(con: Any) -> ConnState:
 
 
 def _ctx(con: Any, g: Guard, cwd: str | None = None) -> _sql.SqlContext:
+    """The connection's SqlContext, rebuilt only when what it copies may have changed: the
+    catalogs (every change bumps :data:`EPOCH`), the policy, the working directory, the
+    session's own tables."""
     st = _state(con)
-    return _sql.SqlContext(root=cwd or os.getcwd(), catalogs=dict(st.catalogs), default_catalog=st.default_catalog,
-                           owned_tables=frozenset(g.owned_tables), catalog_paths=dict(st.paths),
-                           source_paths=_sql.source_paths(g.policy))
+    cwd = cwd or os.getcwd()
+    kept = st.ctx
+    if (kept is not None and kept[0] is g.policy and kept[1] == EPOCH[0] and kept[2] == cwd
+            and kept[3] == g.owned_tables):
+        return kept[4]
+    owned = frozenset(g.owned_tables)
+    ctx = _sql.SqlContext(root=cwd, catalogs=dict(st.catalogs), default_catalog=st.default_catalog,
+                          owned_tables=owned, catalog_paths=dict(st.paths),
+                          source_paths=_sql.source_paths(g.policy))
+    st.ctx = (g.policy, EPOCH[0], cwd, owned, ctx)
+    return ctx
 
 
 def _text_of(query: Any) -> str | None:

@@ -86,6 +86,8 @@ class ConnState:
     pending: Pending | None = None
     checked: dict[tuple[str, Any], Checked] = field(default_factory=dict)
     """(SQL text, export action) → the verdict last computed for it on this connection."""
+    ctx: tuple[Any, int, str, frozenset[str], Any] | None = None
+    """(policy, EPOCH, cwd, owned tables, SqlContext): the context last built for this connection."""
 
 
 def orig(owner: Any, name: str) -> Any:

@@ -161,18 +161,19 @@ def _to_requests(stmts: Iterable[SqlStatement], ctx: SqlContext, line: int | Non
         # an option-less ATTACH of a source is run as ATTACH … (READ_ONLY) by the DuckDB gate
         read_only = bool(a and (a.read_only or (a.verb == "attach" and not a.options
                                                 and path is not None and path in ctx.source_paths)))
+        code = s.text.strip()
         out.append(Request(
             action, s.resource, path=path, tables=tables, written=written, columns=s.columns, stars=s.stars,
             column_patterns=s.column_patterns, owned=owned,
-            read_only=read_only, reason=s.reason, line=line, code=s.text.strip(),
+            read_only=read_only, reason=s.reason, line=line, code=code,
         ))
         for f in s.files:
             m = URL.match(f)
             if m and m.group(1).lower() != "file":
                 out.append(Request(Action.NET_CONNECT, f, host=m.group(2).split("@")[-1].split(":")[0] or None,
-                                   line=line, code=s.text.strip()))
+                                   line=line, code=code))
             else:
-                out.append(Request(Action.FILE_READ, f, path=_path(f, ctx.root), line=line, code=s.text.strip()))
+                out.append(Request(Action.FILE_READ, f, path=_path(f, ctx.root), line=line, code=code))
     return out
 
 

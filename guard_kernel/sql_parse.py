@@ -160,8 +160,11 @@ def _words(text: str, n: int = 3) -> list[str]:
 
 def _statement(text: str, kind: str) -> SqlStatement:
     """Classify one statement whose DuckDB type is *kind*."""
-    words = _words(text)
+    # only CREATE/DROP … SECRET and SHOW look past the first keyword (one regex match each)
+    words = _words(text, 3 if kind in ("CREATE", "DROP") else 1)
     first = words[0] if words else ""
+    if first == "SHOW":
+        words = _words(text)
 
     def unknown(reason: str) -> SqlStatement:
         return SqlStatement(text, Action.SQL_UNKNOWN, kind, reason=reason)

@@ -87,36 +87,67 @@ def file_paths(f: exp.Expr, facts: Facts) -> None:
 
 
 def looks_like_file(name: str) -> bool:
-    return "/" in name or "*" in name or bool(_FILE_SUFFIX.search(name)) or bool(URL.match(name))
+    # the cheap `in` tests first: a suffix needs a dot and a URL a colon
+    return ("/" in name or "*" in name or ("." in name and _FILE_SUFFIX.search(name) is not None)
+            or (":" in name and URL.match(name) is not None))
 
 
 _SCOPES = (exp.Select, exp.Update, exp.Delete)
 
 
-def scope_sources(select: exp.Expr, derived: set[str]) -> dict[str, TableRef | None]:
+_UNSEEN = object()
+
+
+class _Tables:
+    """Per-walk memo of what each ``exp.Table`` node names: its TableRef, or None for a file
+    or a table function (both the table pass and every scope ask about the same nodes)."""
+
+    __slots__ = ("refs",)
+
+    def __init__(self) -> None:
+        self.refs: dict[int, TableRef | None] = {}
+
+    def ref(self, t: exp.Table) -> TableRef | None:
+        """The real table *t* names (None: a file, a table function, or not an identifier)."""
+        key = id(t)
+        out = self.refs.get(key, _UNSEEN)
+        if out is not _UNSEEN:
+            return out  # type: ignore[return-value]
+        out = table_ref(t) if isinstance(t.this, exp.Identifier) and not looks_like_file(t.name) else None
+        self.refs[key] = out
+        return out
+
+
+def scope_sources(select: exp.Expr, derived: set[str], memo: _Tables | None = None) -> dict[str, TableRef | None]:
     """alias/name → real table (None: derived table, CTE or table function) of one SELECT/UPDATE/DELETE."""
+    memo = memo or _Tables()
     out: dict[str, TableRef | None] = {}
     items: list[exp.Expr] = []
+    args = select.args
     if isinstance(select, (exp.Update, exp.Delete)) and isinstance(select.this, exp.Table):
         items.append(select.this)
     for key in ("from_", "using"):
-        frm = select.args.get(key)
+        frm = args.get(key)
         if isinstance(frm, exp.From):
             items.append(frm.this)
         elif isinstance(frm, list):
             items.extend(frm)
-    items.extend(j.this for j in select.args.get("joins") or [])
+    joins = args.get("joins")
+    if joins:
+        items.extend(j.this for j in joins)
     for it in items:
-        alias = it.alias_or_name.lower() if it.alias_or_name else ""
-        if isinstance(it, exp.Table) and isinstance(it.this, exp.Identifier) and not looks_like_file(it.name):
-            ref = table_ref(it)
+        ref = memo.ref(it) if isinstance(it, exp.Table) else None
+        if ref is not None:
+            alias = it.alias.lower() or ref.name
             if ref.name in derived and ref.catalog is None:
-                out[alias or ref.name] = None
+                out[alias] = None
             else:
-                out[alias or ref.name] = ref
+                out[alias] = ref
                 out.setdefault(ref.name, ref)
-        elif alias:
-            out[alias] = None
+        else:
+            alias = it.alias_or_name.lower() if it.alias_or_name else ""
+            if alias:
+                out[alias] = None
     return out
 
 
@@ -129,22 +160,39 @@ class _Scope:
         self.sources = sources
         self.real = tuple(dict.fromkeys(r for r in sources.values() if r is not None))
         """The real tables in scope, each once, in order."""
-        self.derived_here = any(v is None for v in sources.values())
+        self.derived_here = None in sources.values()
 
 
 _NO_SCOPE = _Scope({})
-_FILE_FUNC_TYPES: dict[type, bool] = {}
-"""Function class → whether its SQL name is a file reader (``sql_name()`` costs a call per node)."""
+_KIND: dict[type, int] = {}
+"""Expression class → what the walk does with it (see :func:`_kind`); computed once per class,
+so the walk costs one dict lookup per node."""
+_SKIP, _COL, _TABLE, _STAR, _COLUMNS, _CTE, _FILE_FUNC, _ANON = range(8)
+_LEAVES = frozenset({exp.Identifier, exp.Literal})
+"""Node classes whose arguments are strings and flags only: the walk does not visit them."""
 
 
-def _reads_files(n: exp.Func) -> bool:
-    t = type(n)
-    if t is exp.Anonymous:
-        return str(n.name).lower() in FILE_FUNCS
-    known = _FILE_FUNC_TYPES.get(t)
-    if known is None:
-        known = _FILE_FUNC_TYPES[t] = func_name(n) in FILE_FUNCS
-    return known
+def _kind(t: type) -> int:
+    k = _KIND.get(t)
+    if k is None:
+        if t is exp.Column:
+            k = _COL
+        elif t is exp.Table:
+            k = _TABLE
+        elif t is exp.Star:
+            k = _STAR
+        elif t is exp.Columns:
+            k = _COLUMNS
+        elif t is exp.CTE:
+            k = _CTE
+        elif t is exp.Anonymous:
+            k = _ANON
+        elif issubclass(t, exp.Func):
+            k = _FILE_FUNC if str(getattr(t, "sql_name", lambda: t.__name__)()).lower() in FILE_FUNCS else _SKIP
+        else:
+            k = _SKIP
+        _KIND[t] = k
+    return k
 
 
 def collect(node: exp.Expr, facts: Facts) -> None:
@@ -155,17 +203,59 @@ def collect(node: exp.Expr, facts: Facts) -> None:
     patterns: list[exp.Columns] = []
     cols: list[exp.Column] = []
     derived: set[str] = set()
-    buckets: dict[type, list[Any]] = {exp.Column: cols, exp.Table: tables, exp.Star: stars, exp.Columns: patterns}
-    Func, CTE = exp.Func, exp.CTE
-    for n in node.walk():
-        bucket = buckets.get(type(n))
-        if bucket is not None:
-            bucket.append(n)
-        elif type(n) is CTE:
+    kinds = _KIND
+    Expr = exp.Expr
+    # breadth-first like ``node.walk()`` (the order of tables and columns found is the order
+    # reported), without the generator and without queueing the leaves (identifiers and
+    # literals hold strings only): half the nodes of a typical statement
+    queue: list[Any] = [node]  # Any: each node is filed under its exact class below
+    for n in queue:
+        for v in n.args.values():
+            if type(v) is list:
+                for x in v:
+                    if isinstance(x, Expr) and type(x) not in _LEAVES:
+                        queue.append(x)
+            elif isinstance(v, Expr) and type(v) not in _LEAVES:
+                queue.append(v)
+        k = kinds.get(type(n))
+        if k is None:
+            k = _kind(type(n))
+        if k == _SKIP:
+            continue
+        if k == _COL:
+            cols.append(n)
+        elif k == _TABLE:
+            tables.append(n)
+        elif k == _STAR:
+            stars.append(n)
+        elif k == _COLUMNS:
+            patterns.append(n)
+        elif k == _CTE:
             if n.alias:
                 derived.add(n.alias.lower())
-        elif isinstance(n, Func) and _reads_files(n):
+        elif k == _FILE_FUNC or str(n.name).lower() in FILE_FUNCS:
             funcs.append(n)
+    memo = _Tables()
+    for t in tables:
+        inner = t.this
+        if isinstance(inner, exp.Func):
+            table_function(inner, facts)
+        elif isinstance(inner, exp.Identifier):
+            ref = memo.ref(t)
+            if ref is None:
+                if not t.db:
+                    facts.files[t.name] = None
+                else:  # `db.x.csv`: a qualified name is a table, whatever it looks like
+                    ref = table_ref(t)
+                    if not (ref.name in derived and ref.catalog is None):
+                        facts.tables[ref] = None
+            elif not (ref.name in derived and ref.catalog is None):
+                facts.tables[ref] = None
+    for f in funcs:
+        if not isinstance(f.parent, exp.Table):  # scalar read_text('x') and the like
+            file_paths(f, facts)
+    if not (cols or stars or patterns):
+        return
     scopes: dict[int, _Scope] = {}
 
     def scope_of(n: exp.Expr) -> _Scope:
@@ -175,28 +265,15 @@ def collect(node: exp.Expr, facts: Facts) -> None:
         key = id(sel)
         sc = scopes.get(key)
         if sc is None:
-            sc = scopes[key] = _Scope(scope_sources(sel, derived))
+            sc = scopes[key] = _Scope(scope_sources(sel, derived, memo))
         return sc
 
-    for t in tables:
-        inner = t.this
-        if isinstance(inner, exp.Func):
-            table_function(inner, facts)
-        elif isinstance(inner, exp.Identifier):
-            if looks_like_file(t.name) and not t.db:
-                facts.files[t.name] = None
-            else:
-                ref = table_ref(t)
-                if not (ref.name in derived and ref.catalog is None):
-                    facts.tables[ref] = None
-    for f in funcs:
-        if not isinstance(f.parent, exp.Table):  # scalar read_text('x') and the like
-            file_paths(f, facts)
     excluded: set[int] = set()
     for star in stars:
         parent = star.parent
         excepted = star.args.get("except_") or []
-        excluded.update(id(c) for c in excepted)
+        if excepted:
+            excluded.update(id(c) for c in excepted)
         exclude = frozenset(c.name.lower() for c in excepted if isinstance(c, exp.Column))
         if isinstance(parent, exp.Column):  # t.*
             src = scope_of(parent).sources.get(parent.table.lower())
@@ -220,12 +297,17 @@ def collect(node: exp.Expr, facts: Facts) -> None:
                 facts.stars[StarRef(ref.name)] = None
     columns = facts.columns
     Star = exp.Star
+    last_parent: exp.Expr | None = None
+    scope = _NO_SCOPE
     for col in cols:
         if isinstance(col.this, Star) or (excluded and id(col) in excluded):
             continue
         name = col.name.lower()
         qual = col.table.lower()
-        scope = scope_of(col)
+        parent = col.parent
+        if parent is not last_parent:  # siblings (a, b, c of one SELECT) share the scope lookup
+            scope = scope_of(col)
+            last_parent = parent
         sources = scope.sources
         if qual:
             src = sources.get(qual)

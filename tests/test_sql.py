@@ -215,3 +215,30 @@ def test_cap_statement_is_cap_of_the_statement_alone(text: str, how: str) -> Non
     # the gate caps the last statement of a string by its analysis, without analyzing it again
     for s in sql.analyze("SELECT 0; " + text):
         assert sql.cap_statement(s, 10) == sql.cap(s.text, 10)
+
+
+CORPUS = Path(__file__).parent.parent / "benchmarks" / "corpus" / "statements.sql"
+
+
+def test_tables_come_in_walk_order() -> None:
+    """The classifier's own walk visits nodes in sqlglot's breadth-first ``walk()`` order, so the
+    order of tables it reports (and the resource named in a denial) is that order."""
+    import re
+
+    import sqlglot
+    from sqlglot import exp
+
+    from guard_kernel.sql_refs import table_ref
+
+    bodies = re.split(r"^-- name: \S+[ \t]*\n", CORPUS.read_text(), flags=re.M)[1:]
+    checked = 0
+    for text in (b.strip() for b in bodies):
+        stmts = sql.analyze(text)
+        if len(stmts) != 1 or stmts[0].kind != "SELECT" or stmts[0].action is Action.SQL_UNKNOWN:
+            continue
+        tree = sqlglot.parse_one(text, read="duckdb")
+        walked = [table_ref(t) for t in tree.walk() if isinstance(t, exp.Table)]
+        got = list(stmts[0].tables)
+        assert got == [t for t in dict.fromkeys(walked) if t in got], text
+        checked += 1
+    assert checked > 50
