@@ -22,10 +22,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from . import session as _session
 from .actions import Action
 from .decision import Decision, Effect, RuleHit
 from .pyanalysis import Intent, analyze_cell, analyze_source, analyze_tree
-from .pyscan import SQL_METHODS, WRITER_METHODS
+from .pyscan import SQL_METHODS, WRITER_METHODS, _hit_lines
 
 if TYPE_CHECKING:
     from .session import Guard
@@ -48,21 +49,20 @@ def internal_error(exc: BaseException, where: str = "cell analysis") -> Decision
 
 def enforce(guard: Guard, intents: list[Intent]) -> list[Decision]:
     """Decide every intent; if any is denied, record them all and raise ``CellRejected``."""
-    from .session import CellRejected
-
+    if not intents:
+        return []
     decisions = [guard.decide(i.request) for i in intents]
     blocked = [d for d in decisions if d.blocked]
     if blocked:
         for i, d in zip(intents, decisions, strict=True):
             guard.record_decision(d, i.kind, via=i.via, stage="cell")
-        raise CellRejected(blocked)
+        raise _session.CellRejected(blocked)
     return decisions
 
 
 def check_cell(guard: Guard, code: str, **kw: Any) -> list[Decision]:
     """Decide the cell *code* as a whole; raise ``CellRejected`` before any line runs if denied."""
-    from .session import CellRejected
-
+    CellRejected = _session.CellRejected
     try:
         intents = analyze_source(code, guard=guard, **kw)
         return enforce(guard, intents)
@@ -118,7 +118,7 @@ class CellTransformer(ast.NodeTransformer):
     @property
     def frames(self) -> list[CellFrame]:
         """This thread's running cells (nested ``run_cell`` calls stack)."""
-        frames: list[CellFrame] | None = getattr(self._local, "frames", None)
+        frames: list[CellFrame] | None = self._local.__dict__.get("frames")
         if frames is None:
             frames = self._local.frames = []
         return frames
@@ -145,30 +145,38 @@ class CellTransformer(ast.NodeTransformer):
         return frame.source, frame
 
     def visit(self, node: ast.AST) -> ast.AST:
-        from .session import CellRejected, current
-
-        guard = current()
+        guard = _session.current()
         if guard is None:
             return node
         frame: CellFrame | None = None
         try:
             t0 = time.perf_counter()
             source, frame = self._source_for(node)
-            ns = getattr(self.shell, "user_ns", None)
-            am = getattr(self.shell, "alias_manager", None)
+            kw: dict[str, Any] = {}
+            if source is not None and self.analyze is analyze_tree and source.isascii():
+                hits = kw["hits"] = _hit_lines(source)
+                if not hits:
+                    # most cells mention no interesting name: analyze_tree would return [] at its
+                    # pre-filter, so skip gathering the shell's namespace, aliases and db path for it
+                    if frame is not None:
+                        frame.static_seconds = time.perf_counter() - t0
+                    return node
+            shell = self.shell
+            ns = getattr(shell, "user_ns", None)
+            am = getattr(shell, "alias_manager", None)
             aliases = _AliasNames(am) if am is not None else None
-            transform = getattr(self.shell, "transform_cell", None)
-            db = getattr(getattr(self.shell, "db", None), "root", None)
+            transform = getattr(shell, "transform_cell", None)
+            db = getattr(getattr(shell, "db", None), "root", None)
             intents = self.analyze(node, source, namespace=ns, guard=guard, aliases=aliases, transform=transform,
                                    display=frame.raw if frame is not None and source is not None else None,
-                                   db_path=str(db) if db is not None else None)
+                                   db_path=str(db) if db is not None else None, **kw)
             if frame is not None:
                 frame.intents = intents
             decisions = enforce(guard, intents)
             if frame is not None:
                 frame.decisions = decisions
                 frame.static_seconds = time.perf_counter() - t0
-        except CellRejected as exc:
+        except _session.CellRejected as exc:
             if frame is not None:
                 frame.rejected = True
                 frame.decisions = list(exc.decisions)
@@ -186,5 +194,5 @@ class CellTransformer(ast.NodeTransformer):
             if d.blocked:
                 if frame is not None:
                     frame.rejected = True
-                raise CellRejected(d) from None
+                raise _session.CellRejected(d) from None
         return node

@@ -512,16 +512,19 @@ def _sql_module() -> Any:
 def analyze_tree(tree: ast.AST, source: str | None = None, *, first_line: int = 1,
                  namespace: Mapping[str, Any] | None = None, guard: Guard | None = None,
                  aliases: Iterable[str] | None = None, transform: Callable[[str], str] | None = None,
-                 display: str | None = None, db_path: str | None = None) -> list[Intent]:
+                 display: str | None = None, db_path: str | None = None,
+                 hits: list[int] | None = None) -> list[Intent]:
     """Intents of an already-parsed cell; *source* (its text) lets the pre-filter skip most of the tree.
 
     *display* is the cell as typed (before IPython's transforms), used for the code shown in denials.
+    *hits* is the pre-filter's answer for an ASCII *source* when the caller has already computed it.
     """
-    hits: list[int] | None = None
-    if source is not None and source.isascii():  # identifiers are NFKC-normalised: non-ASCII → walk all
+    if source is None or not source.isascii():  # identifiers are NFKC-normalised: non-ASCII → walk all
+        hits = None
+    elif hits is None:
         hits = _hit_lines(source)
-        if not hits:
-            return []
+    if hits is not None and not hits:
+        return []
     a = _Analyzer(source=source, first_line=first_line, namespace=namespace, guard=guard, aliases=aliases,
                   transform=transform, display=display, db_path=db_path)
     return a.run(tree, hits)

@@ -244,6 +244,26 @@ def test_transformer_error_rejects_the_cell_and_stays_registered(make_shell: Cal
     assert sh.run("y = 1").success
 
 
+def test_prefilter_error_rejects_a_plain_cell(make_shell: Callable[..., Shell],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path for cells without interesting names fails closed like the full analysis."""
+    import guard_kernel.cell as cell
+
+    sh = make_shell()
+
+    def boom(source: str) -> list[int]:
+        raise RuntimeError("pre-filter exploded")
+
+    monkeypatch.setattr(cell, "_hit_lines", boom)
+    res = sh.run("y = 'should not run'")
+    assert isinstance(res.error_before_exec, session.CellRejected)
+    assert "y" not in sh.ip.user_ns
+    [err] = sh.records("guard_error")
+    assert err["decision"] == "deny" and "pre-filter exploded" in err["message"]
+    monkeypatch.undo()
+    assert sh.run("y = 1").success and sh.ip.user_ns["y"] == 1
+
+
 # ------------------------------------------------------------- load / unload
 
 
