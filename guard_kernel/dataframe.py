@@ -37,7 +37,7 @@ from .patching import (
     _active,
     _argument,
     _fail,
-    _hide,
+    _guarded,
     _in_memory,
     _is_wrapper,
     _lock,
@@ -104,11 +104,7 @@ def _writer(orig: Any, param: str, index: int, via: str, *,
     """Wrap *orig* so its target (parameter *param*, position *index*) is decided first."""
     sig = _signature(orig)
 
-    @functools.wraps(orig)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        guard = _active()
-        if guard is None:
-            return orig(*args, **kwargs)
+    def body(guard: Guard, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
             target = _argument(sig, args, kwargs, param, index)
             if skip is not None and skip(target, args, kwargs):
@@ -121,7 +117,7 @@ def _writer(orig: Any, param: str, index: int, via: str, *,
             _fail(guard, via, exc)
         return _run_export(guard, real, lambda: orig(*args, **kwargs))
 
-    return _hide(wrapper)
+    return _guarded(orig, body)
 
 
 def _sql_target(con: Any, name: Any) -> tuple[str | None, str, bool]:
@@ -150,11 +146,7 @@ def _sql_target(con: Any, name: Any) -> tuple[str | None, str, bool]:
 def _to_sql(orig: Any, via: str) -> Any:
     sig = _signature(orig)
 
-    @functools.wraps(orig)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        guard = _active()
-        if guard is None:
-            return orig(*args, **kwargs)
+    def body(guard: Guard, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
             name = _argument(sig, args, kwargs, "name", 1)
             con = _argument(sig, args, kwargs, "con", 2)
@@ -170,24 +162,20 @@ def _to_sql(orig: Any, via: str) -> Any:
             _fail(guard, via, exc)
         return _run_export(guard, real, lambda: orig(*args, **kwargs))
 
-    return _hide(wrapper)
+    return _guarded(orig, body)
 
 
 def _fixed(orig: Any, via: str, action: Action, resource_of: Callable[[tuple[Any, ...], dict[str, Any]], str]) -> Any:
     """Wrap a writer whose target is not a path (clipboard, catalog tables)."""
 
-    @functools.wraps(orig)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        guard = _active()
-        if guard is None:
-            return orig(*args, **kwargs)
+    def body(guard: Guard, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         req = Request(action, resource_of(args, kwargs), code=via)
         with guard.quiet():
             guard.check(req, "export", via=via)
         with _Nested():
             return orig(*args, **kwargs)
 
-    return _hide(wrapper)
+    return _guarded(orig, body)
 
 
 def pandas_writer_names(cls: type) -> list[tuple[str, str]]:

@@ -12,6 +12,7 @@ wrapper that cannot decide fails closed (:func:`_fail`).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import io
 import os
@@ -51,6 +52,20 @@ def _active() -> Guard | None:
     if guard is None or guard.busy or depth > 0:
         return None
     return guard
+
+
+def _guarded(orig: Any, body: Callable[[Guard, tuple[Any, ...], dict[str, Any]], Any]) -> Any:
+    """Wrap *orig*: with a guard to consult, ``body(guard, args, kwargs)`` decides and calls it;
+    otherwise (no guard, the guard's own work, a nested call) *orig* runs as it is."""
+
+    @functools.wraps(orig)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        guard = _active()
+        if guard is None:
+            return orig(*args, **kwargs)
+        return body(guard, args, kwargs)
+
+    return _hide(wrapper)
 
 
 def _hide(wrapper: Any) -> Any:

@@ -21,10 +21,9 @@ from typing import Any
 from .actions import Action
 from .decision import Decision, Effect, RuleHit
 from .patching import (
-    _active,
     _argument,
     _fail,
-    _hide,
+    _guarded,
     _in_memory,
     _is_wrapper,
     _Nested,
@@ -147,11 +146,7 @@ def _reader(orig: Any, param: str, via: str, *, nrows: bool, chunks: bool = Fals
     """Wrap a reader so reads of source files honour the row cap."""
     sig = _signature(orig)
 
-    @functools.wraps(orig)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        guard = _active()
-        if guard is None:
-            return orig(*args, **kwargs)
+    def body(guard: Guard, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
             real = _source_read(guard, _argument(sig, args, kwargs, param, 0))
         except Exception as exc:
@@ -173,7 +168,7 @@ def _reader(orig: Any, param: str, via: str, *, nrows: bool, chunks: bool = Fals
             return _CappedReader(result, guard, limit, real, via)
         return _cut(guard, result, limit, real, via)
 
-    return _hide(wrapper)
+    return _guarded(orig, body)
 
 
 _PANDAS_READERS: tuple[tuple[str, str, bool, bool], ...] = (
