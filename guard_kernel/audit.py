@@ -33,10 +33,17 @@ def new_session_id() -> str:
 _ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False).encode
 
 
+_second: tuple[int, str] = (-1, "")
+
+
 def _utc_now() -> str:
-    """UTC time as ISO 8601 with microseconds and a Z (cheaper than datetime.isoformat)."""
+    """UTC time as ISO 8601 with microseconds and a Z; the date-time part is formatted once a second."""
+    global _second
     ns = time.time_ns()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000)) + f".{ns // 1000 % 1_000_000:06d}Z"
+    sec, cached = ns // 1_000_000_000, _second
+    if cached[0] != sec:  # a tuple, swapped whole: safe from any thread
+        cached = _second = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
+    return f"{cached[1]}.{ns // 1000 % 1_000_000:06d}Z"
 
 
 def _canonical(record: dict[str, Any]) -> bytes:
