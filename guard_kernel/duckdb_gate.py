@@ -457,32 +457,23 @@ def _register_collection(self: Any, result: Any) -> Any:
     return orig(Conn, "_register_collection")(self, result)
 
 
-def _relation_writer(name: str) -> Callable[..., Any]:
+def _flagged(name: str, flag: str) -> Callable[..., Any]:
+    """Relation method *name*, run with the thread-local *flag* set (read by ``_submit``).
+
+    ``relation_export``: a relation writer, so its COPY is judged as ``export.dataframe``;
+    ``display``: repr/show, capped without a truncation record.
+    """
     orig = getattr(_relation.DuckDBPyRelation, name)
 
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-        was = getattr(_local, "relation_export", False)
-        _local.relation_export = True
+        was = getattr(_local, flag, False)
+        setattr(_local, flag, True)
         try:
             return orig(self, *args, **kwargs)
         finally:
-            _local.relation_export = was
+            setattr(_local, flag, was)
     method.__name__ = name
     method.__doc__ = orig.__doc__
-    return method
-
-
-def _display(name: str) -> Callable[..., Any]:
-    orig = getattr(_relation.DuckDBPyRelation, name)
-
-    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-        was = getattr(_local, "display", False)
-        _local.display = True
-        try:
-            return orig(self, *args, **kwargs)
-        finally:
-            _local.display = was
-    method.__name__ = name
     return method
 
 
@@ -536,10 +527,10 @@ def install(guard: Guard) -> None:
         if hasattr(Conn, name):
             _patch(Conn, name, fn)
     for name in _RELATION_WRITERS:
-        _patch(_relation.DuckDBPyRelation, name, _relation_writer(name))
+        _patch(_relation.DuckDBPyRelation, name, _flagged(name, "relation_export"))
     for name in _RELATION_DISPLAY:
         if hasattr(_relation.DuckDBPyRelation, name):
-            _patch(_relation.DuckDBPyRelation, name, _display(name))
+            _patch(_relation.DuckDBPyRelation, name, _flagged(name, "display"))
     for mod in (duckdb, _duckdb):
         _patch(mod, "connect", _connect)
         for name in _MODULE_FUNCS:
