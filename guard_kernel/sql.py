@@ -1,7 +1,8 @@
 """The one SQL classifier: what a DuckDB statement does, and the Requests that ask about it.
 
-DuckDB's own parser (``duckdb.extract_statements``) is the authority on how many statements a
-string holds and of which type; sqlglot (dialect ``duckdb``) reads each statement for tables,
+DuckDB is the authority on how many statements a string holds and of which type: its lexer
+(``duckdb.tokenize``) when every statement is plainly a query, else its parser
+(``duckdb.extract_statements``, ~10x the cost); sqlglot (dialect ``duckdb``) reads each statement for tables,
 columns, files and table functions.  When the two disagree, when sqlglot falls back to
 ``exp.Command``, fails, or meets a table function we do not know, the statement is
 ``sql.unknown`` (fail closed) and carries the reason.  Results are cached by text.
