@@ -287,7 +287,8 @@ def test_tokenizer_split_agrees_with_duckdb_parser() -> None:
 
 
 @pytest.mark.parametrize("text", ["/* /* */ SELECT 1 */ DROP TABLE x", "SELECT $$a;b$$; DROP TABLE x",
-                                  "WITH x AS (SELECT 1) DELETE FROM t", "SELECT 1; SET threads = 1",
+                                  "WITH x AS (SELECT 1) DELETE FROM t", "with x as (select 1) delete from t",
+                                  "With x As (Select 1) Insert Into t Select 2", "SELECT 1; SET threads = 1",
                                   "SELECT 1; END"])
 def test_tokenizer_fast_path_leaves_other_statements_to_duckdb(text: str) -> None:
     from guard_kernel.sql_parse import _query_texts
