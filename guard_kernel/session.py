@@ -83,8 +83,9 @@ class Guard:
         self.environment = environment
         self.session_id = session_id or new_session_id()
         audit_dir = audit_dir or os.path.join(os.getcwd(), ".guard_audit")
+        self._local = threading.local()
         self.audit = AuditWriter(os.path.join(audit_dir, f"{self.session_id}.jsonl"), session=self.session_id,
-                                 actor=actor, environment=environment, policy=policy.ref())
+                                 actor=actor, environment=environment, policy=policy.ref(), quiet=self.quiet)
         self.counts: Counter[str] = Counter()
         self.last: Decision | None = None
         self.notify = notify or _default_notify
@@ -93,7 +94,6 @@ class Guard:
         self.owned_files: set[str] = set()
         """Real paths of files this session created."""
         self._cache: dict[Request, Decision] = {}
-        self._local = threading.local()
         self.audit.write("session", action=None, resource=None, decision="allow", rules=[],
                          message=f"guard started: policy {policy.name} ({policy.mode}), actor {actor}",
                          pid=os.getpid(), cwd=os.getcwd(), policy_file=policy.file, lock=policy.lock)

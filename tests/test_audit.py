@@ -162,6 +162,83 @@ def test_a_killed_writer_loses_no_completed_record(tmp_path: Path) -> None:
     assert verify(str(path)).ok
 
 
+def test_a_writer_continues_a_killed_writers_file(tmp_path: Path) -> None:
+    path = tmp_path / "killed.jsonl"
+    proc = subprocess.run([sys.executable, "-c", KILLED.format(repo=str(REPO), path=str(path), n=3)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert path.read_bytes().endswith(b"\0")  # the unused tail of the map
+    with open(path, "r+b") as f:  # and an unfinished record, as if killed mid-copy
+        f.seek(path.read_bytes().index(b"\0"))
+        f.write(b'{"seq": 4, "kind": "sql", "resource": "TORN')
+    w = writer(path)
+    assert w.count == 3
+    w.write("sql", decision="allow")
+    w.close()
+    data = path.read_bytes()
+    assert b"\0" not in data and b"TORN" not in data
+    assert [r["seq"] for r in read_records(str(path))] == [1, 2, 3, 4]
+    assert verify(str(path)).ok
+
+
+def test_an_open_writers_file_reads_and_verifies(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    w = writer(path)
+    for i in range(3):
+        w.write("sql", resource=f"t{i}", decision="allow")
+    assert [r["seq"] for r in read_records(str(path))] == [1, 2, 3]
+    assert verify(str(path)).ok and verify(str(path)).records == 3
+    w.close()
+    assert path.stat().st_size == sum(len(x) for x in path.read_bytes().splitlines(keepends=True))
+
+
+def test_the_file_grows_past_its_first_map(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    w = writer(path, fsync_every=10_000)
+    big = "x" * 50_000
+    for i in range(60):  # ~3 MiB: the map is resized twice
+        w.write("cell", code=big, i=i, decision="allow")
+    w.close()
+    assert [r["i"] for r in read_records(str(path))] == list(range(60))
+    assert verify(str(path)).ok
+
+
+def test_unreadable_lines_are_kept_when_a_writer_reopens(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    write_some(path, 3)
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(lines[0] + b"not json\n" + b"".join(lines[1:]))
+    w = writer(path)
+    w.write("sql", decision="allow")
+    w.close()
+    assert path.read_bytes().startswith(lines[0] + b"not json\n" + b"".join(lines[1:]))
+    assert not verify(str(path)).ok  # the damage stays visible
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_writes_a_file_of_its_own(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    w = writer(path)
+    w.write("sql", resource="before", decision="allow")
+    pid = os.fork()
+    if pid == 0:  # child: its records must not land on the parent's offsets
+        try:
+            w.write("sql", resource="child", decision="allow")
+            w.close()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    w.write("sql", resource="after", decision="allow")
+    w.close()
+    assert [r["resource"] for r in read_records(str(path))] == ["before", "after"]
+    assert verify(str(path)).ok
+    child = tmp_path / f"s.fork-{pid}.jsonl"
+    recs = list(read_records(str(child)))
+    assert [r["kind"] for r in recs] == ["fork", "sql"] and recs[1]["resource"] == "child"
+    assert recs[0]["parent_seq"] == 1 and recs[0]["session"] == f"s1.fork-{pid}"
+    assert verify(str(child)).ok
+
+
 def test_file_mode_is_not_world_readable(tmp_path: Path) -> None:
     path = tmp_path / "s.jsonl"
     write_some(path, 1)
