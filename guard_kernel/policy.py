@@ -17,8 +17,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-import yaml
-
+from ._yaml import yaml
 from .actions import ALL_ACTIONS, Action, ActionClass, valid_action_pattern
 from .paths import PathGlob, resolve
 from .schema_check import quick_valid

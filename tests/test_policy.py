@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import os
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -261,3 +263,22 @@ def test_quick_schema_check_never_accepts_what_jsonschema_rejects(path: Path) ->
     verdicts = [(quick_valid(m, schema()), validator.is_valid(m)) for m in _mutants(doc, 300, seed=len(path.name))]
     assert [v for v in verdicts if v[0] and not v[1]] == []  # never valid when jsonschema says invalid
     assert sum(1 for q, j in verdicts if q == j) == len(verdicts)  # and in practice the same answer
+
+
+YAML_CHECK = r"""
+import guard_kernel.policy, yaml, yaml.reader
+assert type(yaml.reader.Reader.NON_PRINTABLE).__name__ == "_LazyPattern"
+assert yaml.load('a: "\\x01"', Loader=yaml.SafeLoader) == {"a": "\x01"}
+try:
+    yaml.load("a: \x01", Loader=yaml.SafeLoader)
+except yaml.YAMLError as e:
+    assert "special characters" in str(e), e
+else:
+    raise AssertionError("a control character was accepted")
+"""
+
+
+def test_yaml_is_imported_with_its_unicode_pattern_deferred_and_working() -> None:
+    """guard_kernel._yaml defers one costly pattern; PyYAML's pure reader still refuses control characters."""
+    proc = subprocess.run([sys.executable, "-c", YAML_CHECK], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
