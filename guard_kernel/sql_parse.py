@@ -438,6 +438,7 @@ def _query_texts(text: str) -> list[str] | None:
     except Exception:
         return None
     comment = duckdb.token_type.comment
+    single = ";" not in text  # one statement: only its first token matters
     out: list[str] = []
     start = 0
     started = False
@@ -448,6 +449,8 @@ def _query_texts(text: str) -> list[str] | None:
             m = _KEYWORD.match(text, pos)
             if m is None or m.group(0).upper() not in _QUERY_START:
                 return None  # a statement that starts otherwise, or an empty one (`;;`)
+            if single:
+                return [text]
             started = True
         elif text[pos] == ";":  # only the `;` operator token starts with `;`
             out.append(text[start:pos + 1])
