@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SQL_METHODS", "WRITER_METHODS", "CellFrame", "CellTransformer", "Intent", "analyze_cell",
-    "analyze_source", "analyze_tree", "check_cell", "enforce", "internal_error",
+    "analyze_source", "analyze_tree", "check_cell", "enforce", "guard_error", "internal_error",
 ]
 
 
@@ -45,6 +45,19 @@ def internal_error(exc: BaseException, where: str = "cell analysis") -> Decision
     msg = f"guard internal error in {where}: {type(exc).__name__}: {exc}"
     return Decision(Effect.DENY, Action.SQL_UNKNOWN, "cell", (RuleHit("guard-internal-error", "<guard>", 0),),
                     msg, "Re-run the cell; if it keeps failing, report it with the audit file.")
+
+
+def guard_error(guard: Guard, exc: BaseException) -> Decision:
+    """Record the guard's own failure on a cell as a decision: a denial, or ``would_deny``
+    under ``mode: audit`` (which blocks nothing, its own errors included)."""
+    d = internal_error(exc)
+    if guard.policy.mode == "audit":
+        d = replace(d, effect=Effect.WOULD_DENY)
+    try:
+        guard.record_decision(d, "guard_error", stage="cell")
+    except Exception:  # the audit failing too must not turn a denial into a run
+        pass
+    return d
 
 
 def enforce(guard: Guard, intents: list[Intent]) -> list[Decision]:
@@ -69,9 +82,10 @@ def check_cell(guard: Guard, code: str, **kw: Any) -> list[Decision]:
     except CellRejected:
         raise
     except Exception as exc:  # fail closed
-        d = internal_error(exc)
-        guard.record_decision(d, "guard_error", stage="cell")
-        raise CellRejected(d) from None
+        d = guard_error(guard, exc)
+        if d.blocked:
+            raise CellRejected(d) from None
+        return [d]
 
 
 # ---------------------------------------------------------------- transformer
@@ -182,13 +196,7 @@ class CellTransformer(ast.NodeTransformer):
                 frame.decisions = list(exc.decisions)
             raise
         except Exception as exc:  # fail closed: never let IPython drop the guard and run the cell
-            d = internal_error(exc)
-            if guard.policy.mode == "audit":
-                d = replace(d, effect=Effect.WOULD_DENY)
-            try:
-                guard.record_decision(d, "guard_error", stage="cell")
-            except Exception:  # the audit failing too must not turn a denial into a run
-                pass
+            d = guard_error(guard, exc)
             if frame is not None:
                 frame.decisions = [d]
             if d.blocked:

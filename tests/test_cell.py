@@ -216,6 +216,23 @@ def test_check_cell_fails_closed(guard: session.Guard, monkeypatch: pytest.Monke
         check_cell(guard, "x = 1")
 
 
+def test_check_cell_failing_under_audit_mode_records_would_deny(
+        guard: session.Guard, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    import guard_kernel.cell as cell
+
+    def boom(*a: object, **k: object) -> list[object]:
+        raise RuntimeError("analyzer exploded")
+
+    guard.policy = dataclasses.replace(guard.policy, mode="audit")
+    monkeypatch.setattr(cell, "analyze_source", boom)
+    decisions = check_cell(guard, "x = 1")  # audit mode blocks nothing, the guard's own errors included
+    assert [d.effect for d in decisions] == [Effect.WOULD_DENY]
+    recs = [r for r in read_records(guard.audit_path) if r["kind"] == "guard_error"]
+    assert [r["decision"] for r in recs] == ["would_deny"] and "analyzer exploded" in recs[0]["message"]
+
+
 def test_transformer_without_guard_is_inert() -> None:
     session.set_current(None)
     tree = ast.parse("open('x', 'w')")
