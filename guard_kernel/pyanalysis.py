@@ -112,6 +112,10 @@ class _Analyzer:
         self.owned_sql: set[str] = set(guard.owned_tables) if guard is not None else set()
         self.catalogs: dict[str, str | None] = {}
         self.catalog_paths: dict[str, str] = {}
+        self.detached: set[str] = set()
+        """Catalog aliases this cell detached (before any statement that follows)."""
+        self.uses: dict[tuple[str, Any], str] = {}
+        """Connection key → the catalog a USE in this cell made its default."""
 
     # ------------------------------------------------------------- plumbing
     def code_of(self, node: ast.AST) -> str:
@@ -196,8 +200,9 @@ class _Analyzer:
                 return ("path", resolve(text))
         return None
 
-    def sql_context(self, sql: Any, conn: tuple[str, Any] | None) -> Any:
-        """The SqlContext of *conn*, with the catalogs and tables this cell attached or created so far."""
+    def sql_context(self, sql: Any, conn: tuple[str, Any] | None, key: tuple[str, Any] | None = None) -> Any:
+        """The SqlContext of *conn* (*key*: :func:`_conn_key`), with the catalogs and tables this
+        cell attached, detached, used or created so far."""
         base = None
         kind, value = conn if conn is not None else ("unknown", None)
         if kind == "ns":  # a connection object in the user's namespace: the gate knows its catalogs
@@ -211,8 +216,11 @@ class _Analyzer:
                 alias = os.path.basename(value).split(".", 1)[0].lower()
                 base = replace(base, catalogs={alias: _source_of(self.guard, value)}, default_catalog=alias,
                                catalog_paths={alias: value})
-        return replace(base, catalogs={**base.catalogs, **self.catalogs},
-                       catalog_paths={**base.catalog_paths, **self.catalog_paths},
+        gone = self.detached
+        return replace(base, catalogs={k: v for k, v in {**base.catalogs, **self.catalogs}.items() if k not in gone},
+                       catalog_paths={k: v for k, v in {**base.catalog_paths, **self.catalog_paths}.items()
+                                      if k not in gone},
+                       default_catalog=self.uses.get(key or _conn_key(conn, None), base.default_catalog),
                        owned_tables=frozenset(base.owned_tables) | self.owned_sql)
 
     def literal_path(self, node: ast.AST | None) -> str | None:
@@ -477,10 +485,11 @@ class _Analyzer:
             return
         recv = call.func.value if isinstance(call.func, ast.Attribute) else None
         conn = self.conn_of(recv) if recv is not None else None
+        key = _conn_key(conn, recv)
         for st in sql.analyze(text):
             if placeholders and st.action is Action.SQL_UNKNOWN:
                 continue  # the shape depends on runtime values: the DuckDB gate decides
-            ctx = self.sql_context(sql, conn)
+            ctx = self.sql_context(sql, conn, key)
             for req in sql.to_requests((st,), ctx, line=self.line_of(call)):
                 if placeholders and _mentions_placeholder(req):
                     continue
@@ -488,10 +497,29 @@ class _Analyzer:
             for t in st.created:
                 self.owned_sql.update({t.name, str(t)})
             att = st.attach
-            if att is not None and att.alias and att.path:
+            if att is None or not att.alias:
+                continue
+            alias = att.alias.lower()
+            if att.verb == "attach" and att.path:
                 real = resolve(att.path)
-                self.catalogs[att.alias.lower()] = _source_of(self.guard, real)
-                self.catalog_paths[att.alias.lower()] = real
+                self.catalogs[alias] = _source_of(self.guard, real)
+                self.catalog_paths[alias] = real
+                self.detached.discard(alias)
+            elif att.verb == "detach":
+                self.catalogs.pop(alias, None)
+                self.catalog_paths.pop(alias, None)
+                self.detached.add(alias)
+            elif att.verb == "use":  # later statements on this connection land in that catalog
+                self.uses[key] = alias.split(".", 1)[0]
+
+
+def _conn_key(conn: tuple[str, Any] | None, recv: ast.AST | None) -> tuple[str, Any]:
+    """Which connection a USE applies to: the variable it is called on (two ``duckdb.connect()``
+    of one cell are two connections), else the connection as :meth:`_Analyzer.conn_of` names it."""
+    if isinstance(recv, ast.Name):
+        return ("name", recv.id)
+    kind, value = conn if conn is not None else ("unknown", None)
+    return (kind, id(value)) if kind == "ns" and value is not None else (kind, value)
 
 
 def _source_of(guard: Guard | None, real: str) -> str | None:

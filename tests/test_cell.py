@@ -205,6 +205,22 @@ def test_check_cell_rejects_and_records_every_intent(guard: session.Guard) -> No
     assert not os.path.exists("scratch/a.txt")
 
 
+def test_check_cell_follows_use_and_detach_within_the_cell(guard: session.Guard) -> None:
+    attach = "import duckdb\ncon = duckdb.connect()\ncon.execute(\"ATTACH 'data/warehouse.duckdb' AS wh\")\n"
+    with pytest.raises(session.CellRejected) as info:  # after USE wh, customers is the source's table
+        check_cell(guard, attach + "con.execute('USE wh')\ncon.execute('DELETE FROM customers')\n")
+    [d] = info.value.decisions
+    assert d.rules[0].id == "source:warehouse" and d.line == 5
+    # another connection keeps its own default catalog
+    assert all(not d.blocked for d in check_cell(
+        guard, attach + "con.execute('USE wh')\nother = duckdb.connect()\nother.execute('CREATE TABLE t (i INT)')\n"))
+    # after DETACH, wh no longer names the source
+    assert all(not d.blocked for d in check_cell(
+        guard, attach + "con.execute('DETACH wh')\ncon.execute('CREATE TABLE wh.t (i INT)')\n"))
+    with pytest.raises(session.CellRejected):  # while attached, it does
+        check_cell(guard, attach + "con.execute('CREATE TABLE wh.t (i INT)')\n")
+
+
 def test_check_cell_fails_closed(guard: session.Guard, monkeypatch: pytest.MonkeyPatch) -> None:
     import guard_kernel.cell as cell
 
