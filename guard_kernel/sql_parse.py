@@ -358,6 +358,9 @@ def _classify(text: str, kind: str, tree: exp.Expr) -> SqlStatement:
         attach = Attach(None, tree.this.sql("duckdb").lower() if tree.this else None, True, verb="use")
     elif isinstance(tree, exp.Set):
         action = Action.SQL_CONFIG
+        for item in tree.expressions:  # SET VARIABLE x = (SELECT …): the value is a read
+            if isinstance(item, exp.SetItem) and isinstance(item.this, exp.EQ):
+                collect(item.this.expression, facts)
     elif isinstance(tree, exp.Pragma):
         f = tree.this
         name = (func_name(f) if isinstance(f, exp.Func) else getattr(f, "name", "") or "").lower()

@@ -167,7 +167,7 @@ _NO_SCOPE = _Scope({})
 _KIND: dict[type, int] = {}
 """Expression class → what the walk does with it (see :func:`_kind`); computed once per class,
 so the walk costs one dict lookup per node."""
-_SKIP, _COL, _TABLE, _STAR, _COLUMNS, _CTE, _FILE_FUNC, _ANON = range(8)
+_SKIP, _COL, _TABLE, _STAR, _COLUMNS, _CTE, _FILE_FUNC, _ANON, _POSITIONAL = range(9)
 _LEAVES = frozenset({exp.Identifier, exp.Literal})
 """Node classes whose arguments are strings and flags only: the walk does not visit them."""
 
@@ -183,6 +183,8 @@ def _kind(t: type) -> int:
             k = _STAR
         elif t is exp.Columns:
             k = _COLUMNS
+        elif t is exp.PositionalColumn:
+            k = _POSITIONAL
         elif t is exp.CTE:
             k = _CTE
         elif t is exp.Anonymous:
@@ -228,7 +230,7 @@ def collect(node: exp.Expr, facts: Facts) -> None:
             tables.append(n)
         elif k == _STAR:
             stars.append(n)
-        elif k == _COLUMNS:
+        elif k == _COLUMNS or k == _POSITIONAL:
             patterns.append(n)
         elif k == _CTE:
             if n.alias:
@@ -251,6 +253,8 @@ def collect(node: exp.Expr, facts: Facts) -> None:
                         facts.tables[ref] = None
             elif not (ref.name in derived and ref.catalog is None):
                 facts.tables[ref] = None
+                if _renames_columns(t):  # `customers AS t(a, b, x)`: x is whichever column is third
+                    facts.stars[StarRef(ref.name)] = None
     for f in funcs:
         if not isinstance(f.parent, exp.Table):  # scalar read_text('x') and the like
             file_paths(f, facts)
@@ -286,11 +290,16 @@ def collect(node: exp.Expr, facts: Facts) -> None:
                     facts.stars[StarRef(ref.name, exclude)] = None
                 else:
                     facts.columns.update(dict.fromkeys(f"{ref.name}.{c}" for c in sorted(wanted - exclude)))
-        elif isinstance(parent, exp.Columns):
+        elif not isinstance(parent, exp.Count):
+            # COLUMNS(*), and a star anywhere else that DuckDB expands to columns: `* LIKE
+            # '%ss%'`, `* SIMILAR TO …`, `(*)`… (only count(*) reads no column)
             for ref in scope_of(star).real:
                 facts.stars[StarRef(ref.name, exclude)] = None
     for c in patterns:
-        if isinstance(c.this, exp.Literal) and c.this.is_string:
+        if isinstance(c, exp.PositionalColumn):  # `#3`: the third column of the FROM clause
+            for ref in scope_of(c).real:
+                facts.stars[StarRef(ref.name)] = None
+        elif isinstance(c.this, exp.Literal) and c.this.is_string:
             facts.patterns[c.this.this] = None
         elif not isinstance(c.this, exp.Star):  # a lambda or expression: every column may match
             for ref in scope_of(c).real:
@@ -328,6 +337,12 @@ def collect(node: exp.Expr, facts: Facts) -> None:
             columns[name] = None
 
 
+def _renames_columns(node: exp.Expr) -> bool:
+    """Whether *node*'s alias renames its columns by position (``AS t(a, b, x)``)."""
+    alias = node.args.get("alias")
+    return isinstance(alias, exp.TableAlias) and bool(alias.args.get("columns"))
+
+
 def demand(sel: exp.Expr, depth: int = 0) -> set[str] | None:
     """Column names the enclosing query takes from the derived table *sel* is the body of.
 
@@ -335,8 +350,8 @@ def demand(sel: exp.Expr, depth: int = 0) -> set[str] | None:
     operation or an IN list, or an outer query reads it with ``*`` that is itself whole.
     """
     holder = sel.parent
-    if depth > 16 or holder is None:
-        return None
+    if depth > 16 or holder is None or _renames_columns(holder):
+        return None  # `(…) AS s(a, b, x)`, `WITH c(a, b, x) AS (…)`: names no longer say which column
     if isinstance(holder, exp.Subquery) and holder.alias and isinstance(holder.parent, (exp.From, exp.Join)):
         users = [holder.parent.parent]
         names = {holder.alias.lower()}
@@ -359,12 +374,16 @@ def demand(sel: exp.Expr, depth: int = 0) -> set[str] | None:
     out: set[str] = set()
     for u in selects:
         for n in u.walk():
+            if isinstance(n, exp.PositionalColumn):
+                return None  # `#3` takes a column by place: any of them
             if isinstance(n, exp.Star):
                 p = n.parent
                 if isinstance(p, exp.Column) and p.table.lower() not in names:
                     continue
+                if isinstance(p, exp.Count) or (isinstance(p, exp.Select) and p is not u):
+                    continue  # count(*) takes no column; a nested query's select list is its own
                 if not (p is u or isinstance(p, exp.Column)):
-                    continue  # count(*) and the like
+                    return None  # `* LIKE '%ss%'` and the like: any column
                 whole = demand(u, depth + 1)
                 if whole is None:
                     return None

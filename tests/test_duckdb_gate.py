@@ -223,6 +223,46 @@ def test_deny_columns(con: Any, project: Path, query: str) -> None:
     assert not (project / "scratch/c.csv").exists()
 
 
+# ways DuckDB takes a column without naming it (by place, by pattern, renamed by an alias
+# list): each returns the ssn values on a bare connection
+BY_PLACE_OR_PATTERN = [
+    "SELECT #3 FROM customers",
+    "SELECT #3 FROM (SELECT * FROM customers) s",
+    "SELECT * LIKE '%ss%' FROM customers",
+    "SELECT * ILIKE '%SS%' FROM customers",
+    "SELECT * SIMILAR TO 's.*' FROM customers",
+    "SELECT * GLOB 's*' FROM customers",
+    "SELECT * NOT LIKE 'x%' FROM customers",
+    "SELECT (*) FROM customers",
+    "SELECT x FROM customers AS t(a, b, x)",
+    "WITH c(a, b, x) AS (SELECT * FROM customers) SELECT x FROM c",
+    "SELECT x FROM (SELECT * FROM customers) AS s(a, b, x)",
+]
+
+
+@pytest.mark.parametrize("query", BY_PLACE_OR_PATTERN)
+def test_deny_columns_by_place_or_pattern(con: Any, project: Path, query: str) -> None:
+    raw = duckdb_rows.orig(duckdb.DuckDBPyConnection, "execute")
+    fetch = duckdb_rows.orig(duckdb.DuckDBPyConnection, "fetchall")
+    bare = duckdb.connect()
+    try:
+        raw(bare, "CREATE TABLE customers AS SELECT 1 AS id, 'a' AS name, 'ssn1' AS ssn")
+        assert any("ssn1" in row for row in fetch(raw(bare, query)))  # the leak the guard must stop
+    finally:
+        bare.close()
+    with pytest.raises(GuardDenied) as e:
+        con.execute(query).fetchall()
+    assert "deny_columns" in e.value.decision.rules[0].id
+
+
+def test_deny_columns_through_a_variable(con: Any) -> None:
+    """SET VARIABLE x = (SELECT ssn …) would hand the column to getvariable('x') later."""
+    with pytest.raises(GuardDenied) as e:
+        con.execute("SET VARIABLE x = (SELECT max(ssn) FROM customers)")
+    assert "deny_columns" in e.value.decision.rules[0].id
+    assert con.execute("SELECT getvariable('x')").fetchall() == [(None,)]
+
+
 def test_deny_columns_relation_api(con: Any) -> None:
     with pytest.raises(GuardDenied):
         con.table("customers").fetchall()
