@@ -230,12 +230,29 @@ def _source_hint(policy: Policy, req: Request) -> str:
     return f"Read it, and write results under the scratch area ({_scratch_hint(policy)})."
 
 
+_BY_ACTION: dict[int, tuple[Policy, dict[Action, tuple[Rule, ...]]]] = {}
+"""id(policy) → (policy, action → its rules whose action patterns cover that action, in order).
+The entry holds the policy, so its id cannot be reused while the entry exists."""
+
+
+def _rules_for(policy: Policy, action: Action) -> tuple[Rule, ...]:
+    """The rules of *policy* that name *action* (matching the patterns once per action, not per request)."""
+    entry = _BY_ACTION.get(id(policy))
+    if entry is None or entry[0] is not policy:
+        if len(_BY_ACTION) >= 64:
+            _BY_ACTION.clear()
+        entry = _BY_ACTION[id(policy)] = (policy, {})
+    rules = entry[1].get(action)
+    if rules is None:
+        rules = entry[1][action] = tuple(r for r in policy.rules if any(action_matches(p, action) for p in r.actions))
+    return rules
+
+
 def _rule_applies(rule: Rule, req: Request, actor: str, environment: str) -> bool:
+    """Whether *rule* (one of :func:`_rules_for` the request's action) applies to *req*."""
     if rule.actors and actor not in rule.actors:
         return False
     if rule.environments and environment not in rule.environments:
-        return False
-    if not any(action_matches(p, req.action) for p in rule.actions):
         return False
     w = rule.where
     if w.paths and not (req.path and any_match(w.paths, req.path)):
@@ -333,7 +350,7 @@ def decide(policy: Policy, req: Request, actor: str, environment: str) -> Decisi
     audits: list[Rule] = []
     warns: list[Rule] = []
     allows: list[Rule] = []
-    for rule in policy.rules:
+    for rule in _rules_for(policy, req.action):
         if not _rule_applies(rule, req, actor, environment):
             continue
         if rule.effect == "deny":
