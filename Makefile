@@ -22,7 +22,11 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -p no:cacheprovider --nbval-lax tests notebooks
 
-bench: $(STAMP)
+$(VENV)/.bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	touch $@
+
+bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks
 
 clean:

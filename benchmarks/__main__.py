@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", choices=sorted(GROUPS), default=(), help="run only these groups")
     ap.add_argument("--out", default=HERE, help="directory for results.json and results.png")
     ap.add_argument("--keep", action="store_true", help="keep the temporary work directory")
+    ap.add_argument("--profile", action="store_true",
+                    help="run each group under pyinstrument and write <out>/profile-<group>.txt "
+                         "(the timings of a profiled run are not comparable with the goals)")
     args = ap.parse_args(argv)
     logging.getLogger("sqlglot").setLevel(logging.ERROR)  # 'falling back to Command' notes
 
@@ -54,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             print(f"… {name}", end="", flush=True)
             try:
-                got = run(cfg)
+                got = _profiled(run, cfg, os.path.join(args.out, f"profile-{name}.txt")) if args.profile else run(cfg)
             except Exception as exc:  # one broken group must not hide the others' results
                 traceback.print_exc(file=sys.stderr)
                 got = [Result(name, "(group)", status="error", note=f"{type(exc).__name__}: {exc}")]
@@ -74,6 +77,24 @@ def main(argv: list[str] | None = None) -> int:
     wrote = write_chart(png_path, results, info)
     print(f"wrote {json_path}" + (f" and {png_path}" if wrote else " (no chart: matplotlib missing or no goals)"))
     return 0
+
+
+def _profiled(run: Callable[[Config], list[Result]], cfg: Config, path: str) -> list[Result]:
+    """*run* under pyinstrument (this process only: kernels and runtime children are not in it)."""
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        raise SystemExit("--profile needs pyinstrument: pip install pyinstrument (make bench installs it)") from None
+    profiler = Profiler(interval=0.0002)
+    profiler.start()
+    try:
+        return run(cfg)
+    finally:
+        profiler.stop()
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(profiler.output_text(unicode=True, show_all=False))
+        print(f" (profile: {path})", end="", flush=True)
 
 
 if __name__ == "__main__":

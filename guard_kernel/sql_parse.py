@@ -411,7 +411,7 @@ def _cap_plan(tree: exp.Select) -> tuple[bool, int | None]:
     return False, None
 
 
-_QUERY_START = frozenset({"SELECT", "FROM", "WITH", "VALUES"})
+_QUERY_START = frozenset({"SELECT", "FROM", "WITH", "VALUES", "TABLE", "DESCRIBE", "SHOW", "SUMMARIZE", "UNPIVOT"})
 """First keywords that make a DuckDB statement a SELECT, given no keyword of :data:`_NOT_QUERY`."""
 _NOT_QUERY = re.compile(
     r"\b(?:INSERT|UPDATE|DELETE|MERGE|TRUNCATE|COPY|CREATE|DROP|ALTER|ATTACH|DETACH|EXPORT|IMPORT|INSTALL|"
@@ -428,9 +428,10 @@ def _query_texts(text: str) -> list[str] | None:
 
     DuckDB's tokenizer (the lexer its parser uses, ~10x cheaper than ``extract_statements``)
     finds the ``;`` between statements, skipping strings, quoted names and nested comments
-    exactly as the parser does.  A statement whose first keyword is SELECT, FROM, WITH or
-    VALUES is a SELECT in DuckDB's grammar unless a WITH clause leads into a write, and a write
-    needs one of the words of :data:`_NOT_QUERY`, which must then appear nowhere in the text.
+    exactly as the parser does.  A statement whose first keyword is one of :data:`_QUERY_START`
+    is a SELECT in DuckDB's grammar unless a WITH clause leads into a write, and a write needs
+    one of the words of :data:`_NOT_QUERY`, which must then appear nowhere in the text.
+    (PIVOT is not among them: DuckDB runs a PIVOT statement as several.)
     """
     import duckdb  # see analyze()
 

@@ -257,6 +257,8 @@ TRICKY = [
     "SELECT 1; BEGIN", "SELECT 1 -- ; DROP TABLE t\n", "SELECT 1 /* ; DROP TABLE t */", "(SELECT 1)",
     "SELECT 'unterminated", "SELECT 1; SHOW TABLES", "SELECT 1; SUMMARIZE t", "SELECT 1; PIVOT t ON a",
     "SELECT 1; TABLE t", "SELECT 1; DESCRIBE t", "", "-- only a comment", ";", "SELECT 1;\n-- trailing\n",
+    "DESCRIBE t; SHOW TABLES; SUMMARIZE t", "SHOW ALL TABLES", "describe select 1", "UNPIVOT t ON a INTO NAME k VALUE v",
+    "PIVOT t ON a", "SHOW TABLES; PIVOT t ON a", "TABLE t; DROP TABLE t",
 ]
 
 
@@ -289,7 +291,7 @@ def test_tokenizer_split_agrees_with_duckdb_parser() -> None:
 @pytest.mark.parametrize("text", ["/* /* */ SELECT 1 */ DROP TABLE x", "SELECT $$a;b$$; DROP TABLE x",
                                   "WITH x AS (SELECT 1) DELETE FROM t", "with x as (select 1) delete from t",
                                   "With x As (Select 1) Insert Into t Select 2", "SELECT 1; SET threads = 1",
-                                  "SELECT 1; END"])
+                                  "SELECT 1; END", "PIVOT t ON a", "TABLE t; DROP TABLE t"])
 def test_tokenizer_fast_path_leaves_other_statements_to_duckdb(text: str) -> None:
     from guard_kernel.sql_parse import _query_texts
 
