@@ -103,21 +103,33 @@ class AuditWriter:
         self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
         self._seq, self._prev, self._end = self._tail()
         size = os.fstat(self._fd).st_size
-        os.ftruncate(self._fd, max(size, self._end + _CHUNK))
-        # a shared map: what is copied into it is in the page cache, which outlives this process
-        self._mm = mmap.mmap(self._fd, 0)
         if size > self._end:  # what follows the last readable record
-            rest = self._mm[self._end:size]
             # lines that could not be read stay (verify reports them); an unfinished record
-            # or the NUL tail of a killed writer is cleared, so readers stop after our records
-            self._end += rest.rfind(b"\n") + 1
-            self._mm[self._end:size] = bytes(size - self._end)
+            # or the NUL tail of a killed writer goes, so readers stop after our records
+            self._end += os.pread(self._fd, size - self._end, self._end).rfind(b"\n") + 1
+            os.ftruncate(self._fd, self._end)
+        self._mm: mmap.mmap | None = None
+        self._map(self._end)
         self._since_sync = 0
         # fsync (power-loss durability) runs on a helper thread: every record is already in
         # the page cache before its action proceeds, so a killed kernel loses nothing, and
         # the writer does not wait for the disk every fsync_every records
         self._sync_wanted = threading.Event()
         self._syncer: threading.Thread | None = None
+
+    def _map(self, need: int) -> None:
+        """(Re)map the file with room past *need* bytes: a shared map, so what is copied into it
+        is in the page cache, which outlives this process.  Where the file system has no shared
+        maps, records are written with ``os.pwrite`` instead (slower in a kernel, as safe)."""
+        assert self._fd is not None
+        if self._mm is not None:
+            self._mm.close()  # remapped rather than resized: mremap is Linux-only
+            self._mm = None
+        try:
+            os.ftruncate(self._fd, need + _CHUNK)
+            self._mm = mmap.mmap(self._fd, 0)
+        except (OSError, ValueError):
+            os.ftruncate(self._fd, self._end)
 
     def _forked(self) -> None:
         """In a forked child: write to a file of its own.  The map is shared with the parent,
@@ -128,7 +140,9 @@ class AuditWriter:
         parent, parent_seq = self.session, self._seq
         root, ext = os.path.splitext(self.path)
         with self._quiet():
-            self._mm.close()
+            if self._mm is not None:
+                self._mm.close()
+                self._mm = None
             os.close(self._fd)
             self.path = f"{root}.fork-{os.getpid()}{ext}"
             self.session = f"{parent}.fork-{os.getpid()}"
@@ -190,9 +204,13 @@ class AuditWriter:
             rec["hash"] = digest
             line = body[:-1] + b',"hash":"' + digest.encode() + b'"}\n'
             end = self._end + len(line)
-            if end > len(self._mm):
-                self._mm.resize(end + _CHUNK)  # grows the file too (ftruncate + mremap)
-            self._mm[self._end:end] = line
+            if self._mm is not None and end > len(self._mm):
+                with self._quiet():
+                    self._map(end)
+            if self._mm is not None:
+                self._mm[self._end:end] = line
+            else:
+                os.pwrite(self._fd, line, self._end)
             self._end = end
             self._prev = digest
             self._since_sync += 1
@@ -211,7 +229,9 @@ class AuditWriter:
             self._sync_wanted.set()  # wakes the helper, which sees _fd is None and ends
             self._syncer.join()
         with self._quiet():
-            self._mm.close()
+            if self._mm is not None:
+                self._mm.close()
+                self._mm = None
             os.ftruncate(fd, self._end)  # the file ends with its last record
             os.fsync(fd)
             os.close(fd)

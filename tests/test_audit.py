@@ -203,6 +203,23 @@ def test_the_file_grows_past_its_first_map(tmp_path: Path) -> None:
     assert verify(str(path)).ok
 
 
+def test_without_shared_maps_records_are_written_directly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import guard_kernel.audit as audit
+
+    def no_map(*a: object, **k: object) -> object:
+        raise OSError("shared maps not supported here")
+
+    monkeypatch.setattr(audit.mmap, "mmap", no_map)
+    path = tmp_path / "s.jsonl"
+    w = writer(path)
+    for i in range(3):
+        w.write("sql", resource=f"t{i}", decision="allow")
+    assert b"\0" not in path.read_bytes()  # each record is in the file at once, no tail
+    assert [r["seq"] for r in read_records(str(path))] == [1, 2, 3]
+    w.close()
+    assert verify(str(path)).ok and verify(str(path)).records == 3
+
+
 def test_unreadable_lines_are_kept_when_a_writer_reopens(tmp_path: Path) -> None:
     path = tmp_path / "s.jsonl"
     write_some(path, 3)
