@@ -178,6 +178,11 @@ class AuditWriter:
         return (last["seq"], last["hash"], end) if last else (0, GENESIS, 0)
 
     @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has run (in this process)."""
+        return self._fd is None
+
+    @property
     def count(self) -> int:
         """Records written so far in this file."""
         return self._seq

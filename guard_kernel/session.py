@@ -7,9 +7,11 @@ either go on (allow/warn/would_deny) or get :class:`GuardDenied`.  ``check`` dec
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import threading
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -97,6 +99,9 @@ class Guard:
         self.audit.write("session", action=None, resource=None, decision="allow", rules=[],
                          message=f"guard started: policy {policy.name} ({policy.mode}), actor {actor}",
                          pid=os.getpid(), cwd=os.getcwd(), policy_file=policy.file, lock=policy.lock)
+        # a kernel that is shut down never unloads the extension: end the audit file at exit
+        # (its last record says the session ended; a killed process leaves no such record)
+        atexit.register(_close_at_exit, weakref.ref(self))
 
     # --------------------------------------------------------------- queries
     @property
@@ -172,6 +177,9 @@ class Guard:
         self.audit.policy = {"name": policy.name, "sha256": policy.sha256}
 
     def close(self) -> None:
+        """Record the end of the session and close the audit file (again: nothing)."""
+        if self.audit.closed:
+            return
         self.record("session_end", action=None, resource=None, decision="allow", rules=[], message="guard stopped",
                     counts=dict(self.counts))
         self.audit.close()
@@ -186,6 +194,15 @@ class Guard:
             "allowed": self.counts["allow"] + self.counts["warn"], "warned": self.counts["warn"],
             "denied": self.counts["deny"], "would_deny": self.counts["would_deny"], "truncated": self.counts["truncate"],
         }
+
+
+def _close_at_exit(ref: weakref.ref[Guard]) -> None:
+    guard = ref()
+    if guard is not None:
+        try:
+            guard.close()
+        except Exception as exc:  # at exit: say it, do not mask the exit status
+            print(f"guard_kernel: could not close the audit file: {exc}", file=sys.stderr)
 
 
 class _Quiet:

@@ -113,3 +113,31 @@ def test_set_policy_checks_applies_to(policy_file, tmp_path):
         assert g.policy.name == "envs"
     finally:
         g.close()
+
+
+EXITING = """
+import sys
+sys.path.insert(0, {repo!r})
+from guard_kernel import Action, Request
+from guard_kernel.session import guard_from_env
+g = guard_from_env(environ={env!r})
+g.check(Request(Action.SHELL_EXEC, "make report", command="make report"), "shell", enforce=False)
+print(g.audit_path)
+"""
+
+
+def test_the_audit_file_is_ended_at_interpreter_exit(policy_file: Path, tmp_path: Path) -> None:
+    """A kernel shut down without unloading the extension still ends its audit: session_end, no map tail."""
+    import subprocess
+    import sys
+
+    from guard_kernel.audit import verify
+
+    env = env_for(policy_file, tmp_path, environment="ci", actor="agent")
+    code = EXITING.format(repo=str(Path(__file__).resolve().parents[1]), env=env)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    path = Path(proc.stdout.strip())
+    assert b"\0" not in path.read_bytes()
+    assert [r["kind"] for r in read_records(str(path))] == ["session", "shell", "session_end"]
+    assert verify(str(path)).ok
