@@ -98,11 +98,22 @@ def action_class(action: Action, *, read_only: bool = False) -> ActionClass:
     return _CLASS_OF[action]
 
 
+def _glob(pattern: str, name: str) -> bool:
+    """``fnmatch.fnmatchcase(name, pattern)``, without compiling a regex for the shapes policies
+    use: a name, ``*`` and ``prefix.*`` (the compiles cost ~1 ms of kernel start-up)."""
+    if pattern == name:
+        return True
+    head, star, tail = pattern.partition("*")
+    if "?" in pattern or "[" in pattern or (star and "*" in tail):
+        return fnmatch.fnmatchcase(name, pattern)
+    return bool(star) and name.startswith(head) and name.endswith(tail) and len(name) >= len(head) + len(tail)
+
+
 def action_matches(pattern: str, action: Action) -> bool:
     """Whether a rule's action pattern (``export.*``, ``sql.read``, ``*``) covers *action*."""
-    return pattern == action.value or fnmatch.fnmatchcase(action.value, pattern)
+    return _glob(pattern, action.value)
 
 
 def valid_action_pattern(pattern: str) -> bool:
     """Whether *pattern* names at least one known action (used by the policy validator)."""
-    return any(fnmatch.fnmatchcase(a, pattern) for a in ALL_ACTIONS)
+    return any(_glob(pattern, a) for a in ALL_ACTIONS)

@@ -253,3 +253,15 @@ def test_decisions_are_values(policies: dict[str, Policy]) -> None:
     b = decide(policies["default"], req, "agent", "default")
     assert a == b and isinstance(a, Decision)
     assert hash(req) == hash(Request(Action.SHELL_EXEC, "ls", command="ls"))
+
+
+@pytest.mark.parametrize("pattern", ["*", "sql.*", "export.*", "sql.read", "*.read", "s*d", "sql.re*", "*ad",
+                                     "sql.[rw]*", "sql.?ead", "*.*", "**", "x", "sql.", "sql.read*", "*sql.read",
+                                     "s**d", "", "file.*e", ".*"])
+def test_action_patterns_match_as_fnmatch_does(pattern: str) -> None:
+    import fnmatch
+
+    from guard_kernel.actions import ALL_ACTIONS, _glob
+
+    for name in (*ALL_ACTIONS, "", "sql", "sql.", "x"):
+        assert _glob(pattern, name) == fnmatch.fnmatchcase(name, pattern), name
