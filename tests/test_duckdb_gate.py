@@ -336,6 +336,8 @@ REL_PATHS = {
     "fetch_record_batch": lambda r: r.fetch_record_batch().read_all().num_rows,
     "to_arrow_table": lambda r: r.to_arrow_table().num_rows,
     "iter_rows": lambda r: len(list(r.iter_rows())),
+    "pl": lambda r: len(r.pl()),
+    "pl lazy": lambda r: len(r.pl(lazy=True).collect()),
 }
 
 
