@@ -71,6 +71,9 @@ CASES: list[tuple[str, str, str, Request, Effect, str]] = [
     ("ssn-of-a-table-not-in-source", "default", "agent", sql_read("people.ssn", tables=(TableRef("people"),)),
      Effect.ALLOW, "defaults.read"),
     ("dob-is-audited-not-denied", "default", "agent", sql_read("customers.dob"), Effect.WOULD_DENY, "dob-calibration"),
+    ("dob-copied-by-ctas-is-audited", "default", "agent",
+     Request(Action.SQL_DDL, "temp.x", tables=(CUST, TableRef("x", "temp")), written=(TableRef("x", "temp"),),
+             columns=("customers.dob",), owned=True), Effect.WOULD_DENY, "dob-calibration"),
     ("ssn-denied-for-analyst-too", "analyst", "human", sql_read("customers.ssn"), Effect.DENY,
      "source:warehouse.customers.deny_columns"),
     # SQL writes
