@@ -239,9 +239,16 @@ def _statement(text: str, kind: str) -> SqlStatement:
     if isinstance(tree, exp.Command):
         return unknown(f"{tree.name} is not parsed by the classifier")
     agree = _AGREE.get(kind)
+    if kind == "MULTI" and isinstance(tree, (exp.Select, exp.SetOperation)) and _pivots(tree):
+        agree = (exp.Select, exp.SetOperation)  # a query with a PIVOT … ON inside: DuckDB adds ENUM types
     if agree is None or not isinstance(tree, agree):
         return unknown(f"DuckDB says {kind}, sqlglot says {type(tree).__name__}")
     return _classify(text, kind, tree)
+
+
+def _pivots(tree: exp.Expr) -> bool:
+    """Whether *tree* holds a PIVOT (not an UNPIVOT): what makes DuckDB run a query as MULTI."""
+    return any(not p.args.get("unpivot") for p in tree.find_all(exp.Pivot))
 
 
 _PIVOT_TAIL = re.compile(r"(?:\s+ORDER\s+BY\s+[\w\s,.\"]+?)?(?:\s+LIMIT\s+\d+)?(?:\s+OFFSET\s+\d+)?[\s;]*\Z", re.I)
@@ -415,7 +422,7 @@ _QUERY_START = frozenset({"SELECT", "FROM", "WITH", "VALUES", "TABLE", "DESCRIBE
 """First keywords that make a DuckDB statement a SELECT, given no keyword of :data:`_NOT_QUERY`."""
 _NOT_QUERY = re.compile(
     r"\b(?:INSERT|UPDATE|DELETE|MERGE|TRUNCATE|COPY|CREATE|DROP|ALTER|ATTACH|DETACH|EXPORT|IMPORT|INSTALL|"
-    r"LOAD|PRAGMA|CALL|CHECKPOINT|VACUUM|EXECUTE|PREPARE|DEALLOCATE|EXPLAIN|RETURNING)\b")
+    r"LOAD|PRAGMA|CALL|CHECKPOINT|VACUUM|EXECUTE|PREPARE|DEALLOCATE|EXPLAIN|RETURNING|PIVOT)\b")
 """Words that start (or, after a ``WITH`` clause, make) a statement other than a query.  Searched
 in the upper-cased raw text, strings and comments included: a false match only costs the full
 parse.  (Upper-casing first is ~4x faster than ``re.I``.)"""
@@ -431,7 +438,8 @@ def _query_texts(text: str) -> list[str] | None:
     exactly as the parser does.  A statement whose first keyword is one of :data:`_QUERY_START`
     is a SELECT in DuckDB's grammar unless a WITH clause leads into a write, and a write needs
     one of the words of :data:`_NOT_QUERY`, which must then appear nowhere in the text.
-    (PIVOT is not among them: DuckDB runs a PIVOT statement as several.)
+    (PIVOT is not among them, and in :data:`_NOT_QUERY`: DuckDB runs a PIVOT without an ``IN``
+    list, even inside a query, as several statements, the first creating an ENUM type.)
     """
     import duckdb  # see analyze()
 

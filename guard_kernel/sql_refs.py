@@ -167,7 +167,7 @@ _NO_SCOPE = _Scope({})
 _KIND: dict[type, int] = {}
 """Expression class → what the walk does with it (see :func:`_kind`); computed once per class,
 so the walk costs one dict lookup per node."""
-_SKIP, _COL, _TABLE, _STAR, _COLUMNS, _CTE, _FILE_FUNC, _ANON, _POSITIONAL = range(9)
+_SKIP, _COL, _TABLE, _STAR, _COLUMNS, _CTE, _FILE_FUNC, _ANON, _POSITIONAL, _WHOLE = range(10)
 _LEAVES = frozenset({exp.Identifier, exp.Literal})
 """Node classes whose arguments are strings and flags only: the walk does not visit them."""
 
@@ -185,6 +185,8 @@ def _kind(t: type) -> int:
             k = _COLUMNS
         elif t is exp.PositionalColumn:
             k = _POSITIONAL
+        elif t is exp.Summarize or t is exp.Pivot:
+            k = _WHOLE
         elif t is exp.CTE:
             k = _CTE
         elif t is exp.Anonymous:
@@ -235,6 +237,10 @@ def collect(node: exp.Expr, facts: Facts) -> None:
         elif k == _CTE:
             if n.alias:
                 derived.add(n.alias.lower())
+        elif k == _WHOLE:
+            # SUMMARIZE t shows every column's min and max; PIVOT/UNPIVOT t passes every other
+            # column through: the whole of t is read, wherever the clause sits
+            star_of(n.this, facts)
         elif k == _FILE_FUNC or str(n.name).lower() in FILE_FUNCS:
             funcs.append(n)
     memo = _Tables()

@@ -224,7 +224,7 @@ def test_deny_columns(con: Any, project: Path, query: str) -> None:
 
 
 # ways DuckDB takes a column without naming it (by place, by pattern, renamed by an alias
-# list): each returns the ssn values on a bare connection
+# list, summarised or pivoted in a subquery): each returns the ssn values on a bare connection
 BY_PLACE_OR_PATTERN = [
     "SELECT #3 FROM customers",
     "SELECT #3 FROM (SELECT * FROM customers) s",
@@ -237,6 +237,10 @@ BY_PLACE_OR_PATTERN = [
     "SELECT x FROM customers AS t(a, b, x)",
     "WITH c(a, b, x) AS (SELECT * FROM customers) SELECT x FROM c",
     "SELECT x FROM (SELECT * FROM customers) AS s(a, b, x)",
+    "SELECT * FROM (SUMMARIZE customers)",
+    "WITH s AS (SUMMARIZE customers) SELECT * FROM s",
+    "SELECT * FROM (PIVOT customers ON name USING count(*))",
+    "SELECT * FROM (UNPIVOT customers ON name INTO NAME k VALUE v)",
 ]
 
 
@@ -253,6 +257,12 @@ def test_deny_columns_by_place_or_pattern(con: Any, project: Path, query: str) -
     with pytest.raises(GuardDenied) as e:
         con.execute(query).fetchall()
     assert "deny_columns" in e.value.decision.rules[0].id
+
+
+def test_a_pivot_inside_a_query_runs_capped(con: Any) -> None:
+    """DuckDB runs `… FROM (PIVOT … ON k …)` as several statements (an ENUM first): still one read."""
+    q = "SELECT * FROM (PIVOT (SELECT oid % 3 AS k, cid FROM orders) ON k USING count(*)) ORDER BY cid"
+    assert con.execute(q).fetchall() == [(0, 2, 1, 2), (1, 2, 2, 1), (2, 1, 2, 2), (3, 2, 1, 2), (4, 2, 2, 1)]
 
 
 def test_deny_columns_through_a_variable(con: Any) -> None:
