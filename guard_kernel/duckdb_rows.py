@@ -154,11 +154,10 @@ def _fetchall(self: Any) -> list[Any]:
     p = st.pending if st else None
     if p is None:
         return orig(Conn, "fetchall")(self)
-    rows = orig(Conn, "fetchmany")(self, p.remaining + 1)
-    more = len(rows) > p.remaining
-    rows = rows[: p.remaining]
+    # the cap's worth, then one more row to know whether there was more (no copy of the list)
+    rows = orig(Conn, "fetchmany")(self, p.remaining) if p.remaining > 0 else []
     p.delivered += len(rows)
-    _finish(self, p, "fetchall", more)
+    _finish(self, p, "fetchall")
     return rows
 
 
