@@ -1,10 +1,10 @@
-"""Dataframe writers: pandas, pyarrow and numpy exports, checked where Python calls them.
+"""Dataframe writers: pandas, polars, pyarrow and numpy exports, checked where Python calls them.
 
 Writers (``DataFrame.to_csv`` and every other ``to_*`` that takes a path or buffer,
-``pd.to_pickle``, ``ExcelWriter``, ``HDFStore``, ``pyarrow.parquet.write_table``…) are
-decided as ``export.dataframe`` on the resolved target path before they run.  pyarrow
-writes natively, so the runtime audit hook never sees its files: these wrappers are what
-stops it.  A target of ``None`` (``to_csv()`` returning a string) or an in-memory buffer
+``pd.to_pickle``, ``ExcelWriter``, ``HDFStore``, polars ``write_*``/``sink_*``,
+``pyarrow.parquet.write_table``…) are decided as ``export.dataframe`` on the resolved target
+path before they run.  pyarrow and polars write natively, so the runtime audit hook never
+sees their files: these wrappers are what stops them.  A target of ``None`` (``to_csv()`` returning a string) or an in-memory buffer
 (``io.StringIO``/``BytesIO``, pyarrow buffers, the notebook's stdout) is allowed with no
 record: nothing leaves the process.
 
@@ -100,13 +100,19 @@ def _run_export(guard: Guard, real: str | None, call: Callable[[], Any]) -> Any:
 
 
 def _writer(orig: Any, param: str, index: int, via: str, *,
-            skip: Callable[[Any, tuple[Any, ...], dict[str, Any]], bool] | None = None) -> Any:
-    """Wrap *orig* so its target (parameter *param*, position *index*) is decided first."""
+            skip: Callable[[Any, tuple[Any, ...], dict[str, Any]], bool] | None = None,
+            default: str | None = None) -> Any:
+    """Wrap *orig* so its target (parameter *param*, position *index*) is decided first.
+
+    *default*: the file the writer creates when no target is given (else None means "returned
+    in memory")."""
     sig = _signature(orig)
 
     def body(guard: Guard, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
             target = _argument(sig, args, kwargs, param, index)
+            if target is None and default is not None:
+                target = default
             if skip is not None and skip(target, args, kwargs):
                 with _Nested():
                     return orig(*args, **kwargs)
@@ -216,6 +222,42 @@ def _install_pandas(pd: ModuleType) -> None:
     install_pandas_readers(pd)
 
 
+_POLARS_TARGETS = ("file", "path", "target", "workbook")
+
+
+def polars_writer_names(cls: type) -> list[tuple[str, str]]:
+    """(method, target parameter) of every ``write_*``/``sink_*`` writer *cls* defines, read from polars."""
+    out = []
+    for name, fn in vars(cls).items():
+        if not name.startswith(("write_", "sink_")) or not callable(fn) or name == "sink_batches":
+            continue  # sink_batches hands each batch to a Python callable, which the other layers see
+        sig = _signature(fn)
+        params = list(sig.parameters) if sig is not None else []
+        if name in ("write_clipboard", "write_database"):
+            out.append((name, name))
+        elif len(params) > 1 and params[1] in _POLARS_TARGETS:
+            out.append((name, params[1]))
+    return out
+
+
+def _install_polars(pl: ModuleType) -> None:
+    """Wrap the writers of polars: it writes from Rust, so the audit hook never sees its files."""
+    for cls in (pl.DataFrame, pl.LazyFrame):
+        for name, param in polars_writer_names(cls):
+            orig = vars(cls)[name]
+            if _is_wrapper(orig):
+                continue
+            via = f"polars.{cls.__name__}.{name}"
+            if name == "write_clipboard":
+                wrapper = _fixed(orig, via, Action.EXPORT_CLIPBOARD, lambda a, k: "clipboard")
+            elif name == "write_database":
+                wrapper = _fixed(orig, via, Action.EXPORT_DATAFRAME,
+                                 lambda a, k: f"database:{k.get('table_name', a[1] if len(a) > 1 else '?')}")
+            else:  # write_excel() with no workbook writes ./dataframe.xlsx
+                wrapper = _writer(orig, param, 1, via, default="dataframe.xlsx" if name == "write_excel" else None)
+            _patch(cls, name, wrapper)
+
+
 def _install_styler(style: ModuleType) -> None:
     """``DataFrame.style`` writers: pandas imports its Styler module (and jinja2) on first use."""
     _install_class_writers(style.Styler)
@@ -318,6 +360,7 @@ def _installers() -> list[tuple[str, Callable[[ModuleType], None]]]:
         out.append((modname, _install_native))
     out.append(("pandas", _install_pandas))
     out.append(("pandas.io.formats.style", _install_styler))
+    out.append(("polars", _install_polars))
     order = {"numpy": 0, "pyarrow": 1, "pyarrow.parquet.core": 2}
     return sorted(out, key=lambda item: order.get(item[0], 3 if item[0].startswith("pyarrow") else 4))
 
@@ -328,7 +371,7 @@ def _install_native(mod: ModuleType) -> None:
 
 
 def install(guard: Guard | None = None) -> None:
-    """Wrap the pandas / pyarrow / numpy writers and readers (idempotent).
+    """Wrap the pandas / polars / pyarrow / numpy writers and readers (idempotent).
 
     Libraries already imported are wrapped now; the others right after their import
     (:mod:`guard_kernel.lazy`), before the importing code gets the module, so loading
@@ -371,4 +414,4 @@ def installed() -> bool:
     return _installed
 
 
-__all__ = ["check_export", "install", "installed", "pandas_writer_names", "uninstall"]
+__all__ = ["check_export", "install", "installed", "pandas_writer_names", "polars_writer_names", "uninstall"]

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.dataset as pa_ds
@@ -28,6 +29,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from guard_kernel import dataframe, lazy, runtime, session
+from guard_kernel.actions import Action
 from guard_kernel.audit import read_records
 from guard_kernel.decision import Decision
 from guard_kernel.policy import load_policy
@@ -141,6 +143,18 @@ WRITERS: dict[str, Writer] = {
     "np.save": lambda df, p: np.save(p, df["id"].to_numpy()),
     "np.savetxt": lambda df, p: np.savetxt(p, df["id"].to_numpy()),
     "ndarray.tofile": lambda df, p: df["id"].to_numpy().tofile(p),
+    # polars writes from Rust: only its wrappers see these
+    "pl.write_csv": lambda df, p: pl.from_pandas(df).write_csv(p),
+    "pl.write_parquet": lambda df, p: pl.from_pandas(df).write_parquet(p),
+    "pl.write_ipc": lambda df, p: pl.from_pandas(df).write_ipc(p),
+    "pl.write_ipc_stream": lambda df, p: pl.from_pandas(df).write_ipc_stream(p),
+    "pl.write_json": lambda df, p: pl.from_pandas(df).write_json(p),
+    "pl.write_ndjson": lambda df, p: pl.from_pandas(df).write_ndjson(p),
+    "pl.write_avro": lambda df, p: pl.from_pandas(df).write_avro(p),
+    "pl.sink_parquet": lambda df, p: pl.from_pandas(df).lazy().sink_parquet(p),
+    "pl.sink_csv": lambda df, p: pl.from_pandas(df).lazy().sink_csv(p),
+    "pl.sink_ipc": lambda df, p: pl.from_pandas(df).lazy().sink_ipc(p),
+    "pl.sink_ndjson": lambda df, p: pl.from_pandas(df).lazy().sink_ndjson(p),
 }
 
 NEEDS = {"to_excel": "openpyxl", "to_xml": "lxml", "to_latex": "jinja2", "to_hdf": "tables",
@@ -184,6 +198,25 @@ def test_scratch_exports_just_work(project: Project, name: str) -> None:
     assert str(project.root / target) in project.guard.owned_files
     assert project.notes == []
     assert project.records(decision="deny") == []
+
+
+def test_polars_writers_without_a_path(project: Project) -> None:
+    df = pl.from_pandas(_frame())
+    assert df.write_csv().startswith("id,name")  # returned as a string: nothing leaves the process
+    with pytest.raises(GuardDenied):
+        df.write_excel()  # polars would write ./dataframe.xlsx
+    assert not Path("dataframe.xlsx").exists()
+    with pytest.raises(GuardDenied) as err:
+        df.write_clipboard()
+    assert err.value.decision.action is Action.EXPORT_CLIPBOARD
+    with pytest.raises(GuardDenied):
+        df.write_database("t", "sqlite:///out.db")
+    assert not Path("out.db").exists()
+    from guard_kernel.patching import _is_wrapper
+
+    for cls, names in ((pl.DataFrame, ("write_csv", "write_parquet", "write_excel", "write_delta", "write_iceberg")),
+                       (pl.LazyFrame, ("sink_csv", "sink_parquet", "sink_ipc", "sink_ndjson"))):
+        assert all(_is_wrapper(vars(cls)[n]) for n in names), cls
 
 
 def test_in_memory_targets_need_no_decision(project: Project) -> None:
