@@ -33,7 +33,7 @@ WRITER_METHODS = frozenset({
     "to_csv", "to_parquet", "to_json", "to_excel", "to_feather", "to_hdf", "to_pickle", "to_stata", "to_orc",
     "to_html", "to_latex", "to_markdown", "to_xml", "to_string", "to_numpy_file", "tofile",
     "write_csv", "write_parquet", "write_json", "write_ndjson", "write_ipc", "write_excel", "write_avro",
-    "write_delta", "write_ipc_stream",
+    "write_delta", "write_ipc_stream", "sink_csv", "sink_parquet", "sink_ipc", "sink_ndjson",
 })
 """Dataframe / relation writer methods: ``export.dataframe`` when given a literal target."""
 _WRITER_PATH_KW = ("path_or_buf", "path", "buf", "excel_writer", "fname", "file", "file_name", "filename",

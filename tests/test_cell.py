@@ -68,6 +68,8 @@ CASES: list[tuple[str, str, list[tuple[str, str]]]] = [
      [("python.import", "os"), ("file.write", "data/raw/z.csv")]),
     # --- dataframe exports
     ("to-csv", "df.to_csv('out.csv')", [("export.dataframe", "out.csv")]),
+    ("polars-write", "pdf.write_parquet('out.parquet')", [("export.dataframe", "out.parquet")]),
+    ("polars-sink", "lf.sink_csv(path='out.csv')", [("export.dataframe", "out.csv")]),
     ("to-parquet-kw", "df.to_parquet(path='scratch/x.parquet')", [("export.dataframe", "scratch/x.parquet")]),
     ("to-excel", "df.head().to_excel('report.xlsx')", [("export.dataframe", "report.xlsx")]),
     ("polars-write", "pl_df.write_parquet('x.parquet')", [("export.dataframe", "x.parquet")]),
