@@ -50,7 +50,7 @@ from .patching import (
     _undo,
 )
 from .paths import resolve
-from .readcaps import ARROW_READERS, install_arrow_readers, install_pandas_readers
+from .readcaps import ARROW_READERS, install_arrow_readers, install_pandas_readers, install_polars_readers
 from .session import Guard, GuardDenied
 
 _TARGET_PARAMS = ("path_or_buf", "path", "buf", "excel_writer", "path_or_buffer", "fname", "filepath_or_buffer")
@@ -256,6 +256,7 @@ def _install_polars(pl: ModuleType) -> None:
             else:  # write_excel() with no workbook writes ./dataframe.xlsx
                 wrapper = _writer(orig, param, 1, via, default="dataframe.xlsx" if name == "write_excel" else None)
             _patch(cls, name, wrapper)
+    install_polars_readers(pl)
 
 
 def _install_styler(style: ModuleType) -> None:

@@ -1,6 +1,7 @@
-"""Row caps on reads of policy source files: pandas and pyarrow readers bring at most ``guard.max_rows`` rows.
+"""Row caps on reads of policy source files: pandas, polars and pyarrow readers bring at most ``guard.max_rows`` rows.
 
-Readers of files under a policy source path (``pd.read_csv``… and pyarrow's readers)
+Readers of files under a policy source path (``pd.read_csv``…, polars' eager ``pl.read_*``
+and pyarrow's readers)
 bring at most ``guard.max_rows`` rows into Python: ``nrows=max+1`` is pushed into the
 reader where it supports it (so the file is not read to the end and truncation is
 detected), otherwise the result is cut.  One read, chunked or not, is reported once.
@@ -76,7 +77,10 @@ def _cut(guard: Guard, result: Any, limit: int, resource: str, via: str) -> Any:
 
 
 def _rows(obj: Any) -> int:
-    n = getattr(obj, "num_rows", None)
+    n = getattr(obj, "num_rows", None)  # pyarrow
+    if isinstance(n, int):
+        return n
+    n = getattr(obj, "height", None)  # polars
     if isinstance(n, int):
         return n
     if hasattr(obj, "iloc"):
@@ -142,8 +146,9 @@ class _CappedReader:
 
 
 def _reader(orig: Any, param: str, via: str, *, nrows: bool, chunks: bool = False,
-            nrows_if: Callable[[dict[str, Any]], bool] | None = None) -> Any:
-    """Wrap a reader so reads of source files honour the row cap."""
+            nrows_if: Callable[[dict[str, Any]], bool] | None = None, nrows_param: str = "nrows") -> Any:
+    """Wrap a reader so reads of source files honour the row cap (*nrows_param*: the reader's own
+    row limit, pushed down when *nrows*)."""
     sig = _signature(orig)
 
     def body(guard: Guard, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -157,11 +162,11 @@ def _reader(orig: Any, param: str, via: str, *, nrows: bool, chunks: bool = Fals
         limit = guard.max_rows
         pushdown = nrows and (nrows_if is None or nrows_if(kwargs))
         if pushdown:
-            asked = kwargs.get("nrows")
+            asked = kwargs.get(nrows_param)
             if asked is not None and asked <= limit:
                 with _Nested():
                     return orig(*args, **kwargs)
-            kwargs = {**kwargs, "nrows": limit + 1}  # the engine stops early; one extra row detects truncation
+            kwargs = {**kwargs, nrows_param: limit + 1}  # the engine stops early; one extra row detects truncation
         with _Nested():
             result = orig(*args, **kwargs)
         if chunks and (kwargs.get("chunksize") is not None or kwargs.get("iterator")):
@@ -210,6 +215,23 @@ def install_pandas_readers(pd: ModuleType) -> None:
         home = sys.modules.get(getattr(orig, "__module__", "") or "")
         if home is not None and getattr(home, name, None) is orig:
             _patch(home, name, wrapper)
+
+
+_POLARS_READERS: tuple[tuple[str, bool], ...] = (
+    # eager reader (path parameter "source"), supports n_rows; the lazy scan_* are not capped:
+    # a cap there would cut the rows an aggregation sees, not the rows that reach Python
+    ("read_csv", True), ("read_parquet", True), ("read_ipc", True), ("read_ipc_stream", True),
+    ("read_ndjson", True), ("read_avro", True), ("read_json", False), ("read_excel", False), ("read_ods", False),
+)
+
+
+def install_polars_readers(pl: ModuleType) -> None:
+    """Cap polars' eager readers of source files (they read from Rust: no other layer sees them)."""
+    for name, nrows in _POLARS_READERS:
+        orig = getattr(pl, name, None)
+        if orig is None or _is_wrapper(orig):
+            continue
+        _patch(pl, name, _reader(orig, "source", f"polars.{name}", nrows=nrows, nrows_param="n_rows"))
 
 
 def install_arrow_readers(mod: ModuleType) -> None:

@@ -329,6 +329,17 @@ def test_pyarrow_csv_reader_is_capped(project: Project) -> None:
     assert pa_csv.read_csv(project.csv).num_rows == CAP
 
 
+def test_polars_eager_readers_are_capped(project: Project) -> None:
+    assert pl.read_csv(project.csv).height == CAP
+    assert pl.read_parquet(project.parquet).height == CAP
+    assert pl.read_csv(project.csv, n_rows=2).height == 2  # asked for fewer: untouched
+    assert len(project.records(kind="truncate")) == 2
+    assert pl.read_csv(project.csv, n_rows=CAP).height == CAP
+    _frame().to_csv("scratch/copy.csv", index=False)
+    assert pl.read_csv("scratch/copy.csv").height == ROWS  # not a source: not capped
+    assert pl.scan_csv(project.csv).select(pl.len()).collect().item() == ROWS  # lazy aggregation sees every row
+
+
 def test_json_lines_and_feather_reads_are_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     raw = tmp_path / "data" / "raw"
     raw.mkdir(parents=True)
