@@ -160,7 +160,7 @@ def _ctx(con: Any, g: Guard, cwd: str | None = None) -> _sql.SqlContext:
     owned = frozenset(g.owned_tables)
     ctx = _sql.SqlContext(root=cwd, catalogs=dict(st.catalogs), default_catalog=st.default_catalog,
                           owned_tables=owned, catalog_paths=dict(st.paths),
-                          source_paths=_sql.source_paths(g.policy))
+                          source_paths=_sql.source_paths(g.policy), macros=frozenset(st.macros))
     st.ctx = (g.policy, EPOCH[0], cwd, owned, ctx)
     return ctx
 
@@ -258,6 +258,11 @@ def _after(con: Any, g: Guard, stmts: tuple[_sql.SqlStatement, ...]) -> None:
             elif a.verb == "use":
                 st.default_catalog = a.alias.split(".", 1)[0]
             EPOCH[0] += 1  # every kept verdict may name these catalogs (cursors share the maps)
+        if s.created_macros or s.dropped_macros:
+            st = st or _state(con)
+            st.macros.difference_update(s.dropped_macros)
+            st.macros.update(s.created_macros)
+            EPOCH[0] += 1  # kept verdicts on this connection may call these macros
         if s.created:
             st = st or _state(con)
             for t in s.created:

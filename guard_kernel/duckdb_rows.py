@@ -88,6 +88,8 @@ class ConnState:
     """(SQL text, export action) → the verdict last computed for it on this connection."""
     ctx: tuple[Any, int, str, frozenset[str], Any] | None = None
     """(policy, EPOCH, cwd, owned tables, SqlContext): the context last built for this connection."""
+    macros: set[str] = field(default_factory=set)
+    """Table macros created on this connection in the session (its cursors start without them)."""
 
 
 def orig(owner: Any, name: str) -> Any:

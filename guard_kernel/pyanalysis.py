@@ -116,6 +116,8 @@ class _Analyzer:
         """Catalog aliases this cell detached (before any statement that follows)."""
         self.uses: dict[tuple[str, Any], str] = {}
         """Connection key → the catalog a USE in this cell made its default."""
+        self.macros: dict[tuple[str, Any], tuple[set[str], set[str]]] = {}
+        """Connection key → (table macros this cell created, macros it dropped) on it."""
 
     # ------------------------------------------------------------- plumbing
     def code_of(self, node: ast.AST) -> str:
@@ -217,7 +219,9 @@ class _Analyzer:
                 base = replace(base, catalogs={alias: _source_of(self.guard, value)}, default_catalog=alias,
                                catalog_paths={alias: value})
         gone = self.detached
+        made, dropped = self.macros.get(key or _conn_key(conn, None), (set(), set()))
         return replace(base, catalogs={k: v for k, v in {**base.catalogs, **self.catalogs}.items() if k not in gone},
+                       macros=(base.macros - dropped) | made,
                        catalog_paths={k: v for k, v in {**base.catalog_paths, **self.catalog_paths}.items()
                                       if k not in gone},
                        default_catalog=self.uses.get(key or _conn_key(conn, None), base.default_catalog),
@@ -496,6 +500,12 @@ class _Analyzer:
                 self.out.append(Intent(req, "sql", via))
             for t in st.created:
                 self.owned_sql.update({t.name, str(t)})
+            if st.created_macros or st.dropped_macros:
+                made, dropped = self.macros.setdefault(key, (set(), set()))
+                made.difference_update(st.dropped_macros)
+                dropped.update(st.dropped_macros)
+                made.update(st.created_macros)
+                dropped.difference_update(st.created_macros)
             att = st.attach
             if att is None or not att.alias:
                 continue

@@ -61,6 +61,9 @@ class SqlContext:
     """Catalog alias → real path of its database file (writes are judged against it)."""
     source_paths: Mapping[str, str] = field(default_factory=dict)
     """Real path of a source DuckDB file → source name (for ATTACH earlier in the same string)."""
+    macros: frozenset[str] = frozenset()
+    """Table macros this connection created in the session (lower-case): the only unknown table
+    functions a statement may call."""
 
 
 def source_paths(policy: Policy) -> dict[str, str]:
@@ -123,6 +126,7 @@ def _to_requests(stmts: Iterable[SqlStatement], ctx: SqlContext, line: int | Non
     paths = dict(ctx.catalog_paths)
     default = ctx.default_catalog
     owned_names = set(ctx.owned_tables)
+    macros = set(ctx.macros)
     for s in stmts:
         def place(t: TableRef, default: str = default) -> tuple[str, str | None]:
             return _place(t, catalogs, default, owned_names)
@@ -159,6 +163,14 @@ def _to_requests(stmts: Iterable[SqlStatement], ctx: SqlContext, line: int | Non
                 default = a.alias.split(".", 1)[0]
         owned_names.update(f"{cat}.{name}" for cat, name in created)
         action = export_action if s.action is Action.SQL_EXPORT else s.action
+        reason = s.reason
+        strange = [m for m in s.macros if m not in macros]
+        if strange and action is not Action.SQL_UNKNOWN:
+            action = Action.SQL_UNKNOWN
+            reason = (f"unknown table function {strange[0]}(): neither one the guard knows nor a table macro "
+                      "this connection created in this session")
+        macros.difference_update(s.dropped_macros)
+        macros.update(s.created_macros)
         # an option-less ATTACH of a source is run as ATTACH … (READ_ONLY) by the DuckDB gate
         read_only = bool(a and (a.read_only or (a.verb == "attach" and not a.options
                                                 and path is not None and path in ctx.source_paths)))
@@ -166,7 +178,7 @@ def _to_requests(stmts: Iterable[SqlStatement], ctx: SqlContext, line: int | Non
         out.append(Request(
             action, s.resource, path=path, tables=tables, written=written, columns=s.columns, stars=s.stars,
             column_patterns=s.column_patterns, owned=owned,
-            read_only=read_only, reason=s.reason, line=line, code=code,
+            read_only=read_only, reason=reason, line=line, code=code,
         ))
         for f in s.files:
             m = URL.match(f)

@@ -83,6 +83,15 @@ class SqlStatement:
     decided while the parse tree exists so :func:`~guard_kernel.sql_cap.cap` is string work."""
     own_limit: int | None = None
     """The statement's own literal ``LIMIT n`` (plain SELECT): left alone when n is within the cap."""
+    macros: tuple[str, ...] = ()
+    """Table functions the guard does not know (lower-case): allowed only as table macros this
+    connection created in the session (:func:`guard_kernel.sql.to_requests` decides), else
+    ``sql.unknown``.  A macro made elsewhere might be anything, and a name that is not a macro on
+    this connection may be a built-in (``json_execute_serialized_sql`` runs SQL unseen)."""
+    created_macros: tuple[str, ...] = ()
+    """Table macros this statement creates (``CREATE [TEMP] MACRO m(…) AS TABLE …``)."""
+    dropped_macros: tuple[str, ...] = ()
+    """Macros this statement drops, or replaces with a scalar macro."""
 
     @property
     def resource(self) -> str:
@@ -182,7 +191,7 @@ def _statement(text: str, kind: str) -> SqlStatement:
         action = s.action if m.group(1) else Action.SQL_READ  # EXPLAIN ANALYZE runs the statement
         return SqlStatement(text, action, kind, s.tables, s.written if m.group(1) else (),
                             s.created if m.group(1) else (), s.columns, s.stars, s.column_patterns, s.files,
-                            s.export_path if m.group(1) else None, None, True)
+                            s.export_path if m.group(1) else None, None, True, macros=s.macros)
     if kind == "EXPORT":
         m = re.search(r"EXPORT\s+DATABASE\s+(?:\w+\s+TO\s+)?'((?:[^']|'')*)'", text, re.I)
         if not m:
@@ -218,7 +227,8 @@ def _statement(text: str, kind: str) -> SqlStatement:
             if facts.unknown:
                 return unknown(facts.unknown)
             return SqlStatement(text, Action.SQL_READ, kind, tuple(facts.tables), columns=tuple(facts.columns),
-                                stars=tuple(facts.stars), files=tuple(facts.files), returns_rows=True)
+                                stars=tuple(facts.stars), files=tuple(facts.files), returns_rows=True,
+                                macros=tuple(facts.macros))
         return unknown(f"CALL of {fname or 'something'}() is not known to be read-only")
     if kind == "VACUUM" or (kind == "SELECT" and first == "SHOW" and len(words) < 2):
         return SqlStatement(text, Action.SQL_CONFIG, kind)
@@ -308,7 +318,10 @@ def _classify(text: str, kind: str, tree: exp.Expr) -> SqlStatement:
             facts.written[ref] = None
         elif isinstance(target, (exp.UserDefinedFunction, exp.Identifier, exp.Dot)):
             name = target.this if isinstance(target, exp.UserDefinedFunction) else target
-            facts.created[TableRef(str(getattr(name, "name", name)).lower(), "temp" if temporary else None)] = None
+            qualified = table_ref(name) if isinstance(name, exp.Table) else TableRef(str(getattr(name, "name", name)).lower())
+            ref = TableRef(qualified.name, "temp" if temporary and qualified.catalog is None else qualified.catalog)
+            facts.created[ref] = None
+            facts.written[ref] = None  # a macro or type made in a catalog: owned there like a table
         if tree.expression is not None:
             collect(tree.expression, facts)
         for ref in list(facts.tables):
@@ -387,14 +400,28 @@ def _classify(text: str, kind: str, tree: exp.Expr) -> SqlStatement:
         return SqlStatement(text, Action.SQL_UNKNOWN, kind, reason=f"{type(tree).__name__} not understood")
     if facts.unknown:
         return SqlStatement(text, Action.SQL_UNKNOWN, kind, reason=facts.unknown)
+    created_macros, dropped_macros = _macro_ddl(tree)
     written = tuple(facts.written)
     tables = tuple(dict.fromkeys((*facts.tables, *written)))
     cap_append, own_limit = _cap_plan(tree) if returns_rows and isinstance(tree, exp.Select) else (False, None)
     return SqlStatement(
         text, action, kind, tables, written, tuple(facts.created), tuple(facts.columns), tuple(facts.stars),
         tuple(facts.patterns), tuple(facts.files), export_path, attach, returns_rows, temporary, reason,
-        cap_append, own_limit,
+        cap_append, own_limit, tuple(facts.macros), created_macros, dropped_macros,
     )
+
+
+def _macro_ddl(tree: exp.Expr) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(table macros created, macros dropped or replaced by a scalar one) by *tree*."""
+    if str(tree.args.get("kind") or "").upper() not in ("MACRO", "FUNCTION"):
+        return (), ()
+    if isinstance(tree, exp.Create) and isinstance(tree.this, exp.UserDefinedFunction):
+        target = tree.this.this  # the function's name, parsed as a Table
+        name = str(getattr(target, "name", target)).lower()
+        return ((name,), ()) if isinstance(tree.expression, exp.Query) else ((), (name,))
+    if isinstance(tree, exp.Drop):
+        return (), tuple(str(t.name).lower() for t in tree.args.get("tables") or [] if isinstance(t, exp.Table))
+    return (), ()
 
 
 def _cap_plan(tree: exp.Select) -> tuple[bool, int | None]:

@@ -223,6 +223,16 @@ def test_check_cell_follows_use_and_detach_within_the_cell(guard: session.Guard)
         check_cell(guard, attach + "con.execute('CREATE TABLE wh.t (i INT)')\n")
 
 
+def test_check_cell_knows_the_table_macros_a_cell_makes(guard: session.Guard) -> None:
+    make = "import duckdb\ncon = duckdb.connect()\ncon.execute('CREATE TEMP MACRO tm() AS TABLE SELECT 1 AS x')\n"
+    assert all(not d.blocked for d in check_cell(guard, make + "con.execute('SELECT * FROM tm()')\n"))
+    with pytest.raises(session.CellRejected) as info:  # another connection never made it
+        check_cell(guard, make + "other = duckdb.connect()\nother.execute('SELECT * FROM tm()')\n")
+    assert info.value.decisions[0].rules[0].id == "sql-unknown"
+    with pytest.raises(session.CellRejected):  # dropped before the call
+        check_cell(guard, make + "con.execute('DROP MACRO tm')\ncon.execute('SELECT * FROM tm()')\n")
+
+
 def test_check_cell_fails_closed(guard: session.Guard, monkeypatch: pytest.MonkeyPatch) -> None:
     import guard_kernel.cell as cell
 

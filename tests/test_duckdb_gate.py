@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator
@@ -613,3 +614,50 @@ def test_later_statement_sees_attach_of_the_same_string(guard: Guard, project: P
         m.execute("ATTACH 'data/warehouse.duckdb' AS w; DELETE FROM w.orders")
     assert e.value.decision.rules[0].id.startswith("source:warehouse")
     assert counts(project)["orders"] == 100
+
+
+# ------------------------------------------------------------------ table macros
+
+def test_a_table_macro_the_connection_made_can_be_called(guard: Guard) -> None:
+    mem = duckdb.connect()
+    mem.execute("ATTACH 'data/warehouse.duckdb' AS wh")
+    mem.execute("CREATE TEMP MACRO recent(n) AS TABLE SELECT oid FROM wh.orders WHERE oid > n ORDER BY oid")
+    assert mem.execute("SELECT * FROM recent(96)").fetchall() == [(97,), (98,), (99,)]
+    assert mem.sql("SELECT count(*) FROM recent(90)").fetchall() == [(9,)]
+    other = duckdb.connect()  # another connection: a name it never made is not its macro
+    with pytest.raises(GuardDenied) as e:
+        other.execute("SELECT * FROM recent(96)")
+    assert e.value.decision.rules[0].id == "sql-unknown" and "recent()" in e.value.decision.message
+    mem.execute("DROP MACRO recent")
+    with pytest.raises(GuardDenied):
+        mem.execute("SELECT * FROM recent(96)")
+
+
+def test_a_macro_body_is_judged_when_it_is_made(guard: Guard) -> None:
+    mem = duckdb.connect()
+    mem.execute("ATTACH 'data/warehouse.duckdb' AS wh")
+    with pytest.raises(GuardDenied) as e:
+        mem.execute("CREATE TEMP MACRO leak() AS TABLE SELECT ssn FROM wh.customers")
+    assert "deny_columns" in e.value.decision.rules[0].id
+    with pytest.raises(GuardDenied):  # never made, so not callable
+        mem.execute("SELECT * FROM leak()")
+
+
+def test_a_macro_named_like_a_built_in_shadows_it_only_where_it_was_made(guard: Guard) -> None:
+    mem = duckdb.connect()
+    mem.execute("CREATE TEMP MACRO checkpoint() AS TABLE SELECT 42 AS x")
+    assert mem.execute("SELECT * FROM checkpoint()").fetchall() == [(42,)]  # DuckDB runs the macro
+    with pytest.raises(GuardDenied):  # elsewhere the name is DuckDB's own checkpoint()
+        duckdb.connect().execute("SELECT * FROM checkpoint()")
+
+
+def test_macros_stored_in_a_source_are_not_callable(project: Path) -> None:
+    raw = duckdb_rows.orig(duckdb, "connect")(str(project / "data/warehouse.duckdb"), False, {})
+    raw.execute("CREATE MACRO everyone() AS TABLE SELECT * FROM customers")  # made before the guard
+    raw.close()
+    with contextlib.contextmanager(_install)(_guard(project)):
+        con = duckdb.connect("data/warehouse.duckdb")
+        with pytest.raises(GuardDenied) as e:
+            con.execute("SELECT * FROM everyone()")
+        assert "everyone()" in e.value.decision.message
+        con.close()

@@ -72,6 +72,9 @@ def check_case(case: dict[str, Any]) -> None:
         assert s.reason and case["reason"] in s.reason, s.reason
     if "requests" in case:
         assert [r.action.value for r in sql.to_requests(stmts)] == case["requests"]
+    for key in ("macros", "created_macros", "dropped_macros"):
+        if key in case:
+            assert list(getattr(s, key)) == case[key], getattr(s, key)
 
 
 @pytest.mark.parametrize("case", _cases())
@@ -311,3 +314,28 @@ def test_fast_path_and_full_parse_classify_alike(monkeypatch: pytest.MonkeyPatch
             assert len(s) == 1 and s[0].kind == "INVALID", (t, f, s)
             with pytest.raises(duckdb.Error):
                 duckdb.connect().execute(t)
+
+
+# ------------------------------------------------------------------ table macros
+
+@pytest.mark.parametrize(("text", "requests"), [
+    ("CREATE MACRO tm() AS TABLE SELECT 1 AS x; SELECT * FROM tm()", ["sql.ddl", "sql.read"]),
+    ("CREATE TEMP MACRO tm() AS TABLE SELECT 1 AS x; SELECT * FROM tm()", ["sql.ddl", "sql.read"]),
+    ("SELECT * FROM tm(); CREATE MACRO tm() AS TABLE SELECT 1 AS x", ["sql.unknown", "sql.ddl"]),
+    ("CREATE MACRO tm() AS TABLE SELECT 1; DROP MACRO tm; SELECT * FROM tm()", ["sql.ddl", "sql.ddl", "sql.unknown"]),
+    ("CREATE MACRO tm() AS TABLE SELECT 1; CREATE OR REPLACE MACRO tm(a) AS a + 1; SELECT * FROM tm()",
+     ["sql.ddl", "sql.ddl", "sql.unknown"]),
+    ("CREATE MACRO m(a) AS a + 1; SELECT * FROM m(1)", ["sql.ddl", "sql.unknown"]),  # a scalar macro
+])
+def test_table_macros_in_one_string(text: str, requests: list[str]) -> None:
+    assert [r.action.value for r in sql.to_requests(sql.analyze(text))] == requests
+
+
+def test_table_macros_of_this_connection() -> None:
+    [s] = sql.analyze("SELECT * FROM tm() JOIN orders USING (id)")
+    assert s.macros == ("tm",)
+    assert sql.to_requests((s,), sql.SqlContext(macros=frozenset({"tm"})))[0].action is Action.SQL_READ
+    [r] = sql.to_requests((s,), sql.SqlContext())
+    assert r.action is Action.SQL_UNKNOWN and "tm()" in (r.reason or "")
+    [q] = sql.analyze("SELECT * FROM query('SELECT * FROM tm()')")  # inside query() too
+    assert q.macros == ("tm",)
