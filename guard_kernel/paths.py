@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
+URL = re.compile(r"^([a-z][a-z0-9+.-]*)://([^/?#]*)", re.I)
+"""A URL: (scheme, authority).  ``file://`` is a local path; any other scheme is the network."""
 
 
 @lru_cache(maxsize=512)

@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import Any
 
 from .actions import Action
-from .decision import Decision, Effect, RuleHit
+from .decision import Decision, Effect, Request, RuleHit
 from .patching import (
     _argument,
     _fail,
@@ -33,7 +33,30 @@ from .patching import (
     _signature,
     _target_path,
 )
+from .paths import URL
 from .session import Guard, GuardDenied
+
+
+def _native_read(guard: Guard, target: Any, via: str) -> None:
+    """Decide a read the audit hook will not see: pyarrow and polars open files and URLs from C++
+    and Rust.  A URL is ``net.connect`` (polars fetches it itself, past the socket hooks); a
+    local file is ``file.read`` when the policy decides reads at all."""
+    if target is None or _in_memory(target) or not isinstance(target, (str, bytes, os.PathLike)):
+        return  # file objects were opened by Python, where the hook saw them
+    text = os.fsdecode(os.fspath(target))
+    m = URL.match(text)
+    if m and m.group(1).lower() != "file":
+        host = m.group(2).split("@")[-1].split(":")[0] or None
+        with guard.quiet():
+            guard.check(Request(Action.NET_CONNECT, text, host=host, code=via), "read", via=via)
+        return
+    from .runtime import reads_checked  # the runtime layer knows whether this policy checks reads
+
+    if reads_checked(guard):
+        real = _target_path(target)
+        if real is not None:
+            with guard.quiet():
+                guard.check(Request(Action.FILE_READ, real, path=real, code=via), "read", via=via)
 
 
 def _source_read(guard: Guard, target: Any) -> str | None:
@@ -146,14 +169,21 @@ class _CappedReader:
 
 
 def _reader(orig: Any, param: str, via: str, *, nrows: bool, chunks: bool = False,
-            nrows_if: Callable[[dict[str, Any]], bool] | None = None, nrows_param: str = "nrows") -> Any:
+            nrows_if: Callable[[dict[str, Any]], bool] | None = None, nrows_param: str = "nrows",
+            native: bool = False) -> Any:
     """Wrap a reader so reads of source files honour the row cap (*nrows_param*: the reader's own
-    row limit, pushed down when *nrows*)."""
+    row limit, pushed down when *nrows*).  *native*: the library opens its input itself, so the
+    read is decided here (:func:`_native_read`)."""
     sig = _signature(orig)
 
     def body(guard: Guard, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
-            real = _source_read(guard, _argument(sig, args, kwargs, param, 0))
+            target = _argument(sig, args, kwargs, param, 0)
+            if native:
+                _native_read(guard, target, via)
+            real = _source_read(guard, target)
+        except GuardDenied:
+            raise
         except Exception as exc:
             _fail(guard, via, exc)
         if real is None:
@@ -218,10 +248,12 @@ def install_pandas_readers(pd: ModuleType) -> None:
 
 
 _POLARS_READERS: tuple[tuple[str, bool], ...] = (
-    # eager reader (path parameter "source"), supports n_rows; the lazy scan_* are not capped:
-    # a cap there would cut the rows an aggregation sees, not the rows that reach Python
+    # reader (path parameter "source"), whether it takes n_rows.  The lazy scan_* are decided but
+    # not capped (their LazyFrame has no rows yet: a cap would cut what an aggregation sees)
     ("read_csv", True), ("read_parquet", True), ("read_ipc", True), ("read_ipc_stream", True),
     ("read_ndjson", True), ("read_avro", True), ("read_json", False), ("read_excel", False), ("read_ods", False),
+    ("read_delta", False), ("scan_csv", False), ("scan_parquet", False), ("scan_ipc", False),
+    ("scan_ndjson", False), ("scan_delta", False), ("scan_iceberg", False),
 )
 
 
@@ -231,7 +263,7 @@ def install_polars_readers(pl: ModuleType) -> None:
         orig = getattr(pl, name, None)
         if orig is None or _is_wrapper(orig):
             continue
-        _patch(pl, name, _reader(orig, "source", f"polars.{name}", nrows=nrows, nrows_param="n_rows"))
+        _patch(pl, name, _reader(orig, "source", f"polars.{name}", nrows=nrows, nrows_param="n_rows", native=True))
 
 
 def install_arrow_readers(mod: ModuleType) -> None:
@@ -242,4 +274,5 @@ def install_arrow_readers(mod: ModuleType) -> None:
             continue
         orig = getattr(mod, fname, None)
         if orig is not None:
-            _patch_shared(mod, fname, orig, functools.partial(_reader, orig, param, f"{modname}.{fname}", nrows=False))
+            _patch_shared(mod, fname, orig,
+                          functools.partial(_reader, orig, param, f"{modname}.{fname}", nrows=False, native=True))

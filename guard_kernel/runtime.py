@@ -110,6 +110,11 @@ def _prep(guard: Guard) -> _Prep:
     return prep
 
 
+def reads_checked(guard: Guard) -> bool:
+    """Whether *guard*'s policy decides file reads at all (a read default or a rule that names them)."""
+    return _prep(guard).check_reads
+
+
 def _make_prep(guard: Guard, policy: Policy) -> _Prep:
     reads = policy.default_for(ActionClass.READ) != "allow" or any(
         action_matches(p, Action.FILE_READ) for r in policy.rules for p in r.actions if p != "*")

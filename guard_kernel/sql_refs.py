@@ -16,6 +16,7 @@ from sqlglot import exp
 
 from .actions import Action
 from .decision import StarRef, TableRef
+from .paths import URL
 
 # ------------------------------------------------------------------- vocabulary
 
@@ -32,7 +33,6 @@ READ_FUNCS = FILE_FUNCS | frozenset({
     "pragma_show_tables_expanded", "pragma_database_list", "pragma_functions", "which_secret", "query", "query_table",
 })
 _FILE_SUFFIX = re.compile(r"\.(csv|tsv|parquet|json|jsonl|ndjson|txt|gz|zst|xlsx|arrow|avro)$", re.I)
-URL = re.compile(r"^([a-z][a-z0-9+.-]*)://([^/?#]*)", re.I)
 
 # --------------------------------------------------------------------- analysis
 

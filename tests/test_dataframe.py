@@ -340,6 +340,50 @@ def test_polars_eager_readers_are_capped(project: Project) -> None:
     assert pl.scan_csv(project.csv).select(pl.len()).collect().item() == ROWS  # lazy aggregation sees every row
 
 
+def test_native_readers_of_urls_ask_for_the_network(project: Project) -> None:
+    """polars and pyarrow fetch URLs themselves, past the socket hooks: the wrapper decides."""
+    url = "https://example.invalid/" + "data.csv"  # computed: the cell analysis cannot see it
+    for read in (pl.read_csv, pl.scan_parquet, pa_csv.read_csv):
+        with pytest.raises(GuardDenied) as err:
+            read(url)
+        assert err.value.decision.action is Action.NET_CONNECT and err.value.decision.resource == url
+    assert len(project.records(action="net.connect", decision="deny")) == 3
+
+
+def test_native_reads_follow_file_read_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "secrets").mkdir()
+    _frame().to_csv(tmp_path / "secrets" / "keys.csv", index=False)
+    _frame().to_parquet(tmp_path / "secrets" / "keys.parquet")
+    policy = tmp_path / "reads.yaml"
+    policy.write_text(POLICY.format(on_exceed="truncate") + """\
+  - id: no-secrets
+    effect: deny
+    actions: [file.read]
+    where: {path: "secrets/**"}
+""")
+    monkeypatch.chdir(tmp_path)
+    guard = Guard(load_policy(policy, str(tmp_path)), actor="agent", audit_dir=str(tmp_path / "audit"),
+                  notify=lambda d: None)
+    runtime.install(guard)
+    dataframe.install(guard)
+    try:
+        for read, path in ((pl.read_csv, "secrets/keys.csv"), (pl.scan_parquet, "secrets/keys.parquet"),
+                           (pq.read_table, "secrets/keys.parquet"), (pd.read_csv, "secrets/keys.csv")):
+            with pytest.raises(GuardDenied) as err:
+                read(path)
+            assert err.value.decision.rules[0].id == "no-secrets", read
+        assert len(pl.read_csv(_written(tmp_path))) == ROWS  # other files: read as before
+    finally:
+        dataframe.uninstall()
+        session.set_current(None)
+
+
+def _written(root: Path) -> str:
+    (root / "scratch").mkdir(exist_ok=True)
+    _frame().to_csv(root / "scratch" / "ok.csv", index=False)
+    return "scratch/ok.csv"
+
+
 def test_json_lines_and_feather_reads_are_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     raw = tmp_path / "data" / "raw"
     raw.mkdir(parents=True)
