@@ -350,6 +350,14 @@ def test_native_readers_of_urls_ask_for_the_network(project: Project) -> None:
     assert len(project.records(action="net.connect", decision="deny")) == 3
 
 
+def test_writes_to_a_url_ask_for_the_network(project: Project) -> None:
+    df = pl.from_pandas(_frame())
+    for write in (df.write_csv, df.write_parquet, df.lazy().sink_parquet, _frame().to_parquet):
+        with pytest.raises(GuardDenied) as err:
+            write("s3://bucket/" + "out.parquet")
+        assert err.value.decision.action is Action.NET_CONNECT and err.value.decision.rules[0].id == "agent-no-egress"
+
+
 def test_native_reads_follow_file_read_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "secrets").mkdir()
     _frame().to_csv(tmp_path / "secrets" / "keys.csv", index=False)
