@@ -74,7 +74,7 @@ _open_writers: weakref.WeakSet[AuditWriter] = weakref.WeakSet()
 
 def _after_fork_in_child() -> None:
     for w in list(_open_writers):
-        w._forked()
+        w._lock = threading.Lock()  # a thread of the parent may have held it: none runs here
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -99,6 +99,7 @@ class AuditWriter:
         _open_writers.add(self)
 
     def _open(self) -> None:
+        self._pid = os.getpid()
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
         self._seq, self._prev, self._end = self._tail()
@@ -131,25 +132,29 @@ class AuditWriter:
         except (OSError, ValueError):
             os.ftruncate(self._fd, self._end)
 
-    def _forked(self) -> None:
-        """In a forked child: write to a file of its own.  The map is shared with the parent,
-        which keeps writing at the same offsets, so records of both would overwrite each other."""
-        self._lock = threading.Lock()
-        if self._fd is None:
-            return
-        parent, parent_seq = self.session, self._seq
-        root, ext = os.path.splitext(self.path)
+    def _drop_inherited(self) -> None:
+        """In a forked child: let go of the parent's file (the map is shared: never write it)."""
         with self._quiet():
             if self._mm is not None:
                 self._mm.close()
                 self._mm = None
-            os.close(self._fd)
-            self.path = f"{root}.fork-{os.getpid()}{ext}"
-            self.session = f"{parent}.fork-{os.getpid()}"
+            if self._fd is not None:
+                os.close(self._fd)
+
+    def _forked(self) -> None:
+        """A forked child's first record: it goes to a file of its own.  The map is shared with
+        the parent, which keeps writing at the same offsets, so records of both would overwrite
+        each other.  Called with the lock held."""
+        parent, parent_seq = self.session, self._seq
+        root, ext = os.path.splitext(self.path)
+        self._drop_inherited()
+        self.path = f"{root}.fork-{os.getpid()}{ext}"
+        self.session = f"{parent}.fork-{os.getpid()}"
+        with self._quiet():
             self._open()
-        self.write("fork", action=None, resource=None, decision="allow", rules=[],
-                   message=f"forked from session {parent} after its record {parent_seq}",
-                   parent_session=parent, parent_seq=parent_seq)
+        self._append("fork", {"action": None, "resource": None, "decision": "allow", "rules": [],
+                              "message": f"forked from session {parent} after its record {parent_seq}",
+                              "parent_session": parent, "parent_seq": parent_seq})
 
     def _sync_loop(self) -> None:
         while True:
@@ -192,41 +197,52 @@ class AuditWriter:
         with self._lock:
             if self._fd is None:
                 raise ValueError("audit writer is closed")
-            self._seq += 1
-            rec: dict[str, Any] = {
-                "seq": self._seq,
-                "ts": _utc_now(),
-                "session": self.session,
-                "actor": self.actor,
-                "environment": self.environment,
-                "policy": self.policy,
-                "kind": kind,
-            }
-            rec.update(fields)
-            rec["prev"] = self._prev
-            body = _canonical(rec)  # serialised once: hashed, then written with the hash appended
-            digest = hashlib.sha256(self._prev.encode() + body).hexdigest()
-            rec["hash"] = digest
-            line = body[:-1] + b',"hash":"' + digest.encode() + b'"}\n'
-            end = self._end + len(line)
-            if self._mm is not None and end > len(self._mm):
-                with self._quiet():
-                    self._map(end)
-            if self._mm is not None:
-                self._mm[self._end:end] = line
-            else:
-                os.pwrite(self._fd, line, self._end)
-            self._end = end
-            self._prev = digest
-            self._since_sync += 1
-            if self._since_sync >= self.fsync_every:
-                self._request_sync()
-                self._since_sync = 0
-            return rec
+            if self._pid != os.getpid():  # a forked child writes a file of its own
+                self._forked()
+            return self._append(kind, fields)
+
+    def _append(self, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Write one record (the lock is held)."""
+        self._seq += 1
+        rec: dict[str, Any] = {
+            "seq": self._seq,
+            "ts": _utc_now(),
+            "session": self.session,
+            "actor": self.actor,
+            "environment": self.environment,
+            "policy": self.policy,
+            "kind": kind,
+        }
+        rec.update(fields)
+        rec["prev"] = self._prev
+        body = _canonical(rec)  # serialised once: hashed, then written with the hash appended
+        digest = hashlib.sha256(self._prev.encode() + body).hexdigest()
+        rec["hash"] = digest
+        line = body[:-1] + b',"hash":"' + digest.encode() + b'"}\n'
+        end = self._end + len(line)
+        if self._mm is not None and end > len(self._mm):
+            with self._quiet():
+                self._map(end)
+        if self._mm is not None:
+            self._mm[self._end:end] = line
+        else:
+            assert self._fd is not None  # checked by write() under the lock
+            os.pwrite(self._fd, line, self._end)
+        self._end = end
+        self._prev = digest
+        self._since_sync += 1
+        if self._since_sync >= self.fsync_every:
+            self._request_sync()
+            self._since_sync = 0
+        return rec
 
     def close(self) -> None:
         """Flush to disk and close; later writes raise."""
         with self._lock:
+            if self._pid != os.getpid():  # a forked child that never wrote: the file is the parent's
+                self._drop_inherited()
+                self._fd = None
+                return
             fd, self._fd = self._fd, None
         if fd is None:
             return

@@ -233,6 +233,24 @@ def test_unreadable_lines_are_kept_when_a_writer_reopens(tmp_path: Path) -> None
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_that_writes_nothing_leaves_the_parents_file_alone(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    w = writer(path)
+    w.write("sql", resource="before", decision="allow")
+    pid = os.fork()
+    if pid == 0:  # child: closing must not cut or sync the parent's file, nor make one of its own
+        try:
+            w.close()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    w.write("sql", resource="after", decision="allow")
+    w.close()
+    assert [r["resource"] for r in read_records(str(path))] == ["before", "after"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.jsonl"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 def test_a_forked_child_writes_a_file_of_its_own(tmp_path: Path) -> None:
     path = tmp_path / "s.jsonl"
     w = writer(path)
@@ -251,6 +269,7 @@ def test_a_forked_child_writes_a_file_of_its_own(tmp_path: Path) -> None:
     assert verify(str(path)).ok
     child = tmp_path / f"s.fork-{pid}.jsonl"
     recs = list(read_records(str(child)))
+    assert [p.name for p in tmp_path.iterdir() if ".fork-" in p.name] == [child.name]
     assert [r["kind"] for r in recs] == ["fork", "sql"] and recs[1]["resource"] == "child"
     assert recs[0]["parent_seq"] == 1 and recs[0]["session"] == f"s1.fork-{pid}"
     assert verify(str(child)).ok
