@@ -29,8 +29,8 @@ from . import lazy, session
 from .actions import Action
 from .cell import CellTransformer, analyze_source
 from .decision import Decision, Effect, Request
-from .magics import DEFAULT_ALIASES, magic_intent
 from .paths import resolve
+from .pyscan import DEFAULT_ALIASES, magic_intent
 
 LAYERS = ("duckdb_gate", "dataframe", "runtime")
 """Runtime layers installed on load, in this order; the
@@ -160,9 +160,20 @@ def _install(state: _Loaded) -> None:
     _register_events(state)
     _wrap_shell(state)
     _wrap_find(state)
-    from .magics import GuardMagics
+    ip.register_magic_function(_percent_guard, "line", "guard")
 
-    ip.register_magics(GuardMagics)
+
+def _percent_guard(line: str = "") -> None:
+    """What the guard does in this session: ``%guard status | explain [--json] | audit | policy FILE``.
+
+    ``status`` (default): policy, mode, lock, actor, environment, counts, audit path;
+    ``explain``: the last decision and the rules (file:line) that made it; ``audit``: this
+    session's audit file; ``policy FILE``: switch policy (only when the current one has
+    ``lock: false``); ``--json``: the same as JSON (status, explain).
+    """
+    from .magics import guard_magic  # its argument parser is built on first use, not at start-up
+
+    guard_magic(line)
 
 
 def unload_ipython_extension(ip: Any) -> None:

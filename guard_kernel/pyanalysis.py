@@ -25,7 +25,6 @@ from urllib.parse import urlsplit
 
 from .actions import Action
 from .decision import Request
-from .magics import DEFAULT_ALIASES, PYTHON_MAGICS, magic_intent
 from .paths import resolve
 from .pyscan import (
     _BUILTIN_NAMES,
@@ -38,6 +37,8 @@ from .pyscan import (
     _TIMEIT_OPTS,
     _WRITE_MODE,
     _WRITER_PATH_KW,
+    DEFAULT_ALIASES,
+    PYTHON_MAGICS,
     SQL_METHODS,
     WRITER_METHODS,
     _arg,
@@ -50,6 +51,7 @@ from .pyscan import (
     _qualname_of,
     _sql_text,
     _str,
+    magic_intent,
 )
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""What the static cell check looks for, and where: the vocabulary, the line pre-filter, the AST readers.
+"""What the static cell check looks for, and where: the vocabulary (calls and magics), the line pre-filter, the AST readers.
 
 The vocabulary tables name the calls that clearly act on the world (DuckDB SQL methods,
 dataframe writers, ``os``/``shutil`` file functions, ``subprocess``/``os.exec*`` commands,
@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import bisect
 import re
+import shlex
 import types
 from collections.abc import Iterable
 from typing import Any
@@ -116,6 +117,74 @@ _WRITE_MODE = re.compile(r"[wax+]")
 _TIMEIT_OPTS = re.compile(r"^\s*(?:(?:-[tcqo]|-[nrp]\s*\d+)\s+)*")
 _PLACEHOLDER = "__guard_p{}__"
 _PLACEHOLDER_RE = re.compile(r"__guard_p\d+__", re.I)
+
+
+# ------------------------------------------------------------------ magics
+
+SCRIPT_MAGICS = frozenset({"bash", "sh", "script", "perl", "ruby", "python", "python2", "python3", "pypy",
+                            "zsh", "system", "sx"})
+PACKAGE_MAGICS = frozenset({"pip", "conda", "mamba", "micromamba", "uv"})
+PYTHON_MAGICS = frozenset({"time", "timeit", "capture", "prun", "debug"})
+"""Magics whose argument or body is Python: analysed like the cell itself."""
+DEFAULT_ALIASES = frozenset({"cat", "clear", "cp", "ldir", "less", "lf", "lk", "ll", "ls", "lx", "man", "mkdir",
+                             "more", "mv", "rm", "rmdir"})
+"""IPython's default shell aliases (``%rm`` …): every alias is a ``shell.exec``."""
+
+
+def _magic_args(line: str) -> list[str]:
+    """Shell-like words of a magic's argument line, options removed."""
+    try:
+        words = shlex.split(line)
+    except ValueError:
+        words = line.split()
+    return [w for w in words if not w.startswith("-")]
+
+
+def magic_intent(name: str, line: str, body: str | None, *,
+                 aliases: Iterable[str] = DEFAULT_ALIASES) -> tuple[Action, str, dict[str, Any]] | None:
+    """What running magic *name* does, when it is a shell command or a file write.
+
+    Returns (action, resource, extra request fields), or None for magics that do neither
+    (``%time``, ``%pwd``, ``%who`` …).  File writes return the target path as written.
+    """
+    if body is not None:  # a cell magic
+        if name in ("system", "sx"):
+            return Action.SHELL_EXEC, (body.strip().splitlines() or [""])[0][:200], {"command": body}
+        if name in SCRIPT_MAGICS:
+            prog = line.strip() if name == "script" else (name + " " + line).strip()
+            cmd = f"{prog}\n{body}"
+            return Action.SHELL_EXEC, f"%%{prog}: " + (body.strip().splitlines() or [""])[0][:160], {"command": cmd}
+        if name in ("writefile", "file"):
+            args = _magic_args(line)
+            return (Action.FILE_WRITE, args[0], {}) if args else None
+        return None
+    if name in ("system", "sx"):
+        return Action.SHELL_EXEC, line.strip()[:200], {"command": line.strip()}
+    if name in PACKAGE_MAGICS:
+        cmd = f"{name} {line}".strip()
+        return Action.SHELL_EXEC, cmd[:200], {"command": cmd}
+    if name in aliases:
+        cmd = f"{name} {line}".strip()
+        return Action.SHELL_EXEC, cmd[:200], {"command": cmd}
+    args = _magic_args(line)
+    if name == "save" and args:
+        fname = args[0]
+        if not fname.endswith((".py", ".ipy")):
+            fname += ".ipy" if "-r" in line.split() else ".py"
+        return Action.FILE_WRITE, fname, {}
+    if name == "logstart":
+        return Action.FILE_WRITE, args[0] if args else "ipython_log.py", {}
+    if name == "notebook" and args:
+        return Action.FILE_WRITE, args[0], {}
+    if name == "store":
+        if ">" in line:
+            target = line.split(">")[-1].strip()
+            return (Action.FILE_WRITE, target, {}) if target else None
+        words = line.split()
+        if not words or words[0] == "-r" or (words[0] == "-d" and len(words) == 1):
+            return None  # listing or restoring: nothing is written
+        return Action.FILE_WRITE, "<ipython db>", {}
+    return None
 
 
 # ------------------------------------------------------------------ analysis
