@@ -132,6 +132,8 @@ def scope_sources(select: exp.Expr, derived: set[str], memo: _Tables | None = No
         frm = args.get(key)
         if isinstance(frm, exp.From):
             items.append(frm.this)
+            # sqlglot hangs the joins of a FROM-first `FROM (SELECT …), t` on the subquery
+            items.extend(j.this for j in frm.this.args.get("joins") or [])
         elif isinstance(frm, list):
             items.extend(frm)
     joins = args.get("joins")

@@ -242,6 +242,8 @@ BY_PLACE_OR_PATTERN = [
     "WITH s AS (SUMMARIZE customers) SELECT * FROM s",
     "SELECT * FROM (PIVOT customers ON name USING count(*))",
     "SELECT * FROM (UNPIVOT customers ON name INTO NAME k VALUE v)",
+    "FROM (SELECT 1), customers",  # sqlglot hangs the join of a FROM-first list on the subquery
+    "FROM (SELECT 1) JOIN customers ON true",
 ]
 
 
