@@ -663,3 +663,57 @@ def test_macros_stored_in_a_source_are_not_callable(project: Path) -> None:
             con.execute("SELECT * FROM everyone()")
         assert "everyone()" in e.value.decision.message
         con.close()
+
+
+# ------------------------------------------------- deny_columns, checked against DuckDB itself
+
+_SELECTS = ["*", "t.*", "#3", "#2", "COLUMNS(*)", "COLUMNS('s.*')", "COLUMNS(lambda c: c LIKE '%s%')",
+            "* EXCLUDE (id)", "* EXCLUDE (ssn)", "* LIKE '%s%'", "* SIMILAR TO '.*n'", "(*)", "t", "to_json(t)",
+            "struct_pack(*)", "unnest([t])", "name", "upper(name)", "count(*)", "max(#3)", "list(t)", "x", "c",
+            "t.x", "v"]
+_FROMS = ["customers t", "customers AS t(a, b, x, d)", "(SELECT * FROM customers) t", "(FROM customers) t",
+          "(SELECT 1) z, customers t", "(SELECT * EXCLUDE (ssn) FROM customers) t", "(SUMMARIZE customers) t",
+          "(PIVOT customers ON name USING count(*)) t", "(UNPIVOT customers ON name INTO NAME k VALUE v) t",
+          "(SELECT ssn AS c FROM customers) t", "(SELECT id, name FROM customers) t",
+          "(SELECT * FROM customers) AS t(a, b, x, d)", "customers t JOIN orders o ON o.cid = t.id",
+          "(SELECT * FROM customers UNION ALL SELECT * FROM customers) t", "(TABLE customers) t",
+          "(SELECT t2 FROM customers t2) t", "(SELECT * FROM customers ORDER BY #3) t"]
+_SHAPES = ["SELECT {sel} FROM {frm}", "WITH w AS (SELECT * FROM {frm}) SELECT {sel} FROM w t",
+           "FROM {frm} SELECT {sel}"]
+_SSN = __import__("re").compile(r"ssn\d")
+
+
+def _leaks(raw: Any, query: str) -> bool | None:
+    """Whether *query* returns any ssn value on an unguarded connection (None: DuckDB refuses it)."""
+    try:
+        return bool(_SSN.search(repr(duckdb_rows.orig(duckdb.DuckDBPyConnection, "fetchall")(
+            duckdb_rows.orig(duckdb.DuckDBPyConnection, "execute")(raw, query)))))
+    except duckdb.Error:
+        return None
+
+
+def test_no_query_that_returns_ssn_is_allowed(guard: Guard, project: Path) -> None:
+    """Every SELECT-list × FROM shape above that DuckDB runs: if its rows hold an ssn value,
+    the guard must deny it; what it allows must hold none."""
+    raw = duckdb_rows.orig(duckdb, "connect")(str(project / "data/warehouse.duckdb"), True, {})
+    con = duckdb.connect("data/warehouse.duckdb")
+    leaking = allowed = 0
+    try:
+        for shape in _SHAPES:
+            for sel in _SELECTS:
+                for frm in _FROMS:
+                    q = shape.format(sel=sel, frm=frm)
+                    leaks = _leaks(raw, q)
+                    if leaks is None:
+                        continue
+                    try:
+                        rows = con.execute(q).fetchall()
+                    except GuardDenied:
+                        leaking += bool(leaks)
+                        continue
+                    allowed += 1
+                    assert not _SSN.search(repr(rows)), f"allowed, and it returned ssn values: {q}"
+    finally:
+        raw.close()
+        con.close()
+    assert leaking > 200 and allowed > 50, (leaking, allowed)  # the grid holds both kinds
