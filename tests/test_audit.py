@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -232,20 +233,25 @@ def test_unreadable_lines_are_kept_when_a_writer_reopens(tmp_path: Path) -> None
     assert not verify(str(path)).ok  # the damage stays visible
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
-def test_a_forked_child_that_writes_nothing_leaves_the_parents_file_alone(tmp_path: Path) -> None:
-    path = tmp_path / "s.jsonl"
-    w = writer(path)
+def _in_a_child(w: AuditWriter, work: Callable[[AuditWriter], object]) -> int:
+    """Fork; the child runs ``work(w)`` and exits, the parent waits; returns the child's pid."""
     w.write("sql", resource="before", decision="allow")
     pid = os.fork()
-    if pid == 0:  # child: closing must not cut or sync the parent's file, nor make one of its own
+    if pid == 0:
         try:
-            w.close()
+            work(w)
         finally:
             os._exit(0)
     os.waitpid(pid, 0)
     w.write("sql", resource="after", decision="allow")
     w.close()
+    return pid
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_that_writes_nothing_leaves_the_parents_file_alone(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    _in_a_child(writer(path), lambda w: w.close())  # closing must not cut or sync the parent's file
     assert [r["resource"] for r in read_records(str(path))] == ["before", "after"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.jsonl"]
 
@@ -253,18 +259,8 @@ def test_a_forked_child_that_writes_nothing_leaves_the_parents_file_alone(tmp_pa
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 def test_a_forked_child_writes_a_file_of_its_own(tmp_path: Path) -> None:
     path = tmp_path / "s.jsonl"
-    w = writer(path)
-    w.write("sql", resource="before", decision="allow")
-    pid = os.fork()
-    if pid == 0:  # child: its records must not land on the parent's offsets
-        try:
-            w.write("sql", resource="child", decision="allow")
-            w.close()
-        finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
-    w.write("sql", resource="after", decision="allow")
-    w.close()
+    # the child's records must not land on the parent's offsets
+    pid = _in_a_child(writer(path), lambda w: (w.write("sql", resource="child", decision="allow"), w.close()))
     assert [r["resource"] for r in read_records(str(path))] == ["before", "after"]
     assert verify(str(path)).ok
     child = tmp_path / f"s.fork-{pid}.jsonl"
