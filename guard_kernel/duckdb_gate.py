@@ -315,20 +315,19 @@ def _configure(con: Any) -> None:
         execute(con, "SET lock_configuration = true")
 
 
-def _cursor(self: Any) -> Any:
-    cur = orig(Conn, "cursor")(self)
-    if _guard is not None:
-        parent = _state(self)
-        STATES[cur] = ConnState(parent.catalogs, parent.paths, parent.default_catalog)
-    return cur
+def _sibling(name: str) -> Callable[[Any], Any]:
+    """``cursor``/``duplicate``: a new connection to the same database; it shares the parent's
+    catalogs and starts from its default catalog, with no table macros of its own."""
 
+    def method(self: Any) -> Any:
+        child = orig(Conn, name)(self)
+        if _guard is not None:
+            parent = _state(self)
+            STATES[child] = ConnState(parent.catalogs, parent.paths, parent.default_catalog)
+        return child
 
-def _duplicate(self: Any) -> Any:
-    dup = orig(Conn, "duplicate")(self)
-    if _guard is not None:
-        parent = _state(self)
-        STATES[dup] = ConnState(parent.catalogs, parent.paths, parent.default_catalog)
-    return dup
+    method.__name__ = name
+    return method
 
 
 def _run_statements(self: Any, g: Guard, c: Checked, parameters: Any, run: Callable[..., Any]) -> Any:
@@ -516,7 +515,7 @@ def install(guard: Guard) -> None:
     _guard = guard
     GUARD[:] = [guard]
     methods: dict[str, Any] = {
-        "execute": _execute, "executemany": _executemany, "cursor": _cursor, "duplicate": _duplicate,
+        "execute": _execute, "executemany": _executemany, "cursor": _sibling("cursor"), "duplicate": _sibling("duplicate"),
         "_submit": _submit, "_prepare_script": _prepare_script, "_create_view": _create_view,
         "_register_map": _register_map, "_register_collection": _register_collection,
         "install_extension": _extension("install_extension", "INSTALL"),
