@@ -48,8 +48,9 @@ from .patching import (
     _signature,
     _target_path,
     _undo,
+    check_url,
 )
-from .paths import URL, resolve
+from .paths import resolve
 from .readcaps import ARROW_READERS, install_arrow_readers, install_pandas_readers, install_polars_readers
 from .session import Guard, GuardDenied
 
@@ -79,13 +80,7 @@ def check_export(guard: Guard, target: Any, via: str, *, action: Action = Action
     """
     if action is Action.EXPORT_DATAFRAME and (target is None or _in_memory(target)):
         return None
-    if isinstance(target, (str, bytes, os.PathLike)):
-        url = URL.match(os.fsdecode(os.fspath(target)))
-        if url and url.group(1).lower() != "file":  # a write to a URL is also a connection: polars
-            host = url.group(2).split("@")[-1].split(":")[0] or None  # and pyarrow open it natively
-            with guard.quiet():
-                guard.check(Request(Action.NET_CONNECT, os.fsdecode(os.fspath(target)), host=host, code=via),
-                            "export", via=via)
+    check_url(guard, target, via, "export")  # a write to a URL is also a connection
     real = _target_path(target) if action is Action.EXPORT_DATAFRAME else None
     res = resource or real or _describe(target)
     req = Request(action, res, path=real, owned=bool(real and real in guard.owned_files), code=via)

@@ -23,8 +23,8 @@ from typing import Any, NoReturn
 
 from . import session as _session
 from .actions import Action
-from .decision import Decision, Effect, RuleHit
-from .paths import resolve
+from .decision import Decision, Effect, Request, RuleHit
+from .paths import remote_host, resolve
 from .session import Guard, GuardDenied
 
 _lock = threading.RLock()
@@ -138,6 +138,21 @@ def _in_memory(target: Any) -> bool:
 
 def _url(text: str) -> bool:
     return "://" in text and not text.startswith("file://")
+
+
+def check_url(guard: Guard, target: Any, via: str, kind: str) -> bool:
+    """Decide *target* as ``net.connect`` when it is a URL that reaches the network; whether it was.
+
+    pyarrow and polars open URLs natively, past the socket hooks, so their wrappers ask here."""
+    if not isinstance(target, (str, bytes, os.PathLike)):
+        return False
+    text = os.fsdecode(os.fspath(target))
+    host = remote_host(text)
+    if host is None:
+        return False
+    with guard.quiet():
+        guard.check(Request(Action.NET_CONNECT, text, host=host or None, code=via), kind, via=via)
+    return True
 
 
 def _target_path(target: Any) -> str | None:

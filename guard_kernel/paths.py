@@ -17,6 +17,15 @@ URL = re.compile(r"^([a-z][a-z0-9+.-]*)://([^/?#]*)", re.I)
 """A URL: (scheme, authority).  ``file://`` is a local path; any other scheme is the network."""
 
 
+def remote_host(text: str) -> str | None:
+    """The host of *text* when it is a URL that reaches the network ("" when it names none);
+    None when it is a local path (``file://`` included)."""
+    m = URL.match(text)
+    if m is None or m.group(1).lower() == "file":
+        return None
+    return m.group(2).split("@")[-1].split(":")[0]
+
+
 @lru_cache(maxsize=512)
 def _glob_regex(pattern: str) -> re.Pattern[str]:
     out: list[str] = []

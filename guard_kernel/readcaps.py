@@ -32,8 +32,8 @@ from .patching import (
     _patch_shared,
     _signature,
     _target_path,
+    check_url,
 )
-from .paths import URL
 from .session import Guard, GuardDenied
 
 
@@ -43,12 +43,7 @@ def _native_read(guard: Guard, target: Any, via: str) -> None:
     local file is ``file.read`` when the policy decides reads at all."""
     if target is None or _in_memory(target) or not isinstance(target, (str, bytes, os.PathLike)):
         return  # file objects were opened by Python, where the hook saw them
-    text = os.fsdecode(os.fspath(target))
-    m = URL.match(text)
-    if m and m.group(1).lower() != "file":
-        host = m.group(2).split("@")[-1].split(":")[0] or None
-        with guard.quiet():
-            guard.check(Request(Action.NET_CONNECT, text, host=host, code=via), "read", via=via)
+    if check_url(guard, target, via, "read"):
         return
     from .runtime import reads_checked  # the runtime layer knows whether this policy checks reads
 

@@ -28,10 +28,9 @@ from typing import TYPE_CHECKING
 
 from .actions import Action
 from .decision import Decision, Request, TableRef
-from .paths import resolve
+from .paths import remote_host, resolve
 from .sql_cap import cap, cap_statement
 from .sql_parse import Attach, SqlStatement, analyze
-from .sql_refs import URL
 
 if TYPE_CHECKING:
     from .policy import Policy
@@ -181,10 +180,9 @@ def _to_requests(stmts: Iterable[SqlStatement], ctx: SqlContext, line: int | Non
             read_only=read_only, reason=reason, line=line, code=code,
         ))
         for f in s.files:
-            m = URL.match(f)
-            if m and m.group(1).lower() != "file":
-                out.append(Request(Action.NET_CONNECT, f, host=m.group(2).split("@")[-1].split(":")[0] or None,
-                                   line=line, code=code))
+            host = remote_host(f)
+            if host is not None:
+                out.append(Request(Action.NET_CONNECT, f, host=host or None, line=line, code=code))
             else:
                 out.append(Request(Action.FILE_READ, f, path=_path(f, ctx.root), line=line, code=code))
     return out
