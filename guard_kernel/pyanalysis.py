@@ -220,13 +220,13 @@ class _Analyzer:
                 alias = os.path.basename(value).split(".", 1)[0].lower()
                 base = replace(base, catalogs={alias: _source_of(self.guard, value)}, default_catalog=alias,
                                catalog_paths={alias: value})
-        gone = self.detached
-        made, dropped = self.macros.get(key or _conn_key(conn, None), (set(), set()))
+        gone, key = self.detached, key or _conn_key(conn, None)
+        made, dropped = self.macros.get(key, (set(), set()))
         return replace(base, catalogs={k: v for k, v in {**base.catalogs, **self.catalogs}.items() if k not in gone},
                        macros=(base.macros - dropped) | made,
                        catalog_paths={k: v for k, v in {**base.catalog_paths, **self.catalog_paths}.items()
                                       if k not in gone},
-                       default_catalog=self.uses.get(key or _conn_key(conn, None), base.default_catalog),
+                       default_catalog=self.uses.get(key, base.default_catalog),
                        owned_tables=frozenset(base.owned_tables) | self.owned_sql)
 
     def literal_path(self, node: ast.AST | None) -> str | None:
