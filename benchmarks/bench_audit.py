@@ -26,7 +26,7 @@ POLICY_REF = {"name": "agent-default", "sha256": "0" * 64}
 
 
 def _writer(path: str) -> object:
-    from guard_kernel.audit import AuditWriter
+    from guard_kernel.audit.writer import AuditWriter
 
     return AuditWriter(path, session="bench", actor="human", environment="default", policy=POLICY_REF)
 
@@ -87,7 +87,8 @@ def _verify_file(workdir: str, n: int) -> str:
 
 
 def run(cfg: Config) -> list[Result]:
-    from guard_kernel.audit import read_records, verify
+    from guard_kernel.audit.chain import read_records
+    from guard_kernel.audit.integrity import verify
 
     work = os.path.join(cfg.workdir, "audit-bench")
     os.makedirs(work, exist_ok=True)

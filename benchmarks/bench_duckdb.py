@@ -54,12 +54,12 @@ class Gate:
     """
 
     def __init__(self, guard: Any) -> None:
-        self.gate = require("guard_kernel.duckdb_gate")
+        self.gate = require("guard_kernel.enforce.duckdb.gate")
         self.guard = guard
         self._install = require_attr(self.gate, "install")
         self._uninstall = require_attr(self.gate, "uninstall")
         self._states: dict[Any, Any] = {}
-        self._store: Any = getattr(require("guard_kernel.duckdb_rows"), "STATES", None)
+        self._store: Any = getattr(require("guard_kernel.enforce.duckdb.rows"), "STATES", None)
 
     @contextmanager
     def on(self) -> Iterator[None]:
@@ -81,7 +81,8 @@ def _connections(cfg: Config) -> Iterator[tuple[Gate, Any, Any]]:
     """(gate, raw connection, guarded connection); the gate is off outside :meth:`Gate.on`."""
     import duckdb
 
-    from guard_kernel.session import GuardDenied, set_current
+    from guard_kernel.decision.errors import GuardDenied
+    from guard_kernel.decision.guard import set_current
 
     guard = make_guard(cfg)
     gate = Gate(guard)
@@ -104,7 +105,7 @@ def _connections(cfg: Config) -> Iterator[tuple[Gate, Any, Any]]:
 
 
 def _create(gate: Gate, raw: Any, con: Any, n: int) -> None:
-    from guard_kernel.session import GuardDenied
+    from guard_kernel.decision.errors import GuardDenied
 
     for name, body in TABLES.items():
         raw.execute(f"CREATE TABLE {name} AS " + body.format(n=n))
@@ -143,7 +144,7 @@ class _Unguarded:
     def __init__(self, con: Any) -> None:
         import duckdb
 
-        from guard_kernel.duckdb_rows import orig
+        from guard_kernel.enforce.duckdb.rows import orig
 
         conn_cls = duckdb.DuckDBPyConnection
         self._con, self._execute, self._fetchall = con, orig(conn_cls, "execute"), orig(conn_cls, "fetchall")
@@ -223,7 +224,7 @@ def _measure_on(cfg: Config, raw: Any, con: Any, names: dict[str, tuple[str, Any
                           "x", names["uncapped"][1], note=f"plain = raw fetchall of every row ({unc_rounds} runs)"))
 
     s = pair(_q(con, STAR_ORDERED), _q(raw, f"{STAR_ORDERED} LIMIT {CAP}"), rounds)
-    capped_sql = require_attr(require("guard_kernel.sql"), "cap")(STAR_ORDERED, CAP + 1)
+    capped_sql = require_attr(require("guard_kernel.analysis.sql.requests"), "cap")(STAR_ORDERED, CAP + 1)
     top_capped, top_hand = _top_n(raw, capped_sql), _top_n(raw, f"{STAR_ORDERED} LIMIT {CAP + 1}")
     result("ordered", s, f"rewrite: {' '.join(capped_sql.split())}")
     r = Result(GROUP, names["top_n"][0], figure=float(top_capped), figure_label="TOP_N", figure_unit="bool",

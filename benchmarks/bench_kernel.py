@@ -116,7 +116,7 @@ def run(cfg: Config) -> list[Result]:
     }
     try:
         require("jupyter_client")
-        require("guard_kernel.extension")
+        require("guard_kernel.enforce.ipython.extension")
     except Skip as exc:
         return [skipped(GROUP, names[k], str(exc), goals[k]) for k in names]
     results = []

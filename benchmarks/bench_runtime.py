@@ -28,13 +28,14 @@ def _install(mode: str) -> None:
     if mode == "noop":
         sys.addaudithook(lambda event, args: None)
     elif mode == "guarded":
-        from guard_kernel import runtime, session
+        from guard_kernel.decision import guard as session
+        from guard_kernel.enforce.runtime import hook as runtime
 
         guard = session.guard_from_env()
         session.set_current(guard)
         runtime.install(guard)
         try:
-            from guard_kernel import dataframe
+            from guard_kernel.enforce.dataframe import writers as dataframe
         except ImportError:
             pass
         else:
@@ -106,7 +107,7 @@ def run(cfg: Config) -> list[Result]:
     names = {"event": "hook cost per ignored event",
              "pandas": f"pandas workload (200k-row CSV, groupby, merges ×{reps})"}
     try:
-        require("guard_kernel.runtime")
+        require("guard_kernel.enforce.runtime.hook")
     except Skip as exc:
         return [skipped(GROUP, names[k], str(exc), goals[k]) for k in names]
     env = guard_env(cfg)

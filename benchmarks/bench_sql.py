@@ -34,7 +34,7 @@ def _clearer(sql: Any) -> Callable[[], None]:
     """A function that empties the analysis and rewrite caches (``functools.lru_cache``)."""
     fns = [f for f in (sql.analyze, sql.cap) if hasattr(f, "cache_clear")]
     if not hasattr(sql.analyze, "cache_clear"):
-        raise Skip("skipped: cannot clear guard_kernel.sql's analysis cache (no analyze.cache_clear)")
+        raise Skip("skipped: cannot clear guard_kernel.analysis.sql.requests's analysis cache (no analyze.cache_clear)")
 
     def clear() -> None:
         for f in fns:
@@ -45,8 +45,8 @@ def _clearer(sql: Any) -> Callable[[], None]:
 
 def make_step(sql: Any, guard: Any, ctx: Any) -> Callable[[str], object]:
     """The work done before one statement may run: analyze, requests, decisions, row-cap rewrite."""
-    from guard_kernel.actions import Action
     from guard_kernel.decision import decide
+    from guard_kernel.policy.actions import Action
 
     policy, actor, env, limit = guard.policy, guard.actor, guard.environment, guard.max_rows + 1
 
@@ -63,7 +63,7 @@ def make_step(sql: Any, guard: Any, ctx: Any) -> Callable[[str], object]:
 
 def make_cached_step(sql: Any, guard: Any, ctx: Any) -> Callable[[str], object]:
     """The same step on a statement seen before: the guard's own decision cache is used."""
-    from guard_kernel.actions import Action
+    from guard_kernel.policy.actions import Action
 
     limit = guard.max_rows + 1
 
@@ -132,7 +132,7 @@ def run(cfg: Config) -> list[Result]:
     goals = (at_most(50e-6, "≤ 50 µs"), at_most(500e-6, "≤ 500 µs"), at_most(2.5, "≤ 2.5"),
              at_most(2.5, "≤ 2.5"), at_most(5e-6, "≤ 5 µs"))
     try:
-        sql = require("guard_kernel.sql")
+        sql = require("guard_kernel.analysis.sql.requests")
         for fn in ("analyze", "to_requests", "cap"):
             require_attr(sql, fn)
         guard = make_guard(cfg)

@@ -80,7 +80,7 @@ def make_cell(blocks: int) -> str:
 def _caches() -> list[Any]:
     """The SQL analysis caches, cleared before each check so literal SQL is analysed afresh."""
     try:
-        sql = require("guard_kernel.sql")
+        sql = require("guard_kernel.analysis.sql.requests")
     except Skip:
         return []
     return [f for f in (getattr(sql, "analyze", None), getattr(sql, "cap", None)) if hasattr(f, "cache_clear")]
@@ -90,7 +90,7 @@ def run(cfg: Config) -> list[Result]:
     goal = at_most(0.5, "≤ 0.5")
     sizes = ((1, "50-line cell"), (10, "500-line cell"))
     try:
-        cell_mod = require("guard_kernel.cell")
+        cell_mod = require("guard_kernel.enforce.ipython.cell")
         analyze_tree: Callable[..., object] | None = getattr(cell_mod, "analyze_tree", None)
         analyze_source: Callable[..., object] = require_attr(cell_mod, *ANALYZERS)
     except Skip as exc:

@@ -52,8 +52,8 @@ def policy_path(cfg: Config) -> str:
 
 def make_guard(cfg: Config, actor: str = "human") -> Any:
     """A guard under ``policies/default.yaml`` rooted in the work directory, quiet, auditing there."""
-    from guard_kernel.policy import load_policy
-    from guard_kernel.session import Guard
+    from guard_kernel.decision.guard import Guard
+    from guard_kernel.policy.load import load_policy
 
     os.makedirs(os.path.join(cfg.workdir, "scratch"), exist_ok=True)
     policy = load_policy(policy_path(cfg), root=cfg.workdir)

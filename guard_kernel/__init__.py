@@ -1,39 +1,70 @@
 """guard_kernel: access guardrails for Jupyter notebooks and the AI agents that drive them.
 
-Pipeline: policy (load, validate) → analysis (Python AST, SQL) → decision (one
-function) → enforcement (IPython gate, DuckDB gate, dataframe writers, runtime audit
-hook) → audit (one writer).  ``%load_ext guard_kernel`` installs it in IPython.
+One subpackage per stage of the pipeline; each imports only the stages below it::
+
+    cli/, tools/, demo/   command line, headless notebook runner, the make-demo project
+    enforce/              where actions are stopped: ipython/ (cells, magics, shell), duckdb/,
+                          dataframe/ (writers, source readers), runtime/ (audit hook), lazy.py
+    analysis/             what code means: python/ (cell AST), sql/ (statements, tables, caps)
+    decision/             request → decide() → Decision; errors; the session's Guard
+    audit/                hash-chained JSONL: chain format, the one writer, verify (beside decision)
+    policy/               actions vocabulary, path globs, the model, loading and validation
+
+``%load_ext guard_kernel`` installs it in IPython (:mod:`guard_kernel.enforce.ipython.extension`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .actions import Action, ActionClass
-from .audit import AuditWriter, read_records, verify
-from .decision import Decision, Effect, Request, RuleHit, StarRef, TableRef, decide
-from .policy import Policy, PolicyError, builtin_policy, load_policy, parse_policy, policy_from_env
-from .session import CellRejected, Guard, GuardDenied, current, guard_from_env
+from guard_kernel.audit import AuditWriter, read_records, verify
+from guard_kernel.decision import (
+    CellRejected,
+    Decision,
+    Effect,
+    Guard,
+    GuardDenied,
+    GuardLocked,
+    ImportRefused,
+    Request,
+    RuleHit,
+    StarRef,
+    TableRef,
+    current,
+    decide,
+    guard_from_env,
+    policy_from_env,
+)
+from guard_kernel.policy import (
+    Action,
+    ActionClass,
+    Policy,
+    PolicyError,
+    builtin_policy,
+    load_policy,
+    parse_policy,
+)
 
 __version__ = "0.1.0"
+"""The one place the version is written (``pyproject.toml`` reads it from here)."""
 
 __all__ = [
     "Action", "ActionClass", "AuditWriter", "CellRejected", "Decision", "Effect", "Guard", "GuardDenied",
-    "Policy", "PolicyError", "Request", "RuleHit", "StarRef", "TableRef", "builtin_policy", "current",
-    "decide", "guard_from_env", "load_ipython_extension", "load_policy", "parse_policy", "policy_from_env",
-    "read_records", "unload_ipython_extension", "verify",
+    "GuardLocked", "ImportRefused", "Policy", "PolicyError", "Request", "RuleHit", "StarRef", "TableRef",
+    "builtin_policy", "current", "decide", "guard_from_env", "load_ipython_extension", "load_policy",
+    "parse_policy", "policy_from_env", "read_records", "unload_ipython_extension", "verify",
 ]
 
 
 def load_ipython_extension(ip: Any) -> None:
     """``%load_ext guard_kernel``: guard this IPython session."""
-    from .extension import load_ipython_extension as _load
+    from guard_kernel.enforce.ipython.extension import load_ipython_extension as _load
 
     _load(ip)
 
 
 def unload_ipython_extension(ip: Any) -> None:
     """``%unload_ext guard_kernel``: refused while the policy is locked."""
-    from .extension import unload_ipython_extension as _unload
+    from guard_kernel.enforce.ipython.extension import unload_ipython_extension as _unload
 
     _unload(ip)

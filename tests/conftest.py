@@ -26,7 +26,7 @@ if str(REPO) not in sys.path:  # the tests run from a checkout, installed or not
     sys.path.insert(0, str(REPO))
 
 from guard_kernel.audit import read_records  # noqa: E402
-from guard_kernel.workspace import Workspace, build_workspace  # noqa: E402
+from guard_kernel.demo import Workspace, build_workspace  # noqa: E402
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 DENY_LIKE = ("deny", "warn", "would_deny")

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from guard_kernel.audit import GENESIS, AuditWriter, chain_hash, read_records, verify
+from guard_kernel.audit.chain import GENESIS, chain_hash, read_records
+from guard_kernel.audit.integrity import verify
+from guard_kernel.audit.writer import AuditWriter
 
 REPO = Path(__file__).resolve().parents[1]
 POLICY = {"name": "p", "sha256": "ab" * 32, "file": "/x/p.yaml"}
@@ -205,7 +207,7 @@ def test_the_file_grows_past_its_first_map(tmp_path: Path) -> None:
 
 
 def test_without_shared_maps_records_are_written_directly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import guard_kernel.audit as audit
+    import guard_kernel.audit.writer as audit
 
     def no_map(*a: object, **k: object) -> object:
         raise OSError("shared maps not supported here")
@@ -278,7 +280,7 @@ def test_file_mode_is_not_world_readable(tmp_path: Path) -> None:
 
 
 def test_verify_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from guard_kernel.__main__ import main
+    from guard_kernel.cli.main import main
 
     good, bad = tmp_path / "good.jsonl", tmp_path / "bad.jsonl"
     write_some(good, 3)

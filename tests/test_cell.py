@@ -13,15 +13,16 @@ from pathlib import Path
 import pytest
 from IPython.core.inputtransformer2 import TransformerManager
 
-from guard_kernel import session
-from guard_kernel.audit import read_records
-from guard_kernel.cell import CellTransformer, analyze_source, analyze_tree, check_cell
-from guard_kernel.decision import Effect
-from guard_kernel.magics import magic_intent
-from guard_kernel.policy import load_policy
+from guard_kernel.audit.chain import read_records
+from guard_kernel.decision import guard as session
+from guard_kernel.decision.errors import CellRejected
+from guard_kernel.decision.evaluate import Effect
+from guard_kernel.enforce.ipython.cell import CellTransformer, analyze_source, analyze_tree, check_cell
+from guard_kernel.enforce.ipython.magics import magic_intent
+from guard_kernel.policy.load import load_policy
 
 REPO = Path(__file__).resolve().parents[1]
-HAS_SQL = (REPO / "guard_kernel" / "sql.py").exists()
+HAS_SQL = (REPO / "guard_kernel" / "analysis" / "sql" / "requests.py").exists()
 _TM = TransformerManager()
 
 
@@ -131,7 +132,7 @@ def test_analyze_source(code: str, expected: list[tuple[str, str]]) -> None:
     assert intents_of(code) == expected
 
 
-@pytest.mark.skipif(not HAS_SQL, reason="guard_kernel.sql not available")
+@pytest.mark.skipif(not HAS_SQL, reason="guard_kernel.analysis.sql.requests not available")
 @pytest.mark.parametrize(("code", "expected"), [c[1:] for c in SQL_CASES], ids=[c[0] for c in SQL_CASES])
 def test_analyze_sql(code: str, expected: list[tuple[str, str]]) -> None:
     assert intents_of(code) == expected
@@ -148,7 +149,7 @@ def test_lines_and_code_point_at_the_cell() -> None:
 def test_namespace_tells_duckdb_from_pandas() -> None:
     duckdb = pytest.importorskip("duckdb")
     if not HAS_SQL:
-        pytest.skip("guard_kernel.sql not available")
+        pytest.skip("guard_kernel.analysis.sql.requests not available")
     con = duckdb.connect()
     ns = {"con": con, "df": object()}
     assert intents_of("con.sql('DELETE FROM t')", namespace=ns) == [("sql.write", "t")]
@@ -197,7 +198,7 @@ def test_check_cell_allows_ordinary_code_without_records(guard: session.Guard) -
 
 
 def test_check_cell_rejects_and_records_every_intent(guard: session.Guard) -> None:
-    with pytest.raises(session.CellRejected) as info:
+    with pytest.raises(CellRejected) as info:
         check_cell(guard, "open('scratch/a.txt', 'w')\nimport ctypes\ndf.to_csv('out.csv')\n")
     assert [d.resource for d in info.value.decisions] == ["ctypes", "out.csv"]
     recs = [r for r in read_records(guard.audit_path) if r["kind"] != "session"]
@@ -209,7 +210,7 @@ def test_check_cell_rejects_and_records_every_intent(guard: session.Guard) -> No
 
 def test_check_cell_follows_use_and_detach_within_the_cell(guard: session.Guard) -> None:
     attach = "import duckdb\ncon = duckdb.connect()\ncon.execute(\"ATTACH 'data/warehouse.duckdb' AS wh\")\n"
-    with pytest.raises(session.CellRejected) as info:  # after USE wh, customers is the source's table
+    with pytest.raises(CellRejected) as info:  # after USE wh, customers is the source's table
         check_cell(guard, attach + "con.execute('USE wh')\ncon.execute('DELETE FROM customers')\n")
     [d] = info.value.decisions
     assert d.rules[0].id == "source:warehouse" and d.line == 5
@@ -219,28 +220,28 @@ def test_check_cell_follows_use_and_detach_within_the_cell(guard: session.Guard)
     # after DETACH, wh no longer names the source
     assert all(not d.blocked for d in check_cell(
         guard, attach + "con.execute('DETACH wh')\ncon.execute('CREATE TABLE wh.t (i INT)')\n"))
-    with pytest.raises(session.CellRejected):  # while attached, it does
+    with pytest.raises(CellRejected):  # while attached, it does
         check_cell(guard, attach + "con.execute('CREATE TABLE wh.t (i INT)')\n")
 
 
 def test_check_cell_knows_the_table_macros_a_cell_makes(guard: session.Guard) -> None:
     make = "import duckdb\ncon = duckdb.connect()\ncon.execute('CREATE TEMP MACRO tm() AS TABLE SELECT 1 AS x')\n"
     assert all(not d.blocked for d in check_cell(guard, make + "con.execute('SELECT * FROM tm()')\n"))
-    with pytest.raises(session.CellRejected) as info:  # another connection never made it
+    with pytest.raises(CellRejected) as info:  # another connection never made it
         check_cell(guard, make + "other = duckdb.connect()\nother.execute('SELECT * FROM tm()')\n")
     assert info.value.decisions[0].rules[0].id == "sql-unknown"
-    with pytest.raises(session.CellRejected):  # dropped before the call
+    with pytest.raises(CellRejected):  # dropped before the call
         check_cell(guard, make + "con.execute('DROP MACRO tm')\ncon.execute('SELECT * FROM tm()')\n")
 
 
 def test_check_cell_fails_closed(guard: session.Guard, monkeypatch: pytest.MonkeyPatch) -> None:
-    import guard_kernel.cell as cell
+    import guard_kernel.enforce.ipython.cell as cell
 
     def boom(*a: object, **k: object) -> list[object]:
         raise RuntimeError("analyzer exploded")
 
     monkeypatch.setattr(cell, "analyze_source", boom)
-    with pytest.raises(session.CellRejected, match="guard internal error"):
+    with pytest.raises(CellRejected, match="guard internal error"):
         check_cell(guard, "x = 1")
 
 
@@ -248,7 +249,7 @@ def test_check_cell_failing_under_audit_mode_records_would_deny(
         guard: session.Guard, monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
 
-    import guard_kernel.cell as cell
+    import guard_kernel.enforce.ipython.cell as cell
 
     def boom(*a: object, **k: object) -> list[object]:
         raise RuntimeError("analyzer exploded")

@@ -28,12 +28,16 @@ import pyarrow.ipc
 import pyarrow.parquet as pq
 import pytest
 
-from guard_kernel import dataframe, lazy, runtime, session
-from guard_kernel.actions import Action
-from guard_kernel.audit import read_records
-from guard_kernel.decision import Decision
-from guard_kernel.policy import load_policy
-from guard_kernel.session import Guard, GuardDenied
+from guard_kernel.audit.chain import read_records
+from guard_kernel.decision import guard as session
+from guard_kernel.decision.errors import GuardDenied
+from guard_kernel.decision.evaluate import Decision
+from guard_kernel.decision.guard import Guard
+from guard_kernel.enforce import lazy
+from guard_kernel.enforce.dataframe import writers as dataframe
+from guard_kernel.enforce.runtime import hook as runtime
+from guard_kernel.policy.actions import Action
+from guard_kernel.policy.load import load_policy
 
 POLICY = """\
 version: 1
@@ -212,7 +216,7 @@ def test_polars_writers_without_a_path(project: Project) -> None:
     with pytest.raises(GuardDenied):
         df.write_database("t", "sqlite:///out.db")
     assert not Path("out.db").exists()
-    from guard_kernel.patching import _is_wrapper
+    from guard_kernel.enforce.dataframe.patching import _is_wrapper
 
     for cls, names in ((pl.DataFrame, ("write_csv", "write_parquet", "write_excel", "write_delta", "write_iceberg")),
                        (pl.LazyFrame, ("sink_csv", "sink_parquet", "sink_ipc", "sink_ndjson"))):
@@ -435,9 +439,10 @@ def test_source_bytes_unchanged_after_everything(project: Project) -> None:
 LATE_IMPORT = r"""
 import importlib, json, os, sys, threading
 sys.path.insert(0, {repo!r})
-from guard_kernel import dataframe, runtime
+from guard_kernel.enforce.dataframe import writers as dataframe
+from guard_kernel.enforce.runtime import hook as runtime
 from guard_kernel.policy import load_policy
-from guard_kernel.session import Guard, GuardDenied
+from guard_kernel.decision.guard import Guard, GuardDenied
 
 guard = Guard(load_policy("policy.yaml", os.getcwd()), actor="agent", audit_dir="audit")
 runtime.install(guard)

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from guard_kernel.actions import Action
-from guard_kernel.decision import Decision, Effect, Request, StarRef, TableRef, decide
-from guard_kernel.paths import resolve
-from guard_kernel.policy import Policy, load_policy, parse_policy
+from guard_kernel.decision.evaluate import Decision, Effect, decide
+from guard_kernel.decision.request import Request, StarRef, TableRef
+from guard_kernel.policy.actions import Action
+from guard_kernel.policy.load import load_policy, parse_policy
+from guard_kernel.policy.model import Policy
+from guard_kernel.policy.paths import resolve
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -264,7 +266,7 @@ def test_decisions_are_values(policies: dict[str, Policy]) -> None:
 def test_action_patterns_match_as_fnmatch_does(pattern: str) -> None:
     import fnmatch
 
-    from guard_kernel.actions import ALL_ACTIONS, _glob
+    from guard_kernel.policy.actions import ALL_ACTIONS, _glob
 
     for name in (*ALL_ACTIONS, "", "sql", "sql.", "x"):
         assert _glob(pattern, name) == fnmatch.fnmatchcase(name, pattern), name

@@ -19,9 +19,11 @@ from typing import Any
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from guard_kernel import extension, session
-from guard_kernel.audit import read_records
-from guard_kernel.cell import CellTransformer
+from guard_kernel.audit.chain import read_records
+from guard_kernel.decision import guard as session
+from guard_kernel.decision.errors import CellRejected, GuardDenied, GuardLocked
+from guard_kernel.enforce.ipython import extension
+from guard_kernel.enforce.ipython.cell import CellTransformer
 
 REPO = Path(__file__).resolve().parents[1]
 POLICY = (REPO / "policies" / "default.yaml").read_text()
@@ -98,7 +100,7 @@ def _transformers(ip: InteractiveShell) -> list[Any]:
 def test_denied_cell_runs_no_line_and_shell_goes_on(make_shell: Callable[..., Shell], capsys: Any) -> None:
     sh = make_shell()
     res = sh.run("open('scratch/marker.txt', 'w').write('ran')\nmarker = 1\n!ls\n")
-    assert isinstance(res.error_before_exec, session.CellRejected)
+    assert isinstance(res.error_before_exec, CellRejected)
     assert not (sh.root / "scratch" / "marker.txt").exists()
     assert "marker" not in sh.ip.user_ns
     out = capsys.readouterr().out
@@ -111,7 +113,7 @@ def test_denied_cell_runs_no_line_and_shell_goes_on(make_shell: Callable[..., Sh
 def test_shell_escapes_denied_for_agent(make_shell: Callable[..., Shell], cell: str) -> None:
     sh = make_shell()
     res = sh.run(cell)
-    assert isinstance(res.error_before_exec, session.CellRejected), cell
+    assert isinstance(res.error_before_exec, CellRejected), cell
     assert res.error_before_exec.decision.action.value == "shell.exec"
     assert (sh.root / "data" / "raw" / "regions.csv").exists()
 
@@ -120,14 +122,14 @@ def test_shell_call_at_run_time_is_denied(make_shell: Callable[..., Shell]) -> N
     """A command built at run time is not visible statically: the system wrapper decides it."""
     sh = make_shell()
     res = sh.run("cmd = 'l' + 's'\nget_ipython().system(cmd)")
-    assert isinstance(res.error_in_exec, session.GuardDenied)
+    assert isinstance(res.error_in_exec, GuardDenied)
     assert res.error_in_exec.decision.resource == "ls"
 
 
 def test_writefile_into_source_denied_and_scratch_allowed(make_shell: Callable[..., Shell]) -> None:
     sh = make_shell()
     res = sh.run("%%writefile data/raw/x.csv\na,b\n")
-    assert isinstance(res.error_before_exec, session.CellRejected)
+    assert isinstance(res.error_before_exec, CellRejected)
     assert not (sh.root / "data" / "raw" / "x.csv").exists()
     assert sh.run("%%writefile scratch/ok.txt\nhello\n").success
     assert (sh.root / "scratch" / "ok.txt").read_text() == "hello\n"
@@ -139,7 +141,7 @@ def test_run_script_is_checked_before_it_starts(make_shell: Callable[..., Shell]
     script.write_text("open('scratch/started.txt', 'w').write('1')\nopen('data/raw/regions.csv', 'w')\n")
     assert sh.run("%load_ext guard_kernel").success
     res = sh.run("%run scratch/job.py")
-    assert isinstance(res.error_in_exec, session.GuardDenied)
+    assert isinstance(res.error_in_exec, GuardDenied)
     assert res.error_in_exec.decision.resource == "data/raw/regions.csv"
     assert not (sh.root / "scratch" / "started.txt").exists()
     assert (sh.root / "data" / "raw" / "regions.csv").read_text().startswith("region")
@@ -149,7 +151,7 @@ def test_store_is_a_file_write(make_shell: Callable[..., Shell]) -> None:
     sh = make_shell()
     sh.run("y = 1")
     res = sh.run("%store y")
-    assert isinstance(res.error_before_exec, session.CellRejected)
+    assert isinstance(res.error_before_exec, CellRejected)
     assert res.error_before_exec.decision.action.value == "file.write"
 
 
@@ -162,13 +164,13 @@ def test_sql_on_a_source_connection_rejects_the_whole_cell(make_shell: Callable[
     assert sh.run("%load_ext guard_kernel").success
     assert sh.run("import duckdb\ncon = duckdb.connect('data/warehouse.duckdb')").success
     res = sh.run("open('scratch/marker.txt', 'w').write('ran')\ncon.execute('DELETE FROM orders')\n")
-    assert isinstance(res.error_before_exec, session.CellRejected)
+    assert isinstance(res.error_before_exec, CellRejected)
     assert res.error_before_exec.decision.action.value == "sql.write"
     assert not (sh.root / "scratch" / "marker.txt").exists()
     # a connection opened in the same cell is understood too
     res = sh.run("open('scratch/marker.txt', 'w').write('ran')\n"
                  "c2 = duckdb.connect('data/warehouse.duckdb', read_only=True)\nc2.sql('DROP TABLE orders')\n")
-    assert isinstance(res.error_before_exec, session.CellRejected)
+    assert isinstance(res.error_before_exec, CellRejected)
     assert not (sh.root / "scratch" / "marker.txt").exists()
     assert sh.run("con.sql('CREATE TEMP TABLE mine AS SELECT 1 AS a')\ncon.sql('INSERT INTO mine VALUES (2)')").success
     sh.run("con.close()")
@@ -213,7 +215,7 @@ def test_ordinary_magics_run_without_warnings(make_shell: Callable[..., Shell], 
 def test_timeit_body_is_checked(make_shell: Callable[..., Shell]) -> None:
     sh = make_shell()
     res = sh.run("marker = 1\n%timeit -n1 -r1 open('data/raw/regions.csv', 'w')")
-    assert isinstance(res.error_before_exec, session.CellRejected) and "marker" not in sh.ip.user_ns
+    assert isinstance(res.error_before_exec, CellRejected) and "marker" not in sh.ip.user_ns
     assert (sh.root / "data" / "raw" / "regions.csv").read_text().startswith("region")
 
 
@@ -230,7 +232,7 @@ def test_transformer_error_rejects_the_cell_and_stays_registered(make_shell: Cal
 
     monkeypatch.setattr(tr, "analyze", boom)
     res = sh.run("y = 'should not run'")
-    assert isinstance(res.error_before_exec, session.CellRejected)
+    assert isinstance(res.error_before_exec, CellRejected)
     assert "guard internal error" in str(res.error_before_exec)
     assert "y" not in sh.ip.user_ns
     assert _transformers(sh.ip) == [tr]  # IPython did not unregister it
@@ -239,7 +241,7 @@ def test_transformer_error_rejects_the_cell_and_stays_registered(make_shell: Cal
     assert [r["decision"] for r in sh.records("cell") if r["code"] == "y = 'should not run'"] == ["deny"]
     monkeypatch.undo()
     res = sh.run("marker = 1\n!ls")
-    assert isinstance(res.error_before_exec, session.CellRejected)  # the next cell is still guarded
+    assert isinstance(res.error_before_exec, CellRejected)  # the next cell is still guarded
     assert "marker" not in sh.ip.user_ns
     assert sh.run("y = 1").success
 
@@ -247,7 +249,7 @@ def test_transformer_error_rejects_the_cell_and_stays_registered(make_shell: Cal
 def test_prefilter_error_rejects_a_plain_cell(make_shell: Callable[..., Shell],
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """The fast path for cells without interesting names fails closed like the full analysis."""
-    import guard_kernel.cell as cell
+    import guard_kernel.enforce.ipython.cell as cell
 
     sh = make_shell()
 
@@ -256,7 +258,7 @@ def test_prefilter_error_rejects_a_plain_cell(make_shell: Callable[..., Shell],
 
     monkeypatch.setattr(cell, "_hit_lines", boom)
     res = sh.run("y = 'should not run'")
-    assert isinstance(res.error_before_exec, session.CellRejected)
+    assert isinstance(res.error_before_exec, CellRejected)
     assert "y" not in sh.ip.user_ns
     [err] = sh.records("guard_error")
     assert err["decision"] == "deny" and "pre-filter exploded" in err["message"]
@@ -272,12 +274,12 @@ def test_unload_refused_when_locked(make_shell: Callable[..., Shell], capsys: An
     guard = sh.guard
     for cell in ("%unload_ext guard_kernel", "%reload_ext guard_kernel"):
         res = sh.run(cell)
-        assert isinstance(res.error_in_exec, extension.GuardLocked), cell
+        assert isinstance(res.error_in_exec, GuardLocked), cell
     assert "locked" in capsys.readouterr().out
-    with pytest.raises(extension.GuardLocked):
+    with pytest.raises(GuardLocked):
         extension.unload_ipython_extension(sh.ip)
     assert session.current() is guard and len(_transformers(sh.ip)) == 1
-    assert isinstance(sh.run("!ls").error_before_exec, session.CellRejected)
+    assert isinstance(sh.run("!ls").error_before_exec, CellRejected)
     assert [r["decision"] for r in sh.records("guard")] == ["deny", "deny", "deny"]
 
 
@@ -286,14 +288,14 @@ def test_removed_hooks_are_restored_when_locked(make_shell: Callable[..., Shell]
     res = sh.run("ip = get_ipython()\nip.ast_transformers.clear()\nip.__dict__.pop('system');")
     assert res.success and _transformers(sh.ip) == []
     res = sh.run("marker = 1\n!ls")  # put back before this cell is transformed
-    assert isinstance(res.error_before_exec, session.CellRejected) and "marker" not in sh.ip.user_ns
+    assert isinstance(res.error_before_exec, CellRejected) and "marker" not in sh.ip.user_ns
     res = sh.run("cmd = 'ls'\nget_ipython().system(cmd)")
-    assert isinstance(res.error_in_exec, session.GuardDenied)
+    assert isinstance(res.error_in_exec, GuardDenied)
     assert len(_transformers(sh.ip)) == 1
     assert any("restored" in r["message"] for r in sh.records("guard"))
     guard = sh.guard
-    assert sh.run("from guard_kernel import session as s\ns.set_current(None)").success
-    assert isinstance(sh.run("!ls").error_before_exec, session.CellRejected)
+    assert sh.run("from guard_kernel.decision import guard as s\ns.set_current(None)").success
+    assert isinstance(sh.run("!ls").error_before_exec, CellRejected)
     assert session.current() is guard
     for name in ("ip", "s"):
         sh.ip.user_ns.pop(name, None)
@@ -362,7 +364,7 @@ def test_guard_policy_switch(make_shell: Callable[..., Shell], capsys: Any) -> N
     assert sh.guard.policy.name == "stricter"
     assert "switched from agent-default to stricter" in capsys.readouterr().out
     res = sh.run("%guard policy other.yaml")  # the new policy is locked: no more switching
-    assert isinstance(res.error_in_exec, extension.GuardLocked)
+    assert isinstance(res.error_in_exec, GuardLocked)
     assert sh.guard.policy.name == "stricter"
 
 
@@ -420,7 +422,7 @@ def test_reload_when_unlocked_gives_one_fresh_guard(make_shell: Callable[..., Sh
     assert sh.run("%reload_ext guard_kernel").success
     assert session.current() is not None and session.current() is not old
     assert len(_transformers(sh.ip)) == 1
-    assert isinstance(sh.run("!ls").error_before_exec, session.CellRejected)
+    assert isinstance(sh.run("!ls").error_before_exec, CellRejected)
 
 
 LATE_LIBRARIES = r"""
@@ -435,7 +437,7 @@ out = {{"imported_by_load": sorted(m for m in heavy if m in sys.modules)}}
 ok = lambda code: ip.run_cell(code).success
 out["first"] = ok({first!r})
 out["import"] = ok("import duckdb, pandas as pd")
-out["gate"] = ok("from guard_kernel import duckdb_gate; assert duckdb_gate.installed()")
+out["gate"] = ok("from guard_kernel.enforce.duckdb import gate as duckdb_gate; assert duckdb_gate.installed()")
 out["copy_to"] = ok("duckdb.sql(\"COPY (SELECT 1 AS a) TO 'out.csv'\")")
 out["to_csv_built_name"] = ok("getattr(pd.DataFrame({{'a': [1]}}), 'to_' + 'csv')('out2.csv')")
 out["scratch"] = ok("pd.DataFrame({{'a': [1]}}).to_csv('scratch/ok.csv'); duckdb.sql('SELECT 42').fetchall()")
@@ -443,13 +445,13 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.parametrize("first", ["pass", "from guard_kernel import sql"],
+@pytest.mark.parametrize("first", ["pass", "from guard_kernel.analysis.sql import requests"],
                          ids=["user-imports-duckdb", "sql-layer-imports-duckdb"])
 def test_load_imports_no_data_library_and_guards_them_on_import(tmp_path: Path, first: str) -> None:
     """``%load_ext`` leaves pandas/DuckDB unimported; a cell importing them gets them guarded.
 
     DuckDB may also first come in through the guard's own SQL layer (its ``import duckdb``
-    runs while ``guard_kernel.sql`` is still being imported): the gate goes on all the same.
+    runs while ``guard_kernel.analysis.sql.requests`` is still being imported): the gate goes on all the same.
     """
     (tmp_path / "scratch").mkdir()
     (tmp_path / "policy.yaml").write_text(POLICY)

@@ -15,7 +15,7 @@ import pytest
 from conftest import GuardedKernel, blocked, decisions, source_digests, table_counts
 
 from guard_kernel.audit import verify
-from guard_kernel.workspace import Workspace
+from guard_kernel.demo.workspace import Workspace
 
 CAP = 500
 
@@ -538,7 +538,7 @@ def test_audit_only_policy_blocks_nothing_and_records_would_deny(auditing: Guard
 def test_make_demo_behaves_as_the_notebook_expects(tmp_path: Path) -> None:
     import io
 
-    from guard_kernel.demo import demo
+    from guard_kernel.demo.main import demo
 
     out = io.StringIO()
     status = demo(tmp_path / "demo", out=out)
@@ -554,7 +554,7 @@ def test_run_command_guards_any_notebook(project: Workspace, tmp_path: Path,
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook
 
-    from guard_kernel.__main__ import main
+    from guard_kernel.cli.main import main
 
     nb = new_notebook(cells=[
         new_code_cell("import duckdb\nduckdb.connect('data/warehouse.duckdb').sql('SELECT count(*) FROM orders').fetchall()"),

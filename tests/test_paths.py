@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from guard_kernel.paths import PathGlob, glob_base, resolve
+from guard_kernel.policy.paths import PathGlob, glob_base, resolve
 
 GLOBS = [
     # glob, path relative to root, matches

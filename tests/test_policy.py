@@ -13,14 +13,10 @@ from typing import Any
 
 import pytest
 
-from guard_kernel.actions import ActionClass
-from guard_kernel.policy import (
-    PolicyError,
-    builtin_policy,
-    load_policy,
-    parse_policy,
-    policy_from_env,
-)
+from guard_kernel.decision.guard import policy_from_env
+from guard_kernel.policy.actions import ActionClass
+from guard_kernel.policy.load import builtin_policy, load_policy, parse_policy
+from guard_kernel.policy.model import PolicyError
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "policies").glob("*.yaml"))
@@ -198,7 +194,7 @@ def test_same_text_same_hash_and_file_change_changes_it(tmp_path: Path) -> None:
 
 
 def test_check_policy_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from guard_kernel.__main__ import main
+    from guard_kernel.cli.main import main
 
     assert main(["check-policy", str(REPO / "policies" / "default.yaml"), "--root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -214,7 +210,7 @@ def test_check_policy_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 def test_check_policy_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
-    from guard_kernel.__main__ import main
+    from guard_kernel.cli.main import main
 
     assert main(["check-policy", str(REPO / "policies" / "analyst.yaml"), "--root", str(tmp_path), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
@@ -249,13 +245,13 @@ def _mutants(doc: Any, n: int, seed: int) -> Iterator[Any]:
         yield d
 
 
-@pytest.mark.parametrize("path", SHIPPED + [REPO / "guard_kernel" / "default_policy.yaml"], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", SHIPPED + [REPO / "guard_kernel" / "policy" / "default_policy.yaml"], ids=lambda p: p.name)
 def test_quick_schema_check_never_accepts_what_jsonschema_rejects(path: Path) -> None:
     import jsonschema
     import yaml
 
-    from guard_kernel.policy import schema
-    from guard_kernel.schema_check import quick_valid
+    from guard_kernel.policy.load import schema
+    from guard_kernel.policy.schema import quick_valid
 
     validator = jsonschema.Draft202012Validator(schema())
     doc = yaml.safe_load(path.read_text())

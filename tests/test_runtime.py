@@ -24,11 +24,14 @@ from typing import Any
 
 import pytest
 
-from guard_kernel import runtime, session
-from guard_kernel.audit import read_records, verify
-from guard_kernel.decision import Decision
-from guard_kernel.policy import load_policy
-from guard_kernel.session import Guard, GuardDenied
+from guard_kernel.audit.chain import read_records
+from guard_kernel.audit.integrity import verify
+from guard_kernel.decision import guard as session
+from guard_kernel.decision.errors import GuardDenied
+from guard_kernel.decision.evaluate import Decision
+from guard_kernel.decision.guard import Guard
+from guard_kernel.enforce.runtime import hook as runtime
+from guard_kernel.policy.load import load_policy
 
 POLICY = """\
 version: 1
@@ -147,9 +150,9 @@ def test_exec_of_a_built_string_is_caught_by_the_open_event(project: Project) ->
 
 
 def test_exec_of_a_string_is_decided_whole_before_any_line_runs(project: Project) -> None:
-    cell = importlib.import_module("guard_kernel.cell")
+    cell = importlib.import_module("guard_kernel.enforce.ipython.cell")
     if not hasattr(cell, "analyze_source"):
-        pytest.skip("guard_kernel.cell.analyze_source is not available")
+        pytest.skip("guard_kernel.enforce.ipython.cell.analyze_source is not available")
     code = "open('scratch/first.txt', 'w').write('1')\nopen('report.txt', 'w').write('2')\n"
     with pytest.raises(GuardDenied):
         exec(code)
@@ -454,10 +457,10 @@ def test_sources_keep_their_digest(project: Project) -> None:
 LIBRARY_CTYPES = r"""
 import importlib, json, os, sys
 sys.path.insert(0, {repo!r})
-from guard_kernel import runtime
+from guard_kernel.enforce.runtime import hook as runtime
 from guard_kernel.audit import read_records
 from guard_kernel.policy import load_policy
-from guard_kernel.session import Guard, GuardDenied
+from guard_kernel.decision.guard import Guard, GuardDenied
 
 out = {{"ctypes_at_start": "ctypes" in sys.modules}}
 guard = Guard(load_policy("policy.yaml", os.getcwd()), actor="agent", audit_dir="audit", notify=lambda d: None)

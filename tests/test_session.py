@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from guard_kernel import Action, Request, read_records
-from guard_kernel.policy import PolicyError
-from guard_kernel.session import guard_from_env
+from guard_kernel.decision.guard import guard_from_env
+from guard_kernel.policy.model import PolicyError
 
 POLICY = """\
 version: 1
@@ -103,7 +103,7 @@ def test_default_actor_is_the_callers(policy_file, tmp_path):
 
 
 def test_set_policy_checks_applies_to(policy_file, tmp_path):
-    from guard_kernel.policy import parse_policy
+    from guard_kernel.policy.load import parse_policy
 
     g = guard_from_env(environ=env_for(policy_file, tmp_path, environment="ci"))
     try:
@@ -119,7 +119,7 @@ EXITING = """
 import sys
 sys.path.insert(0, {repo!r})
 from guard_kernel import Action, Request
-from guard_kernel.session import guard_from_env
+from guard_kernel.decision.guard import guard_from_env
 g = guard_from_env(environ={env!r})
 g.check(Request(Action.SHELL_EXEC, "make report", command="make report"), "shell", enforce=False)
 print(g.audit_path)

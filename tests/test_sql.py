@@ -10,9 +10,9 @@ import duckdb
 import pytest
 import yaml
 
-from guard_kernel import sql
-from guard_kernel.actions import Action
-from guard_kernel.decision import StarRef, TableRef
+from guard_kernel.analysis.sql import requests as sql
+from guard_kernel.decision.request import StarRef, TableRef
+from guard_kernel.policy.actions import Action
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sql"
 
@@ -196,9 +196,10 @@ def test_to_requests_follows_attach_and_create_in_the_same_string(tmp_path: Path
 
 
 def test_check_sql_decides_all_before_any_and_records_each(tmp_path: Path) -> None:
-    from guard_kernel.audit import read_records
-    from guard_kernel.policy import parse_policy
-    from guard_kernel.session import Guard, GuardDenied
+    from guard_kernel.audit.chain import read_records
+    from guard_kernel.decision.errors import GuardDenied
+    from guard_kernel.decision.guard import Guard
+    from guard_kernel.policy.load import parse_policy
 
     policy = parse_policy("version: 1\nname: p\nsources:\n  w:\n    duckdb: w.duckdb\n"
                           "    tables:\n      customers: {deny_columns: [ssn]}\n", root=str(tmp_path))
@@ -232,7 +233,7 @@ def test_tables_come_in_walk_order() -> None:
     import sqlglot
     from sqlglot import exp
 
-    from guard_kernel.sql_refs import table_ref
+    from guard_kernel.analysis.sql.refs import table_ref
 
     bodies = re.split(r"^-- name: \S+[ \t]*\n", CORPUS.read_text(), flags=re.M)[1:]
     checked = 0
@@ -274,7 +275,7 @@ def _corpus() -> list[str]:
 
 def test_tokenizer_split_agrees_with_duckdb_parser() -> None:
     """Where the fast path answers, DuckDB's own parser sees the same statements, all SELECTs."""
-    from guard_kernel.sql_parse import _query_texts
+    from guard_kernel.analysis.sql.classify import _query_texts
 
     answered = 0
     for text in _corpus():
@@ -296,14 +297,14 @@ def test_tokenizer_split_agrees_with_duckdb_parser() -> None:
                                   "With x As (Select 1) Insert Into t Select 2", "SELECT 1; SET threads = 1",
                                   "SELECT 1; END", "PIVOT t ON a", "TABLE t; DROP TABLE t"])
 def test_tokenizer_fast_path_leaves_other_statements_to_duckdb(text: str) -> None:
-    from guard_kernel.sql_parse import _query_texts
+    from guard_kernel.analysis.sql.classify import _query_texts
 
     assert _query_texts(text) is None
     assert any(s.action is not Action.SQL_READ or s.kind != "SELECT" for s in sql.analyze(text))
 
 
 def test_fast_path_and_full_parse_classify_alike(monkeypatch: pytest.MonkeyPatch) -> None:
-    from guard_kernel import sql_parse
+    from guard_kernel.analysis.sql import classify as sql_parse
 
     texts = _corpus()
     fast = [sql_parse.analyze.__wrapped__(t) for t in texts]

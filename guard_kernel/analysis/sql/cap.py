@@ -1,0 +1,63 @@
+"""Row caps pushed into the engine: rewrite a read so DuckDB returns at most *limit* rows.
+
+A plain SELECT (ORDER BY included, so the engine keeps its Top-N plan) gets ``LIMIT n``
+appended.  Everything else that returns rows — set operations, OFFSET, a LIMIT that is larger,
+a percentage or a parameter, CTEs, DESCRIBE/SHOW/SUMMARIZE/PIVOT — is wrapped as
+``SELECT * FROM (<q>) LIMIT n``.  Statements that are not one row-returning read are left as
+they are (the fetch layer still trims what reaches Python).
+
+Which of these applies is decided by the classifier while it holds the parse tree
+(:attr:`SqlStatement.cap_append`, :attr:`SqlStatement.own_limit`), so the rewrite here is
+string work on a cached analysis: no second parse.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from guard_kernel.analysis.sql.classify import SqlStatement
+
+__all__ = ["cap", "cap_statement"]
+
+def _strip(text: str) -> str:
+    """*text* without trailing whitespace and semicolons (a regex ``[\\s;]+\\Z`` retries at every
+    blank of a long statement; ``rstrip`` looks at the end only)."""
+    out = text.rstrip()
+    while out.endswith(";"):
+        out = out[:-1].rstrip()
+    return out
+
+
+def _wrap(body: str, limit: int) -> str:
+    # the newline ends a trailing `-- comment` of the body
+    return f"SELECT * FROM (\n{body}\n) AS __guard_capped LIMIT {limit}"
+
+
+@lru_cache(maxsize=2048)
+def cap(text: str, limit: int) -> str:
+    """*text* rewritten so the engine returns at most *limit* rows (unchanged if it is not one read)."""
+    from guard_kernel.analysis.sql.classify import analyze
+
+    stmts = analyze(text)
+    out = _rewrite(stmts[0], limit) if len(stmts) == 1 else None
+    return text if out is None else out
+
+
+def cap_statement(stmt: SqlStatement, limit: int) -> str:
+    """:func:`cap` of one analyzed statement (the last of a string runs alone, capped): its text
+    rewritten, or as it is; string work only, so a statement taken from a longer string is not
+    analyzed a second time."""
+    out = _rewrite(stmt, limit)
+    return stmt.text if out is None else out
+
+
+def _rewrite(s: SqlStatement, limit: int) -> str | None:
+    """The capped text of *s*, or None to leave it as it is."""
+    if not s.returns_rows or s.kind not in ("SELECT", "MULTI"):
+        return None  # PRAGMA/CALL reads are not allowed inside a subquery: trimmed on fetch
+    if s.own_limit is not None and s.own_limit <= limit:
+        return None  # already within the cap
+    body = _strip(s.text)
+    return f"{body}\nLIMIT {limit}" if s.cap_append else _wrap(body, limit)

@@ -1,0 +1,1 @@
+"""The ``guard-kernel`` command line: ``main`` and one module per command family."""

@@ -1,0 +1,41 @@
+"""Command line: ``python -m guard_kernel demo | run | verify | check-policy`` (one module per family).
+
+Exit codes: 0 success; 1 the run, audit or demo is not as expected; 2 bad input
+(a policy that does not validate, a missing file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from guard_kernel.cli import audit, policy, run
+from guard_kernel.policy.model import PolicyError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m guard_kernel``."""
+    p = argparse.ArgumentParser(prog="python -m guard_kernel",
+                                description="Access guardrails for Jupyter notebooks and AI agents.")
+    sub = p.add_subparsers(dest="command", required=True)
+    for family in (run, audit, policy):
+        family.add_parsers(sub)
+
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m guard_kernel`` and the ``guard-kernel`` script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except PolicyError as exc:
+        print(f"policy error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+__all__ = ["build_parser", "main"]

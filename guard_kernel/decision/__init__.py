@@ -1,0 +1,27 @@
+"""Decision: one :class:`Request` in, one :class:`Decision` out, from one function.
+
+``request`` (what hooks ask) → ``evaluate`` (:func:`decide`: protections, then rules — deny
+wins — then defaults) → ``errors`` (every exception a user can meet) → ``guard`` (the
+session's :class:`Guard`: decide, record in the audit, count, raise).  Uses ``policy`` and
+``audit``, nothing above them.
+"""
+
+from guard_kernel.decision.errors import CellRejected, GuardDenied, GuardLocked, ImportRefused
+from guard_kernel.decision.evaluate import Decision, Effect, RuleHit, decide
+from guard_kernel.decision.guard import (
+    ENV_ACTOR,
+    ENV_AUDIT_DIR,
+    ENV_ENVIRONMENT,
+    ENV_POLICY,
+    Guard,
+    current,
+    guard_from_env,
+    policy_from_env,
+)
+from guard_kernel.decision.request import Request, StarRef, TableRef
+
+__all__ = [
+    "ENV_ACTOR", "ENV_AUDIT_DIR", "ENV_ENVIRONMENT", "ENV_POLICY", "CellRejected", "Decision", "Effect", "Guard",
+    "GuardDenied", "GuardLocked", "ImportRefused", "Request", "RuleHit", "StarRef", "TableRef", "current",
+    "decide", "guard_from_env", "policy_from_env",
+]

@@ -1,0 +1,223 @@
+"""The guard of one session: policy + actor + audit, and the ``check`` every hook calls.
+
+Hooks build a :class:`~guard_kernel.decision.Request`, call :meth:`Guard.check`, and
+either go on (allow/warn/would_deny) or get :class:`GuardDenied`.  ``check`` decides
+(cached), records, counts and notifies in one place, so every layer behaves alike.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+import weakref
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from guard_kernel.audit.writer import AuditWriter, new_session_id
+from guard_kernel.decision.errors import GuardDenied
+from guard_kernel.decision.evaluate import Decision, Effect, decide
+from guard_kernel.decision.request import Request
+from guard_kernel.policy.actions import Action
+from guard_kernel.policy.load import builtin_policy, load_policy
+from guard_kernel.policy.model import Policy, PolicyError
+
+ENV_POLICY = "GUARD_KERNEL_POLICY"
+ENV_ACTOR = "GUARD_KERNEL_ACTOR"
+ENV_ENVIRONMENT = "GUARD_KERNEL_ENVIRONMENT"
+ENV_AUDIT_DIR = "GUARD_KERNEL_AUDIT_DIR"
+"""The session is configured by these variables, read when the guard starts (see the README)."""
+
+
+def _default_notify(decision: Decision) -> None:
+    print(f"guard_kernel: {decision.render()}", file=sys.stderr)
+
+
+def check_applies(policy: Policy, actor: str, environment: str) -> None:
+    """Refuse a policy whose ``applies_to`` excludes this actor or environment."""
+    if policy.applies_to_actors and actor not in policy.applies_to_actors and "*" not in policy.applies_to_actors:
+        raise PolicyError(policy.file, None, "applies_to.actors", f"policy {policy.name!r} does not apply to actor {actor!r}")
+    if policy.applies_to_environments and environment not in policy.applies_to_environments:
+        raise PolicyError(policy.file, None, "applies_to.environments",
+                          f"policy {policy.name!r} does not apply to environment {environment!r}")
+
+
+class Guard:
+    """Policy, actor, audit and counters of one session."""
+
+    def __init__(self, policy: Policy, *, actor: str = "human", environment: str = "default",
+                 audit_dir: str | None = None, session_id: str | None = None,
+                 notify: Callable[[Decision], None] | None = None) -> None:
+        check_applies(policy, actor, environment)
+        self.policy = policy
+        self.actor = actor
+        self.environment = environment
+        self.session_id = session_id or new_session_id()
+        audit_dir = audit_dir or os.path.join(os.getcwd(), ".guard_audit")
+        self._local = threading.local()
+        self.audit = AuditWriter(os.path.join(audit_dir, f"{self.session_id}.jsonl"), session=self.session_id,
+                                 actor=actor, environment=environment, policy=policy.ref(), quiet=self.quiet)
+        self.counts: Counter[str] = Counter()
+        self.last: Decision | None = None
+        self.notify = notify or _default_notify
+        self.owned_tables: set[str] = set()
+        """Lower-case ``catalog.name`` and ``name`` of tables/views this session created."""
+        self.owned_files: set[str] = set()
+        """Real paths of files this session created."""
+        self._cache: dict[Request, Decision] = {}
+        self.audit.write("session", action=None, resource=None, decision="allow", rules=[],
+                         message=f"guard started: policy {policy.name} ({policy.mode}), actor {actor}",
+                         pid=os.getpid(), cwd=os.getcwd(), policy_file=policy.file, lock=policy.lock)
+        # a kernel that is shut down never unloads the extension: end the audit file at exit
+        # (its last record says the session ended; a killed process leaves no such record)
+        atexit.register(_close_at_exit, weakref.ref(self))
+
+    # --------------------------------------------------------------- queries
+    @property
+    def max_rows(self) -> int:
+        """The row cap for this session's actor."""
+        return self.policy.limits.for_actor(self.actor)
+
+    @property
+    def audit_path(self) -> str:
+        return self.audit.path
+
+    def decide(self, req: Request) -> Decision:
+        """The decision for *req*, without recording it (cached by request)."""
+        d = self._cache.get(req)
+        if d is None:
+            d = decide(self.policy, req, self.actor, self.environment)
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            self._cache[req] = d
+        return d
+
+    # ------------------------------------------------------------ enforcement
+    @property
+    def busy(self) -> bool:
+        """True while the guard itself is working on this thread (hooks must not recurse)."""
+        return getattr(self._local, "busy", False)
+
+    def quiet(self) -> _Quiet:
+        """Context manager: actions of the guard itself are not checked again."""
+        return _Quiet(self._local)
+
+    def check(self, req: Request, kind: str, *, enforce: bool = True, **extra: Any) -> Decision:
+        """Decide *req*, record it, and raise :class:`GuardDenied` if it is blocked."""
+        d = self.decide(req)
+        self.record_decision(d, kind, **extra)
+        if d.blocked and enforce:
+            raise GuardDenied(d)
+        return d
+
+    def record_decision(self, d: Decision, kind: str, **extra: Any) -> None:
+        """Write *d* to the audit, count it, remember it, and show warnings."""
+        with self.quiet():
+            self.audit.write(kind, **d.audit_fields, **extra)
+        self.counts[d.effect.value] += 1
+        if d.effect is not Effect.ALLOW or not self.last or self.last.effect is Effect.ALLOW:
+            self.last = d
+        if d.effect in (Effect.WARN, Effect.WOULD_DENY):
+            self.notify(d)
+
+    def record(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """Write a record that is not a decision (cells, truncations, errors)."""
+        with self.quiet():
+            return self.audit.write(kind, **fields)
+
+    def truncated(self, resource: str, *, returned: int, statement: str | None = None, via: str = "") -> None:
+        """Record and show that a result was cut at the row cap."""
+        msg = (f"Result truncated to {returned} rows (row cap {self.max_rows} for {self.actor}); "
+               "aggregate in SQL or add a WHERE/LIMIT to see what you need.")
+        d = Decision(Effect.TRUNCATE, Action.SQL_READ, resource, (), msg, "Aggregate in the query, or filter it.",
+                     None, statement)
+        self.counts["truncate"] += 1
+        self.last = d
+        self.record("truncate", action=Action.SQL_READ.value, resource=resource, decision="truncate", rules=[],
+                    message=msg, returned=returned, max_rows=self.max_rows, via=via,
+                    **({"statement": statement} if statement else {}))
+        self.notify(d)
+
+    def set_policy(self, policy: Policy) -> None:
+        """Switch to *policy* (callers check ``lock`` first); cached decisions are dropped."""
+        check_applies(policy, self.actor, self.environment)
+        self.policy = policy
+        self._cache.clear()
+        self.audit.policy = {"name": policy.name, "sha256": policy.sha256}
+
+    def close(self) -> None:
+        """Record the end of the session and close the audit file (again: nothing)."""
+        if self.audit.closed:
+            return
+        self.record("session_end", action=None, resource=None, decision="allow", rules=[], message="guard stopped",
+                    counts=dict(self.counts))
+        self.audit.close()
+
+    def status(self) -> dict[str, Any]:
+        """What ``%guard status`` shows."""
+        return {
+            "policy": self.policy.name, "policy_file": self.policy.file, "sha256": self.policy.sha256,
+            "mode": self.policy.mode, "lock": self.policy.lock, "actor": self.actor,
+            "environment": self.environment, "session": self.session_id, "audit": self.audit.path,
+            "max_rows": self.max_rows,
+            "allowed": self.counts["allow"] + self.counts["warn"], "warned": self.counts["warn"],
+            "denied": self.counts["deny"], "would_deny": self.counts["would_deny"], "truncated": self.counts["truncate"],
+        }
+
+
+def _close_at_exit(ref: weakref.ref[Guard]) -> None:
+    guard = ref()
+    if guard is not None:
+        try:
+            guard.close()
+        except Exception as exc:  # at exit: say it, do not mask the exit status
+            print(f"guard_kernel: could not close the audit file: {exc}", file=sys.stderr)
+
+
+class _Quiet:
+    __slots__ = ("_local", "_was")
+
+    def __init__(self, local: threading.local) -> None:
+        self._local = local
+
+    def __enter__(self) -> None:
+        self._was = getattr(self._local, "busy", False)
+        self._local.busy = True
+
+    def __exit__(self, *exc: object) -> None:
+        self._local.busy = self._was
+
+
+# ------------------------------------------------------------ the process guard
+_current: Guard | None = None
+
+
+def current() -> Guard | None:
+    """The guard of this process, if one is installed."""
+    return _current
+
+
+def set_current(guard: Guard | None) -> None:
+    global _current
+    _current = guard
+
+
+def policy_from_env(environ: Mapping[str, str] | None = None, root: str | None = None) -> Policy:
+    """``$GUARD_KERNEL_POLICY`` if set, else the built-in strict default."""
+    env = os.environ if environ is None else environ
+    path = env.get(ENV_POLICY)
+    return load_policy(path, root) if path else builtin_policy(root)
+
+
+
+def guard_from_env(default_actor: str = "human", environ: dict[str, str] | None = None) -> Guard:
+    """Build a guard from ``GUARD_KERNEL_*`` variables (policy, actor, environment, audit dir)."""
+    env = os.environ if environ is None else environ
+    policy = policy_from_env(env)
+    actor = env.get(ENV_ACTOR, default_actor)
+    if actor not in ("agent", "human"):
+        raise PolicyError("$" + ENV_ACTOR, None, ENV_ACTOR, f"actor must be 'agent' or 'human', not {actor!r}")
+    return Guard(policy, actor=actor, environment=env.get(ENV_ENVIRONMENT, "default"),
+                 audit_dir=env.get(ENV_AUDIT_DIR))

@@ -1,0 +1,546 @@
+"""``%load_ext guard_kernel``: wire every layer of the guard into one IPython shell.
+
+Loading builds the session's :class:`~guard_kernel.decision.guard.Guard` from ``GUARD_KERNEL_*``
+(a bad policy raises, and nothing is installed), installs the runtime layers that exist
+(audit hook, DuckDB gate, dataframe writers — the last two on each library right after user
+code imports it, so loading imports neither DuckDB nor pandas), registers the cell transformer, wraps
+``magics_manager.find`` and the shell's ``system``/``getoutput`` so magics, aliases and
+``!cmd`` are decided by the same function, and writes a ``cell`` audit record for every
+cell.  Any failure while loading undoes what was done and raises: a session is either
+guarded or visibly not.  Under ``lock: true`` the guard refuses to be unloaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import os
+import shlex
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from guard_kernel._package import PACKAGE
+from guard_kernel.analysis.python.scan import DEFAULT_ALIASES, magic_intent
+from guard_kernel.decision import guard as session
+from guard_kernel.decision.errors import GuardDenied, GuardLocked, locked_message
+from guard_kernel.decision.evaluate import Decision, Effect
+from guard_kernel.decision.request import Request
+from guard_kernel.enforce import lazy
+from guard_kernel.enforce.ipython.cell import CellTransformer, analyze_source
+from guard_kernel.policy.actions import Action
+from guard_kernel.policy.paths import resolve
+
+LAYERS = {
+    "duckdb_gate": "guard_kernel.enforce.duckdb.gate",
+    "dataframe": "guard_kernel.enforce.dataframe.writers",
+    "runtime": "guard_kernel.enforce.runtime.hook",
+}
+"""Runtime layers installed on load (name in the audit → module), in this order; the
+process audit hook comes last so the other layers' own imports are not judged as the user's."""
+_ON_IMPORT = {"duckdb_gate": "duckdb"}
+"""Layers that import their library: installed right after user code imports it (at once if it is
+imported already), so loading the guard does not import DuckDB (and sqlglot) for sessions without it."""
+
+_SYSTEM_METHODS = ("system", "system_piped", "system_raw")
+_GUARDED_LINE_MAGICS = frozenset({"save", "logstart", "notebook", "store", "run", "unload_ext", "reload_ext"})
+_GUARDED_CELL_MAGICS = frozenset({"writefile", "file", "bash", "sh", "script", "perl", "ruby", "python",
+                                  "python2", "python3", "pypy", "zsh", "system", "sx"})
+_OWN_NAMES = (PACKAGE, __name__)
+"""What ``%unload_ext`` / ``%reload_ext`` name when they mean the guard."""
+
+
+@dataclass
+class _Loaded:
+    """Everything one load installed, so it can be undone exactly."""
+
+    ip: Any
+    guard: session.Guard
+    transformer: CellTransformer
+    layers: list[Any] = field(default_factory=list)
+    callbacks: list[tuple[str, Callable[..., Any]]] = field(default_factory=list)
+    shell_attrs: list[str] = field(default_factory=list)
+    wrappers: dict[str, Any] = field(default_factory=dict)
+    """attribute name (on the shell, or ``find`` on the magics manager) → the guard's wrapper."""
+    find_wrapped: bool = False
+
+
+_loaded: _Loaded | None = None
+
+
+def loaded() -> _Loaded | None:
+    """The current load state (None when the extension is not active)."""
+    return _loaded
+
+
+# --------------------------------------------------------------- load / unload
+
+
+def load_ipython_extension(ip: Any) -> None:
+    """Guard *ip*: policy from the environment, every layer, the cell gate, magics, audit."""
+    global _loaded
+    if _loaded is not None and _loaded.ip is ip and session.current() is _loaded.guard:
+        print("guard_kernel: already loaded; nothing changed.", file=sys.stderr)
+        return
+    if _loaded is not None and _loaded.ip is ip and _loaded.guard.policy.lock:
+        # the guard was pushed aside by code (set_current): a locked guard is put back, not replaced
+        session.set_current(_loaded.guard)
+        _heal(_loaded)
+        print("guard_kernel: already loaded with a locked policy; its hooks were restored.", file=sys.stderr)
+        return
+    if _loaded is not None:  # a stale load (another shell, or an unlocked guard replaced): undo it first
+        _teardown(_loaded)
+        _loaded = None
+    existing = session.current()
+    guard = existing if existing is not None else session.guard_from_env(default_actor="human")
+    state = _Loaded(ip, guard, CellTransformer(ip))
+    try:
+        session.set_current(guard)
+        with guard.quiet():  # the guard's own imports and set-up are not the user's actions
+            _install(state)
+    except BaseException:
+        _teardown(state)
+        session.set_current(existing)
+        raise
+    _loaded = state
+    p = guard.policy
+    guard.record("extension", action=None, resource="guard_kernel", decision="allow", rules=[],
+                 message="guard_kernel loaded", layers=[layer.name for layer in state.layers])
+    lock = "locked" if p.lock else "unlocked"
+    print(f"guard_kernel: policy {p.name} ({p.mode}, {lock}), actor {guard.actor}; audit: {guard.audit_path}",
+          file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """A layer installed at load: its name in the audit and its module."""
+
+    name: str
+    module: Any
+
+    @property
+    def __name__(self) -> str:
+        return str(self.module.__name__)
+
+    def uninstall(self) -> None:
+        self.module.uninstall()
+
+
+class _OnImport:
+    """A layer installed by a post-import hook on its library (:mod:`guard_kernel.enforce.lazy`)."""
+
+    def __init__(self, name: str, library: str, guard: session.Guard) -> None:
+        self.name, self.__name__ = name, LAYERS[name]
+        self.library, self.guard = library, guard
+        self._unhook: Callable[[], None] | None = None
+
+    def install(self) -> None:
+        self._unhook = lazy.when_imported(self.library, self._on_import)
+
+    def _on_import(self, module: Any) -> None:
+        importlib.import_module(self.__name__).install(self.guard)
+
+    def uninstall(self) -> None:
+        if self._unhook is not None:
+            self._unhook()
+            self._unhook = None
+        mod = sys.modules.get(self.__name__)
+        if mod is not None:
+            mod.uninstall()
+
+
+def _install(state: _Loaded) -> None:
+    ip, guard = state.ip, state.guard
+    # every layer is part of the package: one that fails to import is a broken install, and
+    # the error propagates (load_ipython_extension undoes what was done): fail closed
+    for name in LAYERS:
+        library = _ON_IMPORT.get(name)
+        if library is not None:
+            layer = _OnImport(name, library, guard)
+            state.layers.append(layer)  # before install: a failure undoes the hook too
+            layer.install()
+            continue
+        mod = importlib.import_module(LAYERS[name])
+        mod.install(guard)
+        state.layers.append(_Layer(name, mod))
+    ip.ast_transformers.append(state.transformer)
+    _register_events(state)
+    _wrap_shell(state)
+    _wrap_find(state)
+    ip.register_magic_function(_percent_guard, "line", "guard")
+
+
+def _percent_guard(line: str = "") -> None:
+    """What the guard does in this session: ``%guard status | explain [--json] | audit | policy FILE``.
+
+    ``status`` (default): policy, mode, lock, actor, environment, counts, audit path;
+    ``explain``: the last decision and the rules (file:line) that made it; ``audit``: this
+    session's audit file; ``policy FILE``: switch policy (only when the current one has
+    ``lock: false``); ``--json``: the same as JSON (status, explain).
+    """
+    # its argument parser is built on first use, not at start-up
+    from guard_kernel.enforce.ipython.magics import guard_magic
+
+    guard_magic(line)
+
+
+def unload_ipython_extension(ip: Any) -> None:
+    """Remove the guard — refused (``GuardLocked``) while the policy is locked."""
+    global _loaded
+    state = _loaded
+    guard = session.current()
+    if guard is not None and guard.policy.lock:
+        refuse_locked(guard, "unload")
+    if state is None:
+        return
+    _teardown(state)
+    _loaded = None
+    if session.current() is state.guard:
+        session.set_current(None)
+    try:
+        state.guard.close()
+    except ValueError:  # already closed
+        pass
+    print("guard_kernel: unloaded; this session is no longer guarded.", file=sys.stderr)
+
+
+def refuse_locked(guard: session.Guard, what: str) -> None:
+    """Record the refusal and raise :class:`GuardLocked`."""
+    msg = locked_message(guard.policy.name)
+    guard.record("guard", action=None, resource="guard_kernel", decision="deny",
+                 rules=[{"id": "lock", "file": os.path.basename(guard.policy.file), "line": 0}],
+                 message=f"{what} refused: {msg}")
+    raise GuardLocked(msg)
+
+
+def _teardown(state: _Loaded) -> None:
+    """Undo what *state* installed (best effort: every step is tried)."""
+    ip = state.ip
+    try:
+        while state.transformer in ip.ast_transformers:
+            ip.ast_transformers.remove(state.transformer)
+    except Exception:  # pragma: no cover - a list removal
+        pass
+    for event, cb in state.callbacks:
+        try:
+            ip.events.unregister(event, cb)
+        except ValueError:
+            pass
+    state.callbacks.clear()
+    for name in state.shell_attrs:
+        ip.__dict__.pop(name, None)
+    state.shell_attrs.clear()
+    state.wrappers.clear()
+    if state.find_wrapped:
+        ip.magics_manager.__dict__.pop("find", None)
+        state.find_wrapped = False
+    for mod in reversed(state.layers):
+        uninstall = getattr(mod, "uninstall", None)
+        if uninstall is not None:
+            try:
+                uninstall()
+            except Exception as exc:  # keep undoing the rest; say what failed
+                print(f"guard_kernel: could not uninstall {mod.__name__}: {exc}", file=sys.stderr)
+    state.layers.clear()
+
+
+# ---------------------------------------------------------------- cell records
+
+
+def _register_events(state: _Loaded) -> None:
+    tr = state.transformer
+
+    def pre_run_cell(info: Any) -> None:
+        tr.begin(getattr(info, "raw_cell", "") or "", getattr(info, "transformed_cell", None))
+        _heal(state)
+        lazy.sweep()  # a guarded library imported around the post-import hook gets its layer now
+
+    def post_run_cell(result: Any) -> None:
+        frame = tr.end()
+        guard = session.current()
+        if frame is None or guard is None:
+            return
+        try:
+            _record_cell(guard, frame, result)
+        except Exception as exc:  # the cell has run; say the record is missing rather than hide it
+            print(f"guard_kernel: could not write the cell record: {exc}", file=sys.stderr)
+
+    for event, cb in (("pre_run_cell", pre_run_cell), ("post_run_cell", post_run_cell)):
+        state.ip.events.register(event, cb)
+        state.callbacks.append((event, cb))
+
+
+def _heal(state: _Loaded) -> None:
+    """Before each cell: put back any guard hook that code removed (locked policies only).
+
+    A cell that clears ``ast_transformers`` or restores ``shell.system`` would otherwise run
+    every later cell unguarded.  This is a guardrail, not a sandbox: code that unregisters
+    this event callback itself is out of its reach (see docs/threat-model.md).
+    """
+    guard = state.guard
+    if not guard.policy.lock:
+        return
+    ip, repaired = state.ip, []
+    if session.current() is not guard:
+        session.set_current(guard)
+        repaired.append("current guard")
+    if state.transformer not in ip.ast_transformers:
+        ip.ast_transformers.append(state.transformer)
+        repaired.append("ast transformer")
+    for name, wrapper in state.wrappers.items():
+        owner = ip.magics_manager if name == "find" else ip
+        if owner.__dict__.get(name) is not wrapper:
+            owner.__dict__[name] = wrapper
+            repaired.append(name)
+    if repaired:
+        guard.record("guard", action=None, resource="guard_kernel", decision="deny",
+                     rules=[{"id": "lock", "file": os.path.basename(guard.policy.file), "line": 0}],
+                     message=f"guard hooks removed by code were restored: {', '.join(repaired)}")
+        print(f"guard_kernel: restored guard hooks removed by code ({', '.join(repaired)}); the policy is locked.",
+              file=sys.stderr)
+
+
+def _record_cell(guard: session.Guard, frame: Any, result: Any) -> None:
+    err = None
+    count = None
+    if result is not None:
+        count = getattr(result, "execution_count", None)
+        exc = result.error_before_exec if result.error_before_exec is not None else result.error_in_exec
+        if exc is not None:
+            err = f"{type(exc).__name__}: {exc}"[:500]
+    effects = {d.effect for d in frame.decisions}
+    if frame.rejected:
+        decision = Effect.DENY
+    else:
+        decision = next((e for e in (Effect.WOULD_DENY, Effect.WARN) if e in effects), Effect.ALLOW)
+    shown = [d for d in frame.decisions if d.effect is decision] if decision is not Effect.ALLOW else []
+    rules = list({r.id: r.as_dict() for d in shown for r in d.rules}.values())
+    intents = []
+    for i, intent in enumerate(frame.intents):
+        d = frame.decisions[i] if i < len(frame.decisions) and not frame.rejected else None
+        intents.append({"action": intent.request.action.value, "resource": intent.request.resource,
+                        "line": intent.request.line, "via": intent.via,
+                        **({"decision": d.effect.value} if d is not None else {})})
+    guard.record("cell", action=None, resource=f"cell[{count}]" if count is not None else "cell",
+                 decision=decision.value, rules=rules,
+                 message="; ".join(d.message for d in shown)[:1000] if shown else "",
+                 code=frame.raw, intents=intents, execution_count=count,
+                 duration_ms=round((time.perf_counter() - frame.started) * 1000, 3),
+                 static_ms=round(frame.static_seconds * 1000, 3), error=err)
+
+
+# -------------------------------------------------------------- shell commands
+
+_CALL = compile("__guard_fn__(__guard_cmd__)", "<guard_kernel>", "eval")
+
+
+def _call_in_frame(fn: Callable[[str], Any], cmd: str, frame: FrameType) -> Any:
+    """Call ``fn(cmd)`` from a frame whose locals are *frame*'s.
+
+    IPython's ``system`` expands ``{var}``/``$var`` from its caller's frame; called from a
+    wrapper, that would be the wrapper's locals.  Running the call under *frame*'s
+    locals keeps expansion exactly as without the guard.
+    """
+    loc = dict(frame.f_locals)
+    loc["__guard_fn__"], loc["__guard_cmd__"] = fn, cmd
+    return eval(_CALL, frame.f_globals, loc)
+
+
+def _check_shell(guard: session.Guard, expanded: str, raw: str, via: str) -> None:
+    first = expanded.strip().splitlines()[0] if expanded.strip() else expanded
+    guard.check(Request(Action.SHELL_EXEC, first[:200], command=expanded, code=raw), "shell", via=via)
+
+
+def _wrap_shell(state: _Loaded) -> None:
+    ip = state.ip
+
+    def make_system(name: str, orig: Callable[[str], Any]) -> Callable[[str], Any]:
+        @functools.wraps(orig)
+        def guarded_system(cmd: str) -> Any:
+            frame = sys._getframe(1)
+            guard = session.current()
+            if guard is None or guard.busy:
+                return _call_in_frame(orig, cmd, frame)
+            expanded = ip.var_expand(cmd, depth=1)
+            _check_shell(guard, expanded, cmd, f"shell.{name}")
+            with guard.quiet():  # decided here: the runtime hook need not decide the process again
+                return _call_in_frame(orig, cmd, frame)
+        return guarded_system
+
+    for name in _SYSTEM_METHODS:
+        orig = getattr(ip, name, None)
+        if orig is not None:
+            ip.__dict__[name] = state.wrappers[name] = make_system(name, orig)
+            state.shell_attrs.append(name)
+
+    orig_getoutput = ip.getoutput
+
+    @functools.wraps(orig_getoutput)
+    def guarded_getoutput(cmd: str, split: bool = True, depth: int = 0) -> Any:
+        guard = session.current()
+        if guard is None or guard.busy:
+            return orig_getoutput(cmd, split=split, depth=depth + 1)
+        expanded = ip.var_expand(cmd, depth=depth + 1)
+        _check_shell(guard, expanded, cmd, "shell.getoutput")
+        with guard.quiet():
+            return orig_getoutput(cmd, split=split, depth=depth + 1)
+
+    ip.__dict__["getoutput"] = state.wrappers["getoutput"] = guarded_getoutput
+    state.shell_attrs.append("getoutput")
+
+
+# --------------------------------------------------------------------- magics
+
+
+def _wrap_find(state: _Loaded) -> None:
+    mm = state.ip.magics_manager
+    orig_find = mm.find
+
+    def guarded_find(magic_kind: Any, magic_name: str) -> Any:
+        fn = orig_find(magic_kind, magic_name)
+        if fn is None:
+            return fn
+        names = _GUARDED_CELL_MAGICS if magic_kind == "cell" else _GUARDED_LINE_MAGICS
+        if magic_name in names or (magic_kind == "cell" and _is_script_magic(fn)):
+            return _guard_magic(state, magic_kind, magic_name, fn)
+        return fn
+
+    mm.__dict__["find"] = state.wrappers["find"] = guarded_find
+    state.find_wrapped = True
+
+
+def _is_script_magic(fn: Any) -> bool:
+    owner = getattr(fn, "__self__", None)
+    return type(owner).__name__ == "ScriptMagics"
+
+
+def _guard_magic(state: _Loaded, kind: str, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def guarded_magic(*args: Any, **kwargs: Any) -> Any:
+        guard = session.current()
+        if guard is None or guard.busy:
+            return fn(*args, **kwargs)
+        line = str(args[0]) if args else str(kwargs.get("line", ""))
+        body = (str(args[1]) if len(args) > 1 else kwargs.get("cell")) if kind == "cell" else None
+        if name in ("unload_ext", "reload_ext"):
+            if line.strip() in _OWN_NAMES and guard.policy.lock:
+                refuse_locked(guard, f"%{name}")
+            return fn(*args, **kwargs)
+        if name == "run":
+            _check_run(state, guard, line)
+            return fn(*args, **kwargs)  # the script runs under the runtime hooks
+        if kind == "cell" and name not in _GUARDED_CELL_MAGICS:  # a script magic added by configuration
+            intent = magic_intent("script", f"{name} {line}", body or "")
+        else:
+            intent = magic_intent(name, line, body if kind == "cell" else None, aliases=_aliases(state.ip))
+        if intent is None:
+            return fn(*args, **kwargs)
+        action, resource, extra = intent
+        via = ("%%" if kind == "cell" else "%") + name
+        if action is Action.FILE_WRITE:
+            target = _db_path(state.ip) if resource == "<ipython db>" else resource
+            real = resolve(target)
+            existed = os.path.exists(real)
+            guard.check(Request(action, resource, path=real, owned=real in guard.owned_files, code=via + " " + line),
+                        "magic", via=via)
+            with guard.quiet():
+                out = fn(*args, **kwargs)
+            if not existed and os.path.exists(real):
+                guard.owned_files.add(real)
+            return out
+        guard.check(Request(action, resource, code=via + " " + line, **extra), "magic", via=via)
+        with guard.quiet(), _shown_once(guard):
+            return fn(*args, **kwargs)
+
+    return guarded_magic
+
+
+@contextlib.contextmanager
+def _shown_once(guard: session.Guard) -> Iterator[None]:
+    """While a script magic runs, do not show its process's shell warning a second time.
+
+    ``%%bash`` starts its process from IPython's script event-loop thread, where this thread's
+    ``quiet()`` does not reach: the runtime hook decides and records it again (the audit
+    keeps both), but the user has just seen the warning for the whole cell magic.
+    """
+    show, me = guard.notify, threading.get_ident()
+
+    def notify(d: Decision) -> None:
+        if d.action is Action.SHELL_EXEC and threading.get_ident() != me:
+            return
+        show(d)
+
+    guard.notify = notify
+    try:
+        yield
+    finally:
+        guard.notify = show
+
+
+def _aliases(ip: Any) -> frozenset[str]:
+    am = getattr(ip, "alias_manager", None)
+    try:
+        return frozenset(a[0] for a in am.aliases) if am is not None else DEFAULT_ALIASES
+    except Exception:
+        return DEFAULT_ALIASES
+
+
+def _db_path(ip: Any) -> str:
+    db = getattr(ip, "db", None)
+    root = getattr(db, "root", None)
+    return os.fspath(root) if root is not None else os.path.join(str(getattr(ip, "ipython_dir", "~")), "db")
+
+
+_RUN_VALUE_OPTS = frozenset({"-m", "-p", "-N", "-b"})
+
+
+def _check_run(state: _Loaded, guard: session.Guard, line: str) -> None:
+    """``%run file``: decide the script's intents statically before it starts, and record the run."""
+    try:
+        words = shlex.split(line)
+    except ValueError:
+        words = line.split()
+    target: str | None = None
+    skip = False
+    module = None
+    for w in words:
+        if skip:
+            skip = False
+            continue
+        if w in _RUN_VALUE_OPTS:
+            skip = w != "-m"
+            if w == "-m":
+                module = ""
+            continue
+        if w.startswith("-"):
+            continue
+        if module == "":
+            module = w
+            break
+        target = w
+        break
+    resource = module if module else (target or line.strip())
+    guard.record("magic", action=None, resource=resource, decision="allow", rules=[], message="%run",
+                 via="%run", line=line)
+    if not target:
+        return
+    path = target if os.path.isfile(target) else target + ".py"
+    if not os.path.isfile(path) or path.endswith(".ipynb") or os.path.getsize(path) > 5_000_000:
+        return
+    with guard.quiet(), open(path, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    if path.endswith(".ipy"):
+        text = state.ip.transform_cell(text)
+    intents = analyze_source(text, guard=guard, namespace=None, aliases=_aliases(state.ip),
+                             transform=state.ip.transform_cell)
+    decisions = [guard.decide(i.request) for i in intents]
+    blocked = [d for d in decisions if d.blocked]
+    if blocked:
+        for i, d in zip(intents, decisions, strict=True):
+            guard.record_decision(d, i.kind, via=f"%run {target}", stage="run")
+        raise GuardDenied(blocked)

@@ -1,0 +1,245 @@
+"""Policy files: parse, validate and build the model (:mod:`guard_kernel.policy.model`).
+
+A policy that does not validate is refused with the file, the line, the field path and
+the reason (:class:`~guard_kernel.policy.model.PolicyError`).  There is no fallback to
+"allow": no policy file means the strict built-in default (``default_policy.yaml`` beside
+this module).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import string
+from collections.abc import Iterable
+from functools import lru_cache
+from typing import Any
+
+from guard_kernel._package import PACKAGE, package_path
+from guard_kernel.policy._yaml import yaml
+from guard_kernel.policy.actions import ALL_ACTIONS, ActionClass, valid_action_pattern
+from guard_kernel.policy.model import (
+    DEFAULT_MESSAGE,
+    MESSAGE_FIELDS,
+    Limits,
+    Policy,
+    PolicyError,
+    Rule,
+    Source,
+    SourceTable,
+    Where,
+)
+from guard_kernel.policy.paths import PathGlob, resolve
+from guard_kernel.policy.schema import quick_valid
+
+# libyaml when it is there (policy loading sits on kernel start-up); same safe constructor
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _compose(text: str, file: str) -> tuple[Any, yaml.Node | None]:
+    """Parse once: the node tree (for line numbers) and the data built from it."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise PolicyError(file, line, "", f"not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    finally:
+        loader.dispose()
+    return data, node
+
+
+def _line_of(node: yaml.Node | None, path: Iterable[Any]) -> int | None:
+    """The 1-based line of the value at *path* inside a composed YAML node tree."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in path:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if k.value == key:
+                    line, node = k.start_mark.line + 1, v
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _package_text(name: str) -> str:
+    """A data file shipped in the package's ``policy/`` folder: read from disk (``importlib.resources``
+    costs ~2 ms of start-up to import; it is the fallback for a zipped install)."""
+    try:
+        with open(package_path("policy", name), encoding="utf-8") as f:
+            return f.read()
+    except OSError:
+        from importlib import resources
+
+        return resources.files(f"{PACKAGE}.policy").joinpath(name).read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict[str, Any]:
+    """The policy JSON Schema shipped with the package."""
+    return json.loads(_package_text("policy.schema.json"))
+
+
+def _field_path(path: Iterable[Any]) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _describe(err: Any) -> tuple[list[Any], str]:
+    """The field path and a plain reason for a jsonschema error (deepest useful branch)."""
+    from jsonschema.exceptions import best_match
+
+    if err.validator == "oneOf" and err.context:
+        # pick the branch that fits the value's type: its error says what is really wrong
+        depth = len(err.absolute_path)
+        fitting = [e for e in err.context if not (e.validator == "type" and len(e.absolute_path) == depth)]
+        return _describe(max(fitting, key=lambda e: len(e.absolute_path)) if fitting else best_match(err.context))
+    path = list(err.absolute_path)
+    if err.validator == "additionalProperties":
+        props = err.schema.get("properties", {})
+        extra = sorted(set(err.instance) - set(props))
+        if extra:
+            allowed = ", ".join(sorted(props)) or "none"
+            return path + [extra[0]], f"unknown key {extra[0]!r} (allowed: {allowed})"
+    if err.validator == "required":
+        missing = [k for k in err.validator_value if k not in err.instance]
+        if missing:
+            return path + [missing[0]], f"required key {missing[0]!r} is missing"
+    return path, err.message
+
+
+def _validate(data: Any, node: yaml.Node | None, file: str) -> None:
+    if not isinstance(data, dict):
+        raise PolicyError(file, 1, "", "a policy must be a YAML mapping")
+    if not quick_valid(data, schema()):  # only a policy with an error pays for importing jsonschema
+        import jsonschema
+
+        validator = jsonschema.Draft202012Validator(schema())
+        errors = sorted(validator.iter_errors(data),
+                        key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+        if errors:
+            path, reason = _describe(errors[0])
+            raise PolicyError(file, _line_of(node, path), _field_path(path), reason)
+    for i, rule in enumerate(data.get("rules") or []):
+        for j, pat in enumerate(rule["actions"]):
+            if not valid_action_pattern(pat):
+                raise PolicyError(
+                    file, _line_of(node, ["rules", i, "actions", j]), f"rules[{i}].actions[{j}]",
+                    f"unknown action {pat!r}; known actions: {', '.join(ALL_ACTIONS)}",
+                )
+    seen: dict[str, int] = {}
+    for i, rule in enumerate(data.get("rules") or []):
+        if rule["id"] in seen:
+            raise PolicyError(file, _line_of(node, ["rules", i, "id"]), f"rules[{i}].id",
+                              f"duplicate rule id {rule['id']!r} (first at rules[{seen[rule['id']]}])")
+        seen[rule["id"]] = i
+    templates: list[tuple[list[Any], Any]] = [(["defaults", "message"], (data.get("defaults") or {}).get("message"))]
+    templates += [(["rules", i, "message"], r.get("message")) for i, r in enumerate(data.get("rules") or [])]
+    for path, text in templates:
+        if text is None:
+            continue
+        try:
+            names = {f for _, f, _, _ in string.Formatter().parse(text) if f}
+        except ValueError as exc:
+            raise PolicyError(file, _line_of(node, path), _field_path(path), f"bad message template: {exc}") from None
+        if names - MESSAGE_FIELDS:
+            raise PolicyError(file, _line_of(node, path), _field_path(path),
+                              f"unknown placeholder(s) {sorted(names - MESSAGE_FIELDS)}; use {sorted(MESSAGE_FIELDS)}")
+
+
+def _as_tuple(v: Any) -> tuple[str, ...]:
+    if v is None:
+        return ()
+    return (v,) if isinstance(v, str) else tuple(v)
+
+
+def _build(data: dict[str, Any], node: yaml.Node | None, file: str, sha: str, root: str) -> Policy:
+    defaults = data.get("defaults") or {}
+    rules = []
+    for i, r in enumerate(data.get("rules") or []):
+        w = r.get("where") or {}
+        where = Where(
+            paths=tuple(PathGlob.make(p, root) for p in _as_tuple(w.get("path"))),
+            tables=tuple(t.lower() for t in _as_tuple(w.get("tables"))),
+            columns=tuple(c.lower() for c in _as_tuple(w.get("columns"))),
+            modules=_as_tuple(w.get("module")),
+            commands=_as_tuple(w.get("command")),
+            hosts=_as_tuple(w.get("host")),
+        )
+        rules.append(Rule(
+            id=r["id"], effect=r["effect"], actions=tuple(r["actions"]),
+            actors=tuple(a for a in r.get("actors", ()) if a != "*"),
+            environments=_as_tuple(r.get("environments")), where=where, mode=r.get("mode"),
+            message=r.get("message"), hint=r.get("hint"), file=file,
+            line=_line_of(node, ["rules", i]) or 0,
+        ))
+    sources = {}
+    for name, s in (data.get("sources") or {}).items():
+        tables = {
+            t.lower(): SourceTable(t.lower(), frozenset(c.lower() for c in (spec or {}).get("deny_columns", ())))
+            for t, spec in (s.get("tables") or {}).items()
+        }
+        sources[name] = Source(
+            name=name, duckdb=resolve(s["duckdb"], root) if s.get("duckdb") else None, tables=tables,
+            paths=tuple(PathGlob.make(p, root) for p in s.get("paths", ())),
+            line=_line_of(node, ["sources", name]) or 0,
+        )
+    limits = data.get("limits") or {}
+    max_rows = limits.get("max_rows", {"agent": 500, "human": 10000})
+    if isinstance(max_rows, int):
+        max_rows = {"agent": max_rows, "human": max_rows}
+    else:
+        max_rows = {"agent": 500, "human": 10000, **max_rows}
+    applies = data.get("applies_to") or {}
+    return Policy(
+        name=data["name"], file=file, sha256=sha, root=root, description=data.get("description", ""),
+        mode=data.get("mode", "enforce"), lock=data.get("lock", True),
+        defaults={c: defaults.get(c.value, "allow" if c is ActionClass.READ else "deny")
+                  for c in ActionClass if c is not ActionClass.NONE},
+        message=defaults.get("message", DEFAULT_MESSAGE), sources=sources,
+        scratch=tuple(PathGlob.make(p, root) for p in data.get("scratch", ())),
+        limits=Limits(max_rows=max_rows, on_exceed=limits.get("on_exceed", "truncate")),
+        rules=tuple(rules), applies_to_environments=tuple(applies.get("environments", ())),
+        applies_to_actors=tuple(applies.get("actors", ())),
+    )
+
+
+def parse_policy(text: str, file: str = "<string>", root: str | None = None) -> Policy:
+    """Validate policy *text* and build the model; raise :class:`PolicyError` if it is wrong."""
+    data, node = _compose(text, file)
+    _validate(data, node, file)
+    return _build(data, node, file, hashlib.sha256(text.encode()).hexdigest(), resolve(root or os.getcwd()))
+
+
+def load_policy(path: str | os.PathLike[str], root: str | None = None) -> Policy:
+    """Load and validate the policy file at *path* (globs relative to *root*, default cwd)."""
+    file = os.fspath(path)
+    try:
+        with open(file, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise PolicyError(file, None, "", f"cannot read policy file: {exc.strerror}") from None
+    return parse_policy(text, os.path.abspath(file), root)
+
+
+BUILTIN_POLICY_FILE = "default_policy.yaml"
+
+
+def builtin_policy(root: str | None = None) -> Policy:
+    """The strict built-in default, used when no policy file is named."""
+    text = _package_text(BUILTIN_POLICY_FILE)
+    return parse_policy(text, f"<builtin:{BUILTIN_POLICY_FILE}>", root)
+
+
+__all__ = ["BUILTIN_POLICY_FILE", "builtin_policy", "load_policy", "parse_policy", "schema"]

@@ -1,0 +1,1 @@
+"""Tools around the guard: ``runner`` (a notebook run headlessly under a policy, cell by cell)."""

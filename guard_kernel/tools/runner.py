@@ -1,0 +1,310 @@
+"""Run a notebook headlessly under a policy and report, cell by cell, what the guard did.
+
+:func:`run_notebook` executes a notebook with nbclient in a real kernel whose
+environment names the policy, actor and audit directory; between cells it reads the
+audit records the guard appended, so every cell gets a status (allowed / denied /
+truncated / warned / error) with the deciding rule and the reason.  A cell's outcome
+is checked against the expectation stored in its metadata
+(``{"guard": {"expect": "denied", "rule": "source:warehouse"}}``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from guard_kernel._package import PACKAGE_DIR
+from guard_kernel.audit.chain import read_records
+from guard_kernel.audit.integrity import verify
+from guard_kernel.decision.guard import ENV_ACTOR, ENV_AUDIT_DIR, ENV_ENVIRONMENT, ENV_POLICY
+
+STATUSES = ("denied", "error", "truncated", "warned", "allowed")
+"""Cell statuses, strongest first: a cell shows the strongest thing that happened in it."""
+
+_DENY, _TRUNCATE, _WARN = {"deny"}, {"truncate"}, {"warn", "would_deny"}
+_QUIET_KINDS = {"session", "session_end"}
+
+
+# ----------------------------------------------------------------- outcomes
+
+
+def rule_text(rule: Any) -> str:
+    """One rule of a record (``{"id", "file", "line"}`` or a plain string) as ``id (file:line)``."""
+    if isinstance(rule, Mapping):
+        rid = str(rule.get("id", "?"))
+        file, line = rule.get("file"), rule.get("line")
+        return f"{rid} ({file}:{line})" if file and line else rid
+    return str(rule)
+
+
+def rule_ids(record: Mapping[str, Any]) -> list[str]:
+    """The ids of the rules a record names, whatever shape they were written in."""
+    rules = record.get("rules") or []
+    if isinstance(rules, (str, Mapping)):
+        rules = [rules]
+    return [str(r.get("id", "")) if isinstance(r, Mapping) else str(r).split(" ")[0] for r in rules]
+
+
+def _decision(record: Mapping[str, Any]) -> str:
+    return str(record.get("decision") or record.get("effect") or "")
+
+
+def classify(records: Iterable[Mapping[str, Any]], error: str | None) -> str:
+    """The status of a cell from its audit records and its error (``ename: evalue``), if any."""
+    seen = {_decision(r) for r in records if r.get("kind") not in _QUIET_KINDS}
+    denied_error = bool(error) and any(w in (error or "") for w in ("Denied", "Rejected", "PermissionError"))
+    if seen & _DENY or denied_error:
+        return "denied"
+    if error:
+        return "error"
+    if seen & _TRUNCATE:
+        return "truncated"
+    if seen & _WARN:
+        return "warned"
+    return "allowed"
+
+
+@dataclass(frozen=True)
+class CellOutcome:
+    """What happened to one code cell."""
+
+    index: int
+    """Position of the cell in the notebook."""
+    number: int
+    """1-based number among code cells."""
+    title: str
+    status: str
+    records: tuple[dict[str, Any], ...] = ()
+    error: str | None = None
+    stdout: str = ""
+    stderr: str = ""
+    silent: bool = False
+    """The cell is expected to print nothing (a refused cell runs no line)."""
+    expect: str | None = None
+    expect_rule: str | None = None
+
+    def deciding(self) -> list[dict[str, Any]]:
+        """The records that gave the cell its status (for the rule and reason shown)."""
+        want = {"denied": _DENY, "truncated": _TRUNCATE, "warned": _WARN}.get(self.status, set())
+        hits = [r for r in self.records if _decision(r) in want and r.get("kind") not in _QUIET_KINDS]
+        # prefer the action records over the cell summary that repeats them
+        return [r for r in hits if r.get("kind") != "cell"] or hits
+
+    @property
+    def rules(self) -> list[str]:
+        out: list[str] = []
+        for r in self.deciding():
+            rules = r.get("rules") or []
+            for x in rules if isinstance(rules, list) else [rules]:
+                t = rule_text(x)
+                if t not in out:
+                    out.append(t)
+        return out
+
+    @property
+    def reason(self) -> str:
+        for r in self.deciding():
+            msg = r.get("message") or r.get("reason")
+            if msg:
+                return str(msg)
+        if self.error:
+            return self.error
+        return ""
+
+    @property
+    def hint(self) -> str:
+        """What the deciding record says would be allowed instead."""
+        for r in self.deciding():
+            if r.get("hint"):
+                return str(r["hint"])
+        return ""
+
+    def check(self) -> str | None:
+        """Why this outcome differs from the cell's stored expectation, or None if it matches."""
+        if self.silent and self.stdout:
+            return f"a refused cell must run no line, but it printed {self.stdout.strip()[:60]!r}"
+        if self.expect is None:
+            return None
+        if self.status != self.expect:
+            return f"expected {self.expect}, got {self.status}" + (f" ({self.error})" if self.error else "")
+        if self.expect_rule:
+            ids = [i for r in self.deciding() for i in rule_ids(r)]
+            if not any(i.startswith(self.expect_rule) for i in ids):
+                return f"expected rule {self.expect_rule}, got {', '.join(ids) or 'none'}"
+        return None
+
+
+@dataclass
+class RunResult:
+    """A finished run: outcomes per code cell, the executed notebook and the audit files."""
+
+    cells: list[CellOutcome] = field(default_factory=list)
+    notebook: Any = None
+    audit_files: list[Path] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[tuple[CellOutcome, str]]:
+        return [(c, why) for c in self.cells if (why := c.check()) is not None]
+
+
+# ------------------------------------------------------------------ running
+
+
+def guard_env(policy: str | os.PathLike[str], actor: str, audit_dir: str | os.PathLike[str],
+              environment: str | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The kernel environment: the guard's variables, this package importable, a headless plot backend."""
+    env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith("GUARD_KERNEL_")}
+    env[ENV_POLICY] = os.path.abspath(policy)
+    env[ENV_ACTOR] = actor
+    env[ENV_AUDIT_DIR] = os.path.abspath(audit_dir)
+    if environment:
+        env[ENV_ENVIRONMENT] = environment
+    pkg_parent = str(Path(PACKAGE_DIR).resolve().parent)
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join([pkg_parent, *[p for p in paths if p != pkg_parent]])
+    env["MPLBACKEND"] = "Agg"
+    env.pop("JPY_PARENT_PID", None)
+    return env
+
+
+def _record_counts(audit_dir: Path) -> dict[Path, int]:
+    return {f: sum(1 for _ in read_records(str(f))) for f in sorted(audit_dir.glob("*.jsonl"))}
+
+
+def _new_records(audit_dir: Path, before: Mapping[Path, int]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for f in sorted(audit_dir.glob("*.jsonl")):
+        recs = list(read_records(str(f)))
+        out.extend(recs[before.get(f, 0):])
+    return out
+
+
+def _title(cell: Any) -> str:
+    meta = cell.metadata.get("guard", {})
+    if meta.get("title"):
+        return str(meta["title"])
+    for line in cell.source.splitlines():
+        s = line.strip()
+        if s.startswith("#"):
+            return s.lstrip("# ").strip()
+        if s:
+            return s[:60]
+    return ""
+
+
+def _error_of(cell: Any) -> str | None:
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "error":
+            value = str(out.get("evalue", "")).strip().splitlines()
+            return f"{out.get('ename')}: {value[0] if value else ''}"
+    return None
+
+
+def _stream_of(cell: Any, name: str) -> str:
+    return "".join(o.get("text", "") for o in cell.get("outputs", [])
+                   if o.get("output_type") == "stream" and o.get("name") == name)
+
+
+def run_notebook(path: str | os.PathLike[str], *, cwd: str | os.PathLike[str], policy: str | os.PathLike[str],
+                 actor: str = "agent", audit_dir: str | os.PathLike[str] | None = None,
+                 environment: str | None = None, load_guard: bool = False, timeout: int = 180,
+                 output: str | os.PathLike[str] | None = None,
+                 kernel_log: str | os.PathLike[str] | None = None) -> RunResult:
+    """Execute the notebook at *path* in a fresh kernel under *policy* and report every code cell.
+
+    Denied cells do not stop the run.  With *load_guard*, a first cell runs
+    ``%load_ext guard_kernel`` (for notebooks that do not load it themselves).  The
+    kernel process's own stderr goes to *kernel_log* (default ``<audit_dir>/kernel.log``).
+    """
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(os.fspath(path), as_version=4)
+    if load_guard:
+        nb.cells.insert(0, nbformat.v4.new_code_cell(
+            "%load_ext guard_kernel", metadata={"guard": {"expect": "allowed", "title": "load the guard"}}))
+    workdir = Path(cwd).resolve()
+    audit = Path(audit_dir).resolve() if audit_dir else workdir / ".guard_audit"
+    audit.mkdir(parents=True, exist_ok=True)
+    result = RunResult(notebook=nb)
+    before: dict[Path, int] = {}
+    numbers = {i: n for n, i in enumerate((i for i, c in enumerate(nb.cells) if c.cell_type == "code"), 1)}
+
+    def on_execute(cell: Any, cell_index: int, **_: Any) -> None:
+        before.clear()
+        before.update(_record_counts(audit))
+
+    def on_executed(cell: Any, cell_index: int, **_: Any) -> None:
+        records = _new_records(audit, before)
+        error = _error_of(cell)
+        meta = cell.metadata.get("guard", {})
+        result.cells.append(CellOutcome(
+            index=cell_index, number=numbers.get(cell_index, 0), title=_title(cell),
+            status=classify(records, error), records=tuple(records), error=error,
+            stdout=_stream_of(cell, "stdout"), stderr=_stream_of(cell, "stderr"), silent=bool(meta.get("silent")),
+            expect=meta.get("expect"), expect_rule=meta.get("rule")))
+
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
+                            resources={"metadata": {"path": str(workdir)}},
+                            on_cell_execute=on_execute, on_cell_executed=on_executed)
+    log_path = Path(kernel_log) if kernel_log else audit / "kernel.log"
+    with open(log_path, "ab") as log:
+        client.execute(env=guard_env(policy, actor, audit, environment), stderr=log)
+    result.audit_files = sorted(audit.glob("*.jsonl"))
+    if output is not None:
+        nbformat.write(nb, os.fspath(output))
+    return result
+
+
+# ---------------------------------------------------------------- reporting
+
+_LABEL = {"allowed": "allowed", "denied": "DENIED", "truncated": "truncated", "warned": "warned",
+          "error": "ERROR"}
+
+
+def _wrap(text: str, width: int = 100) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(" ".join(text.split()), width) or [""]
+
+
+def print_report(result: RunResult, out: TextIO | None = None) -> None:
+    """Cell by cell: status, title, deciding rule and reason."""
+    out = out or sys.stdout
+    for c in result.cells:
+        mark = "" if c.check() is None else "   <-- " + str(c.check())
+        whole = " (refused before any line ran)" if (c.error or "").startswith("CellRejected") else ""
+        print(f"[{c.number:2d}] {_LABEL.get(c.status, c.status):9s} {c.title}{whole}{mark}", file=out)
+        if c.status in ("denied", "truncated", "warned", "error"):
+            if c.rules:
+                print(f"     rule:   {'; '.join(c.rules)}", file=out)
+            for i, line in enumerate(_wrap(c.reason)):
+                print(f"     {'reason: ' if i == 0 else '        '}{line}", file=out)
+            for i, line in enumerate(_wrap(c.hint) if c.hint else []):
+                print(f"     {'instead:' if i == 0 else '        '} {line}", file=out)
+    counts = {s: sum(1 for c in result.cells if c.status == s) for s in STATUSES}
+    print("\n" + ", ".join(f"{n} {s}" for s, n in counts.items() if n), f"({len(result.cells)} code cells)",
+          file=out)
+
+
+def print_audit(files: Iterable[Path], out: TextIO | None = None) -> bool:
+    """Where the audit was written, and whether its hash chain verifies."""
+    out = out or sys.stdout
+    ok = True
+    files = list(files)
+    if not files:
+        print("audit:  no audit file was written", file=out)
+        return False
+    for f in files:
+        res = verify(str(f))
+        ok = ok and res.ok
+        state = f"hash chain intact, {res.records} records" if res.ok else f"BROKEN: {res.problem}"
+        print(f"audit:  {f}\nverify: {state}", file=out)
+    return ok
+
+
+__all__ = ["CellOutcome", "RunResult", "classify", "guard_env", "print_audit", "print_report", "run_notebook"]
