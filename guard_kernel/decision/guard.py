@@ -14,10 +14,10 @@ import threading
 import weakref
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from guard_kernel.audit.writer import AuditWriter, new_session_id
-from guard_kernel.decision.errors import GuardDenied
+from guard_kernel.decision.errors import GuardDenied, GuardLocked, locked_message
 from guard_kernel.decision.evaluate import Decision, Effect, decide
 from guard_kernel.decision.request import Request
 from guard_kernel.policy.actions import Action
@@ -146,6 +146,17 @@ class Guard:
         self.policy = policy
         self._cache.clear()
         self.audit.policy = {"name": policy.name, "sha256": policy.sha256}
+
+    def lock_rule(self) -> dict[str, Any]:
+        """The audit's rule entry for what ``lock: true`` refuses or repairs."""
+        return {"id": "lock", "file": os.path.basename(self.policy.file), "line": 0}
+
+    def refuse_locked(self, what: str) -> NoReturn:
+        """Record that *what* was refused because the policy is locked, and raise :class:`GuardLocked`."""
+        msg = locked_message(self.policy.name)
+        self.record("guard", action=None, resource="guard_kernel", decision="deny", rules=[self.lock_rule()],
+                    message=f"{what} refused: {msg}")
+        raise GuardLocked(msg)
 
     def close(self) -> None:
         """Record the end of the session and close the audit file (again: nothing)."""

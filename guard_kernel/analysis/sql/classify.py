@@ -221,7 +221,7 @@ def _statement(text: str, kind: str) -> SqlStatement:
                                          dialect="duckdb") if m else None
             except sqlglot.errors.SqlglotError as e:
                 return unknown(f"CALL not understood: {e}")
-            facts = Facts()
+            facts = Facts(inner=analyze)
             if node is not None:
                 collect(node, facts)
             if facts.unknown:
@@ -279,7 +279,7 @@ def _parse_pivot(text: str) -> list[exp.Expr]:
 
 
 def _classify(text: str, kind: str, tree: exp.Expr) -> SqlStatement:
-    facts = Facts()
+    facts = Facts(inner=analyze)
     action = Action.SQL_READ
     export_path = None
     attach = None

@@ -9,6 +9,7 @@ a ``*`` that reaches the result, a CREATE/INSERT/COPY or an IN list is a whole-r
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,9 @@ class Facts:
     macros: dict[str, None] = field(default_factory=dict)
     """Table functions the guard does not know: callable only as the session's own table macros."""
     unknown: str | None = None
+    inner: Callable[[str], tuple[Any, ...]] | None = field(default=None, compare=False)
+    """How the statement inside ``query('…')`` is classified: the classifier passes its own entry
+    point (this module sits below it and does not import it)."""
 
 
 def table_ref(t: exp.Table) -> TableRef:
@@ -418,10 +422,10 @@ def table_function(f: exp.Expr, facts: Facts) -> None:
         if len(args) != 1:
             facts.unknown = "query() needs one literal SQL string"
             return
-        # query() holds a statement of its own
-        from guard_kernel.analysis.sql.classify import analyze
-
-        inner = analyze(args[0])
+        if facts.inner is None:  # fail closed: nothing can look inside it
+            facts.unknown = "query() cannot be analysed here"
+            return
+        inner = facts.inner(args[0])  # query() holds a statement of its own
         if len(inner) != 1 or inner[0].action is not Action.SQL_READ:
             facts.unknown = f"query() of something that is not one read: {args[0][:80]!r}"
             return

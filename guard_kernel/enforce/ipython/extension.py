@@ -28,7 +28,7 @@ from typing import Any
 from guard_kernel._package import PACKAGE
 from guard_kernel.analysis.python.scan import DEFAULT_ALIASES, magic_intent
 from guard_kernel.decision import guard as session
-from guard_kernel.decision.errors import GuardDenied, GuardLocked, locked_message
+from guard_kernel.decision.errors import GuardDenied
 from guard_kernel.decision.evaluate import Decision, Effect
 from guard_kernel.decision.request import Request
 from guard_kernel.enforce import lazy
@@ -195,7 +195,7 @@ def unload_ipython_extension(ip: Any) -> None:
     state = _loaded
     guard = session.current()
     if guard is not None and guard.policy.lock:
-        refuse_locked(guard, "unload")
+        guard.refuse_locked("unload")
     if state is None:
         return
     _teardown(state)
@@ -207,15 +207,6 @@ def unload_ipython_extension(ip: Any) -> None:
     except ValueError:  # already closed
         pass
     print("guard_kernel: unloaded; this session is no longer guarded.", file=sys.stderr)
-
-
-def refuse_locked(guard: session.Guard, what: str) -> None:
-    """Record the refusal and raise :class:`GuardLocked`."""
-    msg = locked_message(guard.policy.name)
-    guard.record("guard", action=None, resource="guard_kernel", decision="deny",
-                 rules=[{"id": "lock", "file": os.path.basename(guard.policy.file), "line": 0}],
-                 message=f"{what} refused: {msg}")
-    raise GuardLocked(msg)
 
 
 def _teardown(state: _Loaded) -> None:
@@ -298,8 +289,7 @@ def _heal(state: _Loaded) -> None:
             owner.__dict__[name] = wrapper
             repaired.append(name)
     if repaired:
-        guard.record("guard", action=None, resource="guard_kernel", decision="deny",
-                     rules=[{"id": "lock", "file": os.path.basename(guard.policy.file), "line": 0}],
+        guard.record("guard", action=None, resource="guard_kernel", decision="deny", rules=[guard.lock_rule()],
                      message=f"guard hooks removed by code were restored: {', '.join(repaired)}")
         print(f"guard_kernel: restored guard hooks removed by code ({', '.join(repaired)}); the policy is locked.",
               file=sys.stderr)
@@ -429,7 +419,7 @@ def _guard_magic(state: _Loaded, kind: str, name: str, fn: Callable[..., Any]) -
         body = (str(args[1]) if len(args) > 1 else kwargs.get("cell")) if kind == "cell" else None
         if name in ("unload_ext", "reload_ext"):
             if line.strip() in _OWN_NAMES and guard.policy.lock:
-                refuse_locked(guard, f"%{name}")
+                guard.refuse_locked(f"%{name}")
             return fn(*args, **kwargs)
         if name == "run":
             _check_run(state, guard, line)

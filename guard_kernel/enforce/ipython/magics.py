@@ -69,10 +69,8 @@ def explain_text(guard: session.Guard) -> str:
 
 def switch_policy(guard: session.Guard, file: str) -> str:
     """Replace the guard's policy with *file* (refused under ``lock: true``); returns a summary."""
-    from guard_kernel.enforce.ipython.extension import refuse_locked
-
     if guard.policy.lock:
-        refuse_locked(guard, "%guard policy")
+        guard.refuse_locked("%guard policy")
     new = load_policy(file, root=guard.policy.root)
     old = guard.policy
     guard.set_policy(new)
