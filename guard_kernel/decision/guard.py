@@ -13,7 +13,7 @@ import sys
 import threading
 import weakref
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
 from guard_kernel.audit.writer import AuditWriter, new_session_id
@@ -111,6 +111,25 @@ class Guard:
         if d.blocked and enforce:
             raise GuardDenied(d)
         return d
+
+    def check_all(self, items: Iterable[tuple[Request | Decision, str, Mapping[str, Any]]], *,
+                  record: bool = False, error: type[GuardDenied] = GuardDenied) -> list[Decision]:
+        """Decide every ``(request, kind, audit fields)`` before any of them runs.
+
+        When one is blocked, all of them are recorded and *error* is raised listing every denial
+        (a cell, a script, a multi-statement SQL string: nothing runs, and the audit shows why).
+        Otherwise they are recorded only with *record* (callers that run the actions one by one
+        record each as it runs).  An item may carry a decision already made (a cached verdict).
+        """
+        items = list(items)
+        decisions = [x if isinstance(x, Decision) else self.decide(x) for x, _, _ in items]
+        blocked = [d for d in decisions if d.blocked]
+        if blocked or record:
+            for d, (_, kind, extra) in zip(decisions, items, strict=True):
+                self.record_decision(d, kind, **extra)
+        if blocked:
+            raise error(blocked)
+        return decisions
 
     def record_decision(self, d: Decision, kind: str, **extra: Any) -> None:
         """Write *d* to the audit, count it, remember it, and show warnings."""

@@ -190,24 +190,8 @@ def _to_requests(stmts: Iterable[SqlStatement], ctx: SqlContext, line: int | Non
 
 
 def check_sql(guard: Guard, text: str, *, ctx: SqlContext | None = None, line: int | None = None,
-              kind: str = "sql", record_reads: bool = True,
-              export_action: Action = Action.SQL_EXPORT) -> list[Decision]:
-    """Decide every statement of *text* before any runs; record; raise GuardDenied listing all denials.
-
-    ``record_reads=False`` records only blocked decisions (used when a lazy relation is made: its
-    read is recorded when it actually runs).
-    """
-    from guard_kernel.decision.errors import GuardDenied
-
-    stmts = analyze(text)
-    if not stmts:
-        return []
-    reqs = to_requests(stmts, ctx or SqlContext(root=guard.policy.root, source_paths=source_paths(guard.policy)), line, export_action=export_action)
-    decisions = [guard.decide(r) for r in reqs]
-    for d in decisions:
-        if record_reads or d.effect.value != "allow":
-            guard.record_decision(d, kind)
-    denied = [d for d in decisions if d.blocked]
-    if denied:
-        raise GuardDenied(denied)
-    return decisions
+              kind: str = "sql", export_action: Action = Action.SQL_EXPORT) -> list[Decision]:
+    """Decide every statement of *text* before any runs; record each; raise GuardDenied listing all denials."""
+    ctx = ctx or SqlContext(root=guard.policy.root, source_paths=source_paths(guard.policy))
+    reqs = to_requests(analyze(text), ctx, line, export_action=export_action)
+    return guard.check_all(((r, kind, {}) for r in reqs), record=True)

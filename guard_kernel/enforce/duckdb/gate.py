@@ -36,7 +36,6 @@ import duckdb
 from duckdb import _relation
 
 from guard_kernel.analysis.sql import requests as _sql
-from guard_kernel.decision.errors import GuardDenied
 from guard_kernel.decision.evaluate import Effect
 from guard_kernel.decision.guard import Guard
 from guard_kernel.decision.request import Request
@@ -231,10 +230,7 @@ def _check(con: Any, g: Guard, text: str, *, record_last: bool = True, record_re
         if len(st.checked) >= _CHECKED_MAX:
             st.checked.clear()
         st.checked[key] = c
-    if c.denied:
-        for d in c.denied:
-            g.record_decision(d, "sql")
-        raise GuardDenied(c.denied)
+    g.check_all((d, "sql", {}) for d in c.denied)  # any denial: recorded, and nothing runs
     decided = c.decided if record_last else c.decided[:-1]
     for ds in decided:
         for d in ds:

@@ -63,15 +63,8 @@ def guard_error(guard: Guard, exc: BaseException) -> Decision:
 
 def enforce(guard: Guard, intents: list[Intent]) -> list[Decision]:
     """Decide every intent; if any is denied, record them all and raise ``CellRejected``."""
-    if not intents:
-        return []
-    decisions = [guard.decide(i.request) for i in intents]
-    blocked = [d for d in decisions if d.blocked]
-    if blocked:
-        for i, d in zip(intents, decisions, strict=True):
-            guard.record_decision(d, i.kind, via=i.via, stage="cell")
-        raise CellRejected(blocked)
-    return decisions
+    return guard.check_all(((i.request, i.kind, {"via": i.via, "stage": "cell"}) for i in intents),
+                           error=CellRejected)
 
 
 def check_cell(guard: Guard, code: str, **kw: Any) -> list[Decision]:

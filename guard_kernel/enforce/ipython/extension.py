@@ -28,7 +28,6 @@ from typing import Any
 from guard_kernel._package import PACKAGE
 from guard_kernel.analysis.python.scan import DEFAULT_ALIASES, magic_intent
 from guard_kernel.decision import guard as session
-from guard_kernel.decision.errors import GuardDenied
 from guard_kernel.decision.evaluate import Decision, Effect
 from guard_kernel.decision.request import Request
 from guard_kernel.enforce import lazy
@@ -528,9 +527,4 @@ def _check_run(state: _Loaded, guard: session.Guard, line: str) -> None:
         text = state.ip.transform_cell(text)
     intents = analyze_source(text, guard=guard, namespace=None, aliases=_aliases(state.ip),
                              transform=state.ip.transform_cell)
-    decisions = [guard.decide(i.request) for i in intents]
-    blocked = [d for d in decisions if d.blocked]
-    if blocked:
-        for i, d in zip(intents, decisions, strict=True):
-            guard.record_decision(d, i.kind, via=f"%run {target}", stage="run")
-        raise GuardDenied(blocked)
+    guard.check_all((i.request, i.kind, {"via": f"%run {target}", "stage": "run"}) for i in intents)
