@@ -216,11 +216,11 @@ def test_polars_writers_without_a_path(project: Project) -> None:
     with pytest.raises(GuardDenied):
         df.write_database("t", "sqlite:///out.db")
     assert not Path("out.db").exists()
-    from guard_kernel.enforce.dataframe.patching import _is_wrapper
+    from guard_kernel.enforce.dataframe.patching import is_wrapper
 
     for cls, names in ((pl.DataFrame, ("write_csv", "write_parquet", "write_excel", "write_delta", "write_iceberg")),
                        (pl.LazyFrame, ("sink_csv", "sink_parquet", "sink_ipc", "sink_ndjson"))):
-        assert all(_is_wrapper(vars(cls)[n]) for n in names), cls
+        assert all(is_wrapper(vars(cls)[n]) for n in names), cls
 
 
 def test_in_memory_targets_need_no_decision(project: Project) -> None:

@@ -256,7 +256,7 @@ def test_prefilter_error_rejects_a_plain_cell(make_shell: Callable[..., Shell],
     def boom(source: str) -> list[int]:
         raise RuntimeError("pre-filter exploded")
 
-    monkeypatch.setattr(cell, "_hit_lines", boom)
+    monkeypatch.setattr(cell, "hit_lines", boom)
     res = sh.run("y = 'should not run'")
     assert isinstance(res.error_before_exec, CellRejected)
     assert "y" not in sh.ip.user_ns

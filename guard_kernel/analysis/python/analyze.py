@@ -24,31 +24,31 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from guard_kernel.analysis.python.scan import (
-    _BUILTIN_NAMES,
-    _DEFAULT_ALIASES_OF_MODULES,
-    _EXPORT_FUNCS,
-    _FILE_FUNCS,
-    _NET_FUNCS,
-    _PATH_METHODS,
-    _SHELL_FUNCS,
-    _TIMEIT_OPTS,
-    _WRITE_MODE,
-    _WRITER_PATH_KW,
+    BUILTIN_NAMES,
     DEFAULT_ALIASES,
+    DEFAULT_ALIASES_OF_MODULES,
+    EXPORT_FUNCS,
+    FILE_FUNCS,
+    NET_FUNCS,
+    PATH_METHODS,
     PYTHON_MAGICS,
+    SHELL_FUNCS,
     SQL_METHODS,
+    TIMEIT_OPTS,
+    WRITE_MODE,
     WRITER_METHODS,
-    _arg,
-    _collect,
-    _dotted,
-    _hit_lines,
-    _is_duckdb_type,
-    _is_get_ipython,
-    _mentions_placeholder,
-    _qualname_of,
-    _sql_text,
-    _str,
+    WRITER_PATH_KW,
+    call_arg,
+    collect_nodes,
+    dotted,
+    hit_lines,
+    is_duckdb_type,
+    is_get_ipython,
+    literal_str,
     magic_intent,
+    mentions_placeholder,
+    qualname_of,
+    sql_text,
 )
 from guard_kernel.decision.request import Request
 from guard_kernel.policy.actions import Action
@@ -154,18 +154,18 @@ class _Analyzer:
     # ------------------------------------------------------------ resolution
     def qualify(self, node: ast.AST) -> str | None:
         """The qualified name a call target stands for (``o.remove`` → ``os.remove``)."""
-        parts = _dotted(node)
+        parts = dotted(node)
         if not parts:
             return None
         head = parts[0]
         if head in self.b.modules:
             base = self.b.modules[head]
         elif self.ns is not None and head in self.ns:
-            base = _qualname_of(self.ns[head]) or head
-        elif head in _BUILTIN_NAMES:
+            base = qualname_of(self.ns[head]) or head
+        elif head in BUILTIN_NAMES:
             base = "builtins." + head
         else:
-            base = _DEFAULT_ALIASES_OF_MODULES.get(head, head)
+            base = DEFAULT_ALIASES_OF_MODULES.get(head, head)
         return ".".join([base, *parts[1:]])
 
     def is_duckdb(self, node: ast.AST) -> bool:
@@ -184,7 +184,7 @@ class _Analyzer:
                 v = self.ns[node.id]
                 if isinstance(v, types.ModuleType):
                     return ("ns", None) if v.__name__ in ("duckdb", "_duckdb") else None
-                return ("ns", v) if _is_duckdb_type(type(v), "DuckDBPyConnection") else None
+                return ("ns", v) if is_duckdb_type(type(v), "DuckDBPyConnection") else None
             return ("ns", None) if node.id == "duckdb" and self.ns is None else None
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             attr, owner = node.func.attr, node.func.value
@@ -193,10 +193,10 @@ class _Analyzer:
             if attr == "default_connection" and self.conn_of(owner) is not None:
                 return ("ns", None)
             if attr == "connect" and (self.conn_of(owner) is not None or self.qualify(node.func) == "duckdb.connect"):
-                db = _arg(node, 0, "database")
+                db = call_arg(node, 0, "database")
                 if db is None:
                     return ("path", None)
-                text = _str(db)
+                text = literal_str(db)
                 if text is None:
                     return ("unknown", None)
                 if not text or text.startswith(":memory:") or "://" in text or text.startswith("md:"):
@@ -233,7 +233,7 @@ class _Analyzer:
         """A path written literally: ``"a"``, ``Path("a") / "b"``, ``os.path.join("a", "b")``, a Path name."""
         if node is None:
             return None
-        s = _str(node)
+        s = literal_str(node)
         if s is not None:
             return s
         if isinstance(node, ast.JoinedStr) and all(isinstance(v, ast.Constant) for v in node.values):
@@ -269,7 +269,7 @@ class _Analyzer:
 
     # -------------------------------------------------------------- the pass
     def run(self, tree: ast.AST, hits: list[int] | None) -> list[Intent]:
-        calls, imports, binds = _collect(tree, hits)
+        calls, imports, binds = collect_nodes(tree, hits)
         for node in sorted(imports, key=lambda n: n.lineno):  # type: ignore[attr-defined]
             self.on_import(node)
         for node in sorted(binds, key=lambda n: getattr(n, "lineno", 0)):
@@ -321,67 +321,67 @@ class _Analyzer:
         if method == "query" and recv is not None and self.is_relation(recv):
             self.on_sql(call, "relation.query", index=1)
             return
-        if recv is not None and _is_get_ipython(recv) and method is not None:
+        if recv is not None and is_get_ipython(recv) and method is not None:
             self.on_ipython(call, method)
             return
         if q is not None:
             if q in ("builtins.open", "io.open", "codecs.open"):
                 self.on_open(call, q)
                 return
-            if q in _FILE_FUNCS:
-                for action, i in _FILE_FUNCS[q]:
-                    p = self.literal_path(_arg(call, i, "src" if i == 0 else "dst", "path"))
+            if q in FILE_FUNCS:
+                for action, i in FILE_FUNCS[q]:
+                    p = self.literal_path(call_arg(call, i, "src" if i == 0 else "dst", "path"))
                     if p is not None:
                         self.add_path(call, "file", q, action, p)
                 return
-            if q in _SHELL_FUNCS:
-                self.on_shell_call(call, q, _SHELL_FUNCS[q])
+            if q in SHELL_FUNCS:
+                self.on_shell_call(call, q, SHELL_FUNCS[q])
                 return
-            if q in _EXPORT_FUNCS:
-                p = self.literal_path(_arg(call, _EXPORT_FUNCS[q], "where", "path", "file", "fname", "filepath_or_buffer"))
+            if q in EXPORT_FUNCS:
+                p = self.literal_path(call_arg(call, EXPORT_FUNCS[q], "where", "path", "file", "fname", "filepath_or_buffer"))
                 if p is not None:
                     self.add_path(call, "export", q, Action.EXPORT_DATAFRAME, p)
                 return
-            if q in _NET_FUNCS or q == "requests.request" or q == "socket.create_connection":
+            if q in NET_FUNCS or q == "requests.request" or q == "socket.create_connection":
                 self.on_net(call, q)
                 return
             if q in ("builtins.__import__", "importlib.import_module"):
-                mod = _str(_arg(call, 0, "name"))
+                mod = literal_str(call_arg(call, 0, "name"))
                 if mod:
                     self.add(call, "import", q, Action.PYTHON_IMPORT, mod, module=mod)
                 return
             if q.startswith("pandas.read_") or q.startswith("polars.read_"):
-                url = _str(_arg(call, 0, "filepath_or_buffer", "path", "io", "source"))
+                url = literal_str(call_arg(call, 0, "filepath_or_buffer", "path", "io", "source"))
                 if url and url.split("://", 1)[0].lower() in ("http", "https", "ftp"):
                     self.add(call, "net", q, Action.NET_CONNECT, url, host=urlsplit(url).hostname)
                 return
         if method is None or recv is None:
             return
         if method in WRITER_METHODS:
-            p = self.literal_path(_arg(call, 0, *_WRITER_PATH_KW))
+            p = self.literal_path(call_arg(call, 0, *WRITER_PATH_KW))
             if p is not None:
                 self.add_path(call, "export", method, Action.EXPORT_DATAFRAME, p)
         elif method == "to_clipboard":
             self.add(call, "export", method, Action.EXPORT_CLIPBOARD, "clipboard")
-        elif method in _PATH_METHODS or method == "open":
+        elif method in PATH_METHODS or method == "open":
             self.on_path_method(call, method, recv)
         elif method == "connect" and call.args and isinstance(call.args[0], ast.Tuple):
             elts = call.args[0].elts
-            host = _str(elts[0]) if elts else None
+            host = literal_str(elts[0]) if elts else None
             if host is not None and len(elts) == 2 and isinstance(elts[1], ast.Constant):
                 self.add(call, "net", "socket.connect", Action.NET_CONNECT, f"{host}:{elts[1].value!s}", host=host)
 
     def is_relation(self, node: ast.AST) -> bool:
         if self.ns is None or not isinstance(node, ast.Name) or node.id not in self.ns:
             return False
-        return _is_duckdb_type(type(self.ns[node.id]), "DuckDBPyRelation")
+        return is_duckdb_type(type(self.ns[node.id]), "DuckDBPyRelation")
 
     # -------------------------------------------------------------- handlers
     def on_open(self, call: ast.Call, via: str) -> None:
-        path = self.literal_path(_arg(call, 0, "file", "filename"))
-        mode = _arg(call, 1, "mode")
-        mode_s = "r" if mode is None else _str(mode)
-        if path is not None and mode_s is not None and _WRITE_MODE.search(mode_s):
+        path = self.literal_path(call_arg(call, 0, "file", "filename"))
+        mode = call_arg(call, 1, "mode")
+        mode_s = "r" if mode is None else literal_str(mode)
+        if path is not None and mode_s is not None and WRITE_MODE.search(mode_s):
             self.add_path(call, "file", via, Action.FILE_WRITE, path)
 
     def on_path_method(self, call: ast.Call, method: str, recv: ast.AST) -> None:
@@ -391,31 +391,31 @@ class _Analyzer:
         if path is None:
             return
         if method == "open":
-            mode = _str(_arg(call, 0, "mode")) if (call.args or call.keywords) else "r"
-            if mode is not None and _WRITE_MODE.search(mode):
+            mode = literal_str(call_arg(call, 0, "mode")) if (call.args or call.keywords) else "r"
+            if mode is not None and WRITE_MODE.search(mode):
                 self.add_path(call, "file", "Path.open", Action.FILE_WRITE, path)
             return
-        for action in _PATH_METHODS[method]:
+        for action in PATH_METHODS[method]:
             self.add_path(call, "file", f"Path.{method}", action, path)
         if method in ("rename", "replace"):
-            target = self.literal_path(_arg(call, 0, "target"))
+            target = self.literal_path(call_arg(call, 0, "target"))
             if target is not None:
                 self.add_path(call, "file", f"Path.{method}", Action.FILE_WRITE, target)
 
     def on_shell_call(self, call: ast.Call, via: str, index: int) -> None:
-        node = _arg(call, index, "args", "cmd", "command", "program")
+        node = call_arg(call, index, "args", "cmd", "command", "program")
         if isinstance(node, (ast.List, ast.Tuple)):
-            words = [_str(e) for e in node.elts]
+            words = [literal_str(e) for e in node.elts]
             if not words or any(w is None for w in words):
                 return
             cmd = shlex.join(w for w in words if w is not None)
         elif via.startswith(("os.exec", "os.spawn", "asyncio.create_subprocess_exec")):
-            words = [_str(a) for a in call.args[index:]]
+            words = [literal_str(a) for a in call.args[index:]]
             if not words or any(w is None for w in words):
                 return
             cmd = shlex.join(w for w in words if w is not None)
         else:
-            s = _str(node)
+            s = literal_str(node)
             if s is None:
                 return
             cmd = s
@@ -427,27 +427,27 @@ class _Analyzer:
 
     def on_net(self, call: ast.Call, via: str) -> None:
         if via == "socket.create_connection":
-            addr = _arg(call, 0, "address")
-            if isinstance(addr, ast.Tuple) and addr.elts and _str(addr.elts[0]):
-                host = _str(addr.elts[0])
+            addr = call_arg(call, 0, "address")
+            if isinstance(addr, ast.Tuple) and addr.elts and literal_str(addr.elts[0]):
+                host = literal_str(addr.elts[0])
                 self.add(call, "net", via, Action.NET_CONNECT, str(host), host=host)
             return
-        url = _str(_arg(call, 1 if via == "requests.request" else 0, "url"))
+        url = literal_str(call_arg(call, 1 if via == "requests.request" else 0, "url"))
         if url and "://" in url:
             self.add(call, "net", via, Action.NET_CONNECT, url, host=urlsplit(url).hostname)
 
     def on_ipython(self, call: ast.Call, method: str) -> None:
         if method in ("system", "system_piped", "system_raw", "getoutput"):
-            cmd = _str(_arg(call, 0, "cmd"))
+            cmd = literal_str(call_arg(call, 0, "cmd"))
             if cmd is not None:
                 self.add_shell(call, "!" if method != "getoutput" else "!!", cmd)
         elif method == "run_line_magic":
-            name, line = _str(_arg(call, 0, "magic_name")), _str(_arg(call, 1, "line"))
+            name, line = literal_str(call_arg(call, 0, "magic_name")), literal_str(call_arg(call, 1, "line"))
             if name is not None and line is not None:
                 self.on_magic(call, name, line, None)
         elif method == "run_cell_magic":
-            name, line, body = (_str(_arg(call, 0, "magic_name")), _str(_arg(call, 1, "line")),
-                                _str(_arg(call, 2, "cell")))
+            name, line, body = (literal_str(call_arg(call, 0, "magic_name")), literal_str(call_arg(call, 1, "line")),
+                                literal_str(call_arg(call, 2, "cell")))
             if name is not None and line is not None and body is not None:
                 self.on_magic(call, name, line, body)
 
@@ -468,7 +468,7 @@ class _Analyzer:
                 self.nested(body, (self.line_of(call) or 1) + 1)
             else:
                 if name == "timeit":  # %timeit -n1 -r3 stmt: its options take numbers, the rest is Python
-                    line = _TIMEIT_OPTS.sub("", line, count=1)
+                    line = TIMEIT_OPTS.sub("", line, count=1)
                 if not line.lstrip().startswith("-"):  # other options: leave the parsing to the magic
                     self.nested(line, self.line_of(call) or 1)
 
@@ -485,8 +485,8 @@ class _Analyzer:
 
     def on_sql(self, call: ast.Call, via: str, index: int = 0) -> None:
         sql = _sql_module()
-        node = _arg(call, index, "query", "sql", "sql_query")
-        text, placeholders = _sql_text(node)
+        node = call_arg(call, index, "query", "sql", "sql_query")
+        text, placeholders = sql_text(node)
         if text is None:
             return
         recv = call.func.value if isinstance(call.func, ast.Attribute) else None
@@ -497,7 +497,7 @@ class _Analyzer:
                 continue  # the shape depends on runtime values: the DuckDB gate decides
             ctx = self.sql_context(sql, conn, key)
             for req in sql.to_requests((st,), ctx, line=self.line_of(call)):
-                if placeholders and _mentions_placeholder(req):
+                if placeholders and mentions_placeholder(req):
                     continue
                 self.out.append(Intent(req, "sql", via))
             for t in st.created:
@@ -563,7 +563,7 @@ def analyze_tree(tree: ast.AST, source: str | None = None, *, first_line: int = 
     if source is None or not source.isascii():  # identifiers are NFKC-normalised: non-ASCII → walk all
         hits = None
     elif hits is None:
-        hits = _hit_lines(source)
+        hits = hit_lines(source)
     if hits is not None and not hits:
         return []
     a = _Analyzer(source=source, first_line=first_line, namespace=namespace, guard=guard, aliases=aliases,

@@ -7,7 +7,7 @@ that adding a call is a one-line table change, and because the pre-filter is bui
 
 Speed: IPython has already parsed the cell, so the analysis never re-parses.  A regex over
 the cell's text finds the lines that mention an interesting name; only AST subtrees spanning
-those lines are walked (:func:`_collect`).  The small readers at the end take literals off
+those lines are walked (:func:`collect_nodes`).  The small readers at the end take literals off
 AST nodes (strings, arguments, dotted names, f-strings as SQL with placeholders) without
 evaluating anything.
 """
@@ -37,15 +37,15 @@ WRITER_METHODS = frozenset({
     "write_delta", "write_ipc_stream", "sink_csv", "sink_parquet", "sink_ipc", "sink_ndjson",
 })
 """Dataframe / relation writer methods: ``export.dataframe`` when given a literal target."""
-_WRITER_PATH_KW = ("path_or_buf", "path", "buf", "excel_writer", "fname", "file", "file_name", "filename",
+WRITER_PATH_KW = ("path_or_buf", "path", "buf", "excel_writer", "fname", "file", "file_name", "filename",
                    "target", "where", "destination")
 
-_EXPORT_FUNCS: dict[str, int] = {  # qualified function → index of its target argument
+EXPORT_FUNCS: dict[str, int] = {  # qualified function → index of its target argument
     "pandas.to_pickle": 1, "pyarrow.parquet.write_table": 1, "pyarrow.csv.write_csv": 1,
     "pyarrow.feather.write_feather": 1, "pyarrow.orc.write_table": 1, "numpy.save": 0, "numpy.savez": 0,
     "numpy.savez_compressed": 0, "numpy.savetxt": 0,
 }
-_FILE_FUNCS: dict[str, tuple[tuple[Action, int], ...]] = {  # qualified function → (action, arg index)…
+FILE_FUNCS: dict[str, tuple[tuple[Action, int], ...]] = {  # qualified function → (action, arg index)…
     "os.remove": ((Action.FILE_DELETE, 0),), "os.unlink": ((Action.FILE_DELETE, 0),),
     "os.rmdir": ((Action.FILE_DELETE, 0),), "os.removedirs": ((Action.FILE_DELETE, 0),),
     "os.truncate": ((Action.FILE_DELETE, 0),),
@@ -58,27 +58,27 @@ _FILE_FUNCS: dict[str, tuple[tuple[Action, int], ...]] = {  # qualified function
     "shutil.copy": ((Action.FILE_WRITE, 1),), "shutil.copy2": ((Action.FILE_WRITE, 1),),
     "shutil.copyfile": ((Action.FILE_WRITE, 1),), "shutil.copytree": ((Action.FILE_WRITE, 1),),
 }
-_PATH_METHODS: dict[str, tuple[Action, ...]] = {  # pathlib.Path method → actions on the receiver
+PATH_METHODS: dict[str, tuple[Action, ...]] = {  # pathlib.Path method → actions on the receiver
     "write_text": (Action.FILE_WRITE,), "write_bytes": (Action.FILE_WRITE,), "touch": (Action.FILE_WRITE,),
     "unlink": (Action.FILE_DELETE,), "rmdir": (Action.FILE_DELETE,), "rename": (Action.FILE_DELETE,),
     "replace": (Action.FILE_DELETE,), "symlink_to": (Action.FILE_WRITE,), "hardlink_to": (Action.FILE_WRITE,),
 }
-_SHELL_FUNCS: dict[str, int] = {  # qualified function → index of the command argument
+SHELL_FUNCS: dict[str, int] = {  # qualified function → index of the command argument
     "os.system": 0, "os.popen": 0, "subprocess.run": 0, "subprocess.call": 0, "subprocess.check_call": 0,
     "subprocess.check_output": 0, "subprocess.Popen": 0, "subprocess.getoutput": 0,
     "subprocess.getstatusoutput": 0, "os.execv": 1, "os.execve": 1, "os.execvp": 1, "os.execvpe": 1,
     "os.execl": 1, "os.execlp": 1, "os.spawnv": 2, "os.spawnvp": 2, "os.spawnl": 2, "os.spawnlp": 2,
     "asyncio.create_subprocess_shell": 0, "asyncio.create_subprocess_exec": 0, "pty.spawn": 0,
 }
-_NET_FUNCS = frozenset({
+NET_FUNCS = frozenset({
     "urllib.request.urlopen", "urllib.request.urlretrieve", "requests.get", "requests.post", "requests.put",
     "requests.patch", "requests.delete", "requests.head", "requests.options", "httpx.get", "httpx.post",
     "httpx.put", "httpx.patch", "httpx.delete", "httpx.head", "httpx.stream",
 })
-_DEFAULT_ALIASES_OF_MODULES = {"pd": "pandas", "np": "numpy", "pq": "pyarrow.parquet", "pa": "pyarrow"}
+DEFAULT_ALIASES_OF_MODULES = {"pd": "pandas", "np": "numpy", "pq": "pyarrow.parquet", "pa": "pyarrow"}
 
 _INTERESTING = (
-    SQL_METHODS | WRITER_METHODS | set(_PATH_METHODS)
+    SQL_METHODS | WRITER_METHODS | set(PATH_METHODS)
     | {"open", "to_clipboard", "connect", "cursor", "Path", "PurePath", "PosixPath", "import", "__import__",
        "import_module", "system", "getoutput", "run_cell_magic", "run_line_magic", "popen", "Popen", "run",
        "call", "check_call", "check_output", "remove", "rmtree", "move", "copy", "copy2", "copyfile",
@@ -86,7 +86,7 @@ _INTERESTING = (
        "requests", "httpx", "create_connection", "save", "savez", "savez_compressed", "savetxt",
        "write_table", "write_feather", "spawn", "create_subprocess_shell", "create_subprocess_exec",
        "system_piped", "system_raw", "default_connection", "duplicate"}
-    | {n.rsplit(".", 1)[1] for n in _SHELL_FUNCS}
+    | {n.rsplit(".", 1)[1] for n in SHELL_FUNCS}
 )
 
 
@@ -113,8 +113,8 @@ def _trie_regex(words: Iterable[str]) -> str:
 _HIT = re.compile(r"\b(?:" + _trie_regex(_INTERESTING) + r"|read_\w+)\b")
 _FROM_AS = re.compile(r"\bfrom\s+[\w.]+\s+import\s+\(?([^\n)]*\bas\b[^\n)]*)")
 _AS_NAME = re.compile(r"\bas\s+(\w+)")
-_WRITE_MODE = re.compile(r"[wax+]")
-_TIMEIT_OPTS = re.compile(r"^\s*(?:(?:-[tcqo]|-[nrp]\s*\d+)\s+)*")
+WRITE_MODE = re.compile(r"[wax+]")
+TIMEIT_OPTS = re.compile(r"^\s*(?:(?:-[tcqo]|-[nrp]\s*\d+)\s+)*")
 _PLACEHOLDER = "__guard_p{}__"
 _PLACEHOLDER_RE = re.compile(r"__guard_p\d+__", re.I)
 
@@ -190,7 +190,7 @@ def magic_intent(name: str, line: str, body: str | None, *,
 # ------------------------------------------------------------------ analysis
 
 
-def _hit_lines(source: str) -> list[int]:
+def hit_lines(source: str) -> list[int]:
     """Sorted 1-based line numbers that mention an interesting name (or a name imported under an alias)."""
     out = _lines_matching(_HIT, source)
     aliases = _FROM_AS.findall(source) if " as " in source and "from" in source else None
@@ -216,7 +216,7 @@ def _lines_matching(pattern: re.Pattern[str], source: str) -> list[int]:
 _LEAVES = (ast.Name, ast.Constant, ast.expr_context, ast.operator, ast.cmpop, ast.unaryop, ast.boolop)
 
 
-def _collect(root: ast.AST, hits: list[int] | None) -> tuple[list[ast.Call], list[ast.AST], list[ast.AST]]:
+def collect_nodes(root: ast.AST, hits: list[int] | None) -> tuple[list[ast.Call], list[ast.AST], list[ast.AST]]:
     """Calls, imports and assignments under *root*, skipping subtrees that span no hit line."""
     calls: list[ast.Call] = []
     imports: list[ast.AST] = []
@@ -264,7 +264,7 @@ def _collect(root: ast.AST, hits: list[int] | None) -> tuple[list[ast.Call], lis
     return calls, imports, binds
 
 
-def _dotted(node: ast.AST) -> list[str] | None:
+def dotted(node: ast.AST) -> list[str] | None:
     """``a.b.c`` → ['a', 'b', 'c'] for a chain of names, else None."""
     parts: list[str] = []
     while isinstance(node, ast.Attribute):
@@ -276,13 +276,13 @@ def _dotted(node: ast.AST) -> list[str] | None:
     return None
 
 
-def _str(node: ast.AST | None) -> str | None:
+def literal_str(node: ast.AST | None) -> str | None:
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return node.value
     return None
 
 
-def _arg(call: ast.Call, index: int, *names: str) -> ast.AST | None:
+def call_arg(call: ast.Call, index: int, *names: str) -> ast.AST | None:
     for kw in call.keywords:
         if kw.arg in names:
             return kw.value
@@ -291,10 +291,10 @@ def _arg(call: ast.Call, index: int, *names: str) -> ast.AST | None:
     return None
 
 
-_BUILTIN_NAMES = frozenset({"open", "__import__", "exec", "eval", "compile"})
+BUILTIN_NAMES = frozenset({"open", "__import__", "exec", "eval", "compile"})
 
 
-def _qualname_of(value: Any) -> str | None:
+def qualname_of(value: Any) -> str | None:
     """The qualified name of a module / function / class from the user namespace."""
     if isinstance(value, types.ModuleType):
         name = value.__name__
@@ -307,14 +307,14 @@ def _qualname_of(value: Any) -> str | None:
     return None
 
 
-def _is_get_ipython(node: ast.AST) -> bool:
+def is_get_ipython(node: ast.AST) -> bool:
     return (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "get_ipython"
             and not node.args)
 
 
-def _sql_text(node: ast.AST | None) -> tuple[str | None, bool]:
+def sql_text(node: ast.AST | None) -> tuple[str | None, bool]:
     """SQL text of a literal or an f-string (placeholders as identifiers); (None, False) if unknown."""
-    s = _str(node)
+    s = literal_str(node)
     if s is not None:
         return s, False
     if isinstance(node, ast.JoinedStr):
@@ -330,11 +330,11 @@ def _sql_text(node: ast.AST | None) -> tuple[str | None, bool]:
     return None, False
 
 
-def _mentions_placeholder(req: Request) -> bool:
+def mentions_placeholder(req: Request) -> bool:
     texts = [req.resource, req.path or ""] + [str(t) for t in req.tables + req.written]
     return any(_PLACEHOLDER_RE.search(t) for t in texts)
 
 
-def _is_duckdb_type(t: type, name: str) -> bool:
+def is_duckdb_type(t: type, name: str) -> bool:
     """Whether *t* is (a subclass of) DuckDB's class *name* — checked by name: no import of duckdb."""
     return any(k.__name__ == name and k.__module__.startswith(("duckdb", "_duckdb")) for k in t.__mro__)

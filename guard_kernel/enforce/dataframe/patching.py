@@ -2,12 +2,12 @@
 
 :mod:`guard_kernel.enforce.dataframe.writers` (writers) and :mod:`guard_kernel.enforce.dataframe.readers` (source-read row
 caps) both replace library functions with wrappers.  Every replacement goes through
-:func:`_patch`, so one list (``_patches``) can put all originals back in reverse order.
-A wrapper consults the guard only for the outermost call on its thread (:class:`_Nested`):
+:func:`patch`, so one list (``_patches``) can put all originals back in reverse order.
+A wrapper consults the guard only for the outermost call on its thread (:class:`Nested`):
 ``to_excel`` calling ``ExcelWriter`` or ``read_csv`` calling another reader is the same
 action, decided once.  Wrappers keep the original's name and docstring but not its
-``__wrapped__`` (:func:`_hide`), so ``df.to_csv.__wrapped__`` is no way around them.  A
-wrapper that cannot decide fails closed (:func:`_fail`).
+``__wrapped__`` (:func:`hide`), so ``df.to_csv.__wrapped__`` is no way around them.  A
+wrapper that cannot decide fails closed (:func:`fail_closed`).
 """
 
 from __future__ import annotations
@@ -29,15 +29,15 @@ from guard_kernel.decision.request import Request
 from guard_kernel.policy.actions import Action
 from guard_kernel.policy.paths import remote_host, resolve
 
-_lock = threading.RLock()
+lock = threading.RLock()
 _patches: list[tuple[Any, str, Any]] = []
 """(owner, attribute, original) of every patch, in the order applied."""
-_shared: dict[int, tuple[Any, Any]] = {}
+shared: dict[int, tuple[Any, Any]] = {}
 """id(original) and id(wrapper) → (original, wrapper): one wrapper per function re-exported under two names."""
 _local = threading.local()
 
 
-class _Nested:
+class Nested:
     """Marks that a wrapped call is running on this thread: inner wrapped calls are its own."""
 
     def __enter__(self) -> None:
@@ -47,7 +47,7 @@ class _Nested:
         _local.depth -= 1
 
 
-def _active() -> Guard | None:
+def active_guard() -> Guard | None:
     """The guard to consult, or None when the call is not ours to decide."""
     guard = _session.current()
     depth: int = getattr(_local, "depth", 0)
@@ -56,21 +56,21 @@ def _active() -> Guard | None:
     return guard
 
 
-def _guarded(orig: Any, body: Callable[[Guard, tuple[Any, ...], dict[str, Any]], Any]) -> Any:
+def guarded(orig: Any, body: Callable[[Guard, tuple[Any, ...], dict[str, Any]], Any]) -> Any:
     """Wrap *orig*: with a guard to consult, ``body(guard, args, kwargs)`` decides and calls it;
     otherwise (no guard, the guard's own work, a nested call) *orig* runs as it is."""
 
     @functools.wraps(orig)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        guard = _active()
+        guard = active_guard()
         if guard is None:
             return orig(*args, **kwargs)
         return body(guard, args, kwargs)
 
-    return _hide(wrapper)
+    return hide(wrapper)
 
 
-def _hide(wrapper: Any) -> Any:
+def hide(wrapper: Any) -> Any:
     try:
         del wrapper.__wrapped__  # df.to_csv.__wrapped__ must not be a way around the check
     except AttributeError:
@@ -79,42 +79,42 @@ def _hide(wrapper: Any) -> Any:
     return wrapper
 
 
-def _is_wrapper(obj: Any) -> bool:
+def is_wrapper(obj: Any) -> bool:
     """Whether *obj* is one of the guard's wrappers (installing twice must not wrap a wrapper)."""
     return getattr(obj, "_guard_kernel_wrapper", False) is True
 
 
-def _patch(owner: Any, name: str, wrapper: Any) -> None:
+def patch(owner: Any, name: str, wrapper: Any) -> None:
     _patches.append((owner, name, owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)))
     setattr(owner, name, wrapper)
 
 
-def _patch_shared(owner: Any, name: str, orig: Any, make: Callable[[], Any]) -> None:
+def patch_shared(owner: Any, name: str, orig: Any, make: Callable[[], Any]) -> None:
     """Replace ``owner.name`` (now *orig*) by a wrapper made once per original function.
 
     Libraries re-export functions (``pyarrow.parquet.write_table`` is
     ``pyarrow.parquet.core.write_table``): both names get the same wrapper.  A module
     imported after its source module was wrapped re-exports the wrapper itself; that name
-    is recorded too, so :func:`_undo` puts the original back there as well.
+    is recorded too, so :func:`undo_patches` puts the original back there as well.
     """
-    entry = _shared.get(id(orig))
-    if _is_wrapper(orig):
+    entry = shared.get(id(orig))
+    if is_wrapper(orig):
         if entry is not None and entry[1] is orig:
             _patches.append((owner, name, entry[0]))
         return
     wrapper = entry[1] if entry is not None and entry[0] is orig else make()
-    _shared[id(orig)] = _shared[id(wrapper)] = (orig, wrapper)
-    _patch(owner, name, wrapper)
+    shared[id(orig)] = shared[id(wrapper)] = (orig, wrapper)
+    patch(owner, name, wrapper)
 
 
-def _signature(fn: Any) -> inspect.Signature | None:
+def signature(fn: Any) -> inspect.Signature | None:
     try:
         return inspect.signature(fn)
     except (TypeError, ValueError):
         return None
 
 
-def _argument(sig: inspect.Signature | None, args: tuple[Any, ...], kwargs: dict[str, Any],
+def argument(sig: inspect.Signature | None, args: tuple[Any, ...], kwargs: dict[str, Any],
               name: str, index: int) -> Any:
     """The value of parameter *name* (position *index*) in a call, without running it."""
     if name in kwargs:
@@ -129,7 +129,7 @@ def _argument(sig: inspect.Signature | None, args: tuple[Any, ...], kwargs: dict
     return args[index] if len(args) > index else None
 
 
-def _in_memory(target: Any) -> bool:
+def in_memory(target: Any) -> bool:
     if isinstance(target, (io.StringIO, io.BytesIO)):
         return True
     if target is sys.stdout or target is sys.stderr or target is sys.__stdout__ or target is sys.__stderr__:
@@ -157,7 +157,7 @@ def check_url(guard: Guard, target: Any, via: str, kind: str) -> bool:
     return True
 
 
-def _target_path(target: Any) -> str | None:
+def target_path(target: Any) -> str | None:
     """The real path a target writes to, or None when it is not a local path."""
     if isinstance(target, (str, bytes, os.PathLike)):
         text = os.fsdecode(os.fspath(target))
@@ -173,7 +173,7 @@ def _target_path(target: Any) -> str | None:
     return None
 
 
-def _fail(guard: Guard, via: str, exc: BaseException) -> NoReturn:
+def fail_closed(guard: Guard, via: str, exc: BaseException) -> NoReturn:
     d = Decision(Effect.DENY, Action.EXPORT_DATAFRAME, via, (RuleHit("dataframe-hook-error", "<guard>", 0),),
                  f"The guard could not decide {via} and denied it: {type(exc).__name__}: {exc}",
                  "Write to a plain path under the scratch area.")
@@ -183,7 +183,7 @@ def _fail(guard: Guard, via: str, exc: BaseException) -> NoReturn:
         raise GuardDenied(d) from None
 
 
-def _undo() -> None:
+def undo_patches() -> None:
     while _patches:
         owner, name, orig = _patches.pop()
         setattr(owner, name, orig)

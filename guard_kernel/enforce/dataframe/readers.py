@@ -24,17 +24,17 @@ from guard_kernel.decision.evaluate import Decision, Effect, RuleHit
 from guard_kernel.decision.guard import Guard
 from guard_kernel.decision.request import Request
 from guard_kernel.enforce.dataframe.patching import (
-    _argument,
-    _fail,
-    _guarded,
-    _in_memory,
-    _is_wrapper,
-    _Nested,
-    _patch,
-    _patch_shared,
-    _signature,
-    _target_path,
+    Nested,
+    argument,
     check_url,
+    fail_closed,
+    guarded,
+    in_memory,
+    is_wrapper,
+    patch,
+    patch_shared,
+    signature,
+    target_path,
 )
 from guard_kernel.policy.actions import Action
 
@@ -43,7 +43,7 @@ def _native_read(guard: Guard, target: Any, via: str) -> None:
     """Decide a read the audit hook will not see: pyarrow and polars open files and URLs from C++
     and Rust.  A URL is ``net.connect`` (polars fetches it itself, past the socket hooks); a
     local file is ``file.read`` when the policy decides reads at all."""
-    if target is None or _in_memory(target) or not isinstance(target, (str, bytes, os.PathLike)):
+    if target is None or in_memory(target) or not isinstance(target, (str, bytes, os.PathLike)):
         return  # file objects were opened by Python, where the hook saw them
     if check_url(guard, target, via, "read"):
         return
@@ -51,7 +51,7 @@ def _native_read(guard: Guard, target: Any, via: str) -> None:
     from guard_kernel.enforce.runtime.hook import reads_checked
 
     if reads_checked(guard):
-        real = _target_path(target)
+        real = target_path(target)
         if real is not None:
             with guard.quiet():
                 guard.check(Request(Action.FILE_READ, real, path=real, code=via), "read", via=via)
@@ -59,9 +59,9 @@ def _native_read(guard: Guard, target: Any, via: str) -> None:
 
 def _source_read(guard: Guard, target: Any) -> str | None:
     """The real path of *target* when it is a file under a policy source, else None."""
-    if target is None or _in_memory(target):
+    if target is None or in_memory(target):
         return None
-    real = _target_path(target)
+    real = target_path(target)
     if real is None:
         return None
     for _src, glob in guard.policy.source_paths():
@@ -172,36 +172,36 @@ def _reader(orig: Any, param: str, via: str, *, nrows: bool, chunks: bool = Fals
     """Wrap a reader so reads of source files honour the row cap (*nrows_param*: the reader's own
     row limit, pushed down when *nrows*).  *native*: the library opens its input itself, so the
     read is decided here (:func:`_native_read`)."""
-    sig = _signature(orig)
+    sig = signature(orig)
 
     def body(guard: Guard, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
-            target = _argument(sig, args, kwargs, param, 0)
+            target = argument(sig, args, kwargs, param, 0)
             if native:
                 _native_read(guard, target, via)
             real = _source_read(guard, target)
         except GuardDenied:
             raise
         except Exception as exc:
-            _fail(guard, via, exc)
+            fail_closed(guard, via, exc)
         if real is None:
-            with _Nested():
+            with Nested():
                 return orig(*args, **kwargs)
         limit = guard.max_rows
         pushdown = nrows and (nrows_if is None or nrows_if(kwargs))
         if pushdown:
             asked = kwargs.get(nrows_param)
             if asked is not None and asked <= limit:
-                with _Nested():
+                with Nested():
                     return orig(*args, **kwargs)
             kwargs = {**kwargs, nrows_param: limit + 1}  # the engine stops early; one extra row detects truncation
-        with _Nested():
+        with Nested():
             result = orig(*args, **kwargs)
         if chunks and (kwargs.get("chunksize") is not None or kwargs.get("iterator")):
             return _CappedReader(result, guard, limit, real, via)
         return _cut(guard, result, limit, real, via)
 
-    return _guarded(orig, body)
+    return guarded(orig, body)
 
 
 _PANDAS_READERS: tuple[tuple[str, str, bool, bool], ...] = (
@@ -235,14 +235,14 @@ def install_pandas_readers(pd: ModuleType) -> None:
     """Cap pandas' readers of source files (``pd.read_csv`` and the module it comes from)."""
     for name, param, nrows, chunks in _PANDAS_READERS:
         orig = getattr(pd, name, None)
-        if orig is None or _is_wrapper(orig):
+        if orig is None or is_wrapper(orig):
             continue
         nrows_if = (lambda kw: bool(kw.get("lines"))) if name == "read_json" else None  # nrows needs lines=True
         wrapper = _reader(orig, param, f"pandas.{name}", nrows=nrows, chunks=chunks, nrows_if=nrows_if)
-        _patch(pd, name, wrapper)
+        patch(pd, name, wrapper)
         home = sys.modules.get(getattr(orig, "__module__", "") or "")
         if home is not None and getattr(home, name, None) is orig:
-            _patch(home, name, wrapper)
+            patch(home, name, wrapper)
 
 
 _POLARS_READERS: tuple[tuple[str, bool], ...] = (
@@ -259,9 +259,9 @@ def install_polars_readers(pl: ModuleType) -> None:
     """Cap polars' eager readers of source files (they read from Rust: no other layer sees them)."""
     for name, nrows in _POLARS_READERS:
         orig = getattr(pl, name, None)
-        if orig is None or _is_wrapper(orig):
+        if orig is None or is_wrapper(orig):
             continue
-        _patch(pl, name, _reader(orig, "source", f"polars.{name}", nrows=nrows, nrows_param="n_rows", native=True))
+        patch(pl, name, _reader(orig, "source", f"polars.{name}", nrows=nrows, nrows_param="n_rows", native=True))
 
 
 def install_arrow_readers(mod: ModuleType) -> None:
@@ -272,5 +272,5 @@ def install_arrow_readers(mod: ModuleType) -> None:
             continue
         orig = getattr(mod, fname, None)
         if orig is not None:
-            _patch_shared(mod, fname, orig,
+            patch_shared(mod, fname, orig,
                           functools.partial(_reader, orig, param, f"{modname}.{fname}", nrows=False, native=True))

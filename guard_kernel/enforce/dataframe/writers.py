@@ -35,21 +35,21 @@ from guard_kernel.decision.guard import Guard
 from guard_kernel.decision.request import Request
 from guard_kernel.enforce import lazy as _lazy
 from guard_kernel.enforce.dataframe.patching import (
-    _active,
-    _argument,
-    _fail,
-    _guarded,
-    _in_memory,
-    _is_wrapper,
-    _lock,
-    _Nested,
-    _patch,
-    _patch_shared,
-    _shared,
-    _signature,
-    _target_path,
-    _undo,
+    Nested,
+    active_guard,
+    argument,
     check_url,
+    fail_closed,
+    guarded,
+    in_memory,
+    is_wrapper,
+    lock,
+    patch,
+    patch_shared,
+    shared,
+    signature,
+    target_path,
+    undo_patches,
 )
 from guard_kernel.enforce.dataframe.readers import (
     ARROW_READERS,
@@ -84,10 +84,10 @@ def check_export(guard: Guard, target: Any, via: str, *, action: Action = Action
     ``None`` and in-memory targets are allowed without a record (nothing leaves the process).
     Raises :class:`GuardDenied` when the policy says no.
     """
-    if action is Action.EXPORT_DATAFRAME and (target is None or _in_memory(target)):
+    if action is Action.EXPORT_DATAFRAME and (target is None or in_memory(target)):
         return None
     check_url(guard, target, via, "export")  # a write to a URL is also a connection
-    real = _target_path(target) if action is Action.EXPORT_DATAFRAME else None
+    real = target_path(target) if action is Action.EXPORT_DATAFRAME else None
     res = resource or real or _describe(target)
     req = Request(action, res, path=real, owned=bool(real and real in guard.owned_files), code=via)
     with guard.quiet():
@@ -97,7 +97,7 @@ def check_export(guard: Guard, target: Any, via: str, *, action: Action = Action
 
 def _run_export(guard: Guard, real: str | None, call: Callable[[], Any]) -> Any:
     existed = real is None or os.path.lexists(real)
-    with _Nested():
+    with Nested():
         result = call()
     if not existed and real is not None and os.path.lexists(real):
         guard.owned_files.add(real)
@@ -114,24 +114,24 @@ def _writer(orig: Any, param: str, index: int, via: str, *,
 
     *default*: the file the writer creates when no target is given (else None means "returned
     in memory")."""
-    sig = _signature(orig)
+    sig = signature(orig)
 
     def body(guard: Guard, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
-            target = _argument(sig, args, kwargs, param, index)
+            target = argument(sig, args, kwargs, param, index)
             if target is None and default is not None:
                 target = default
             if skip is not None and skip(target, args, kwargs):
-                with _Nested():
+                with Nested():
                     return orig(*args, **kwargs)
             real = check_export(guard, target, via)
         except GuardDenied:
             raise
         except Exception as exc:  # fail closed
-            _fail(guard, via, exc)
+            fail_closed(guard, via, exc)
         return _run_export(guard, real, lambda: orig(*args, **kwargs))
 
-    return _guarded(orig, body)
+    return guarded(orig, body)
 
 
 def _sql_target(con: Any, name: Any) -> tuple[str | None, str, bool]:
@@ -158,12 +158,12 @@ def _sql_target(con: Any, name: Any) -> tuple[str | None, str, bool]:
 
 
 def _to_sql(orig: Any, via: str) -> Any:
-    sig = _signature(orig)
+    sig = signature(orig)
 
     def body(guard: Guard, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
-            name = _argument(sig, args, kwargs, "name", 1)
-            con = _argument(sig, args, kwargs, "con", 2)
+            name = argument(sig, args, kwargs, "name", 1)
+            con = argument(sig, args, kwargs, "con", 2)
             real, resource, memory = _sql_target(con, name)
             if not memory:
                 req = Request(Action.EXPORT_DATAFRAME, resource, path=real,
@@ -173,10 +173,10 @@ def _to_sql(orig: Any, via: str) -> Any:
         except GuardDenied:
             raise
         except Exception as exc:
-            _fail(guard, via, exc)
+            fail_closed(guard, via, exc)
         return _run_export(guard, real, lambda: orig(*args, **kwargs))
 
-    return _guarded(orig, body)
+    return guarded(orig, body)
 
 
 def _fixed(orig: Any, via: str, action: Action, resource_of: Callable[[tuple[Any, ...], dict[str, Any]], str]) -> Any:
@@ -186,10 +186,10 @@ def _fixed(orig: Any, via: str, action: Action, resource_of: Callable[[tuple[Any
         req = Request(action, resource_of(args, kwargs), code=via)
         with guard.quiet():
             guard.check(req, "export", via=via)
-        with _Nested():
+        with Nested():
             return orig(*args, **kwargs)
 
-    return _guarded(orig, body)
+    return guarded(orig, body)
 
 
 def pandas_writer_names(cls: type) -> list[tuple[str, str]]:
@@ -198,7 +198,7 @@ def pandas_writer_names(cls: type) -> list[tuple[str, str]]:
     for name, fn in vars(cls).items():
         if not name.startswith("to_") or name in _NOT_WRITERS or not callable(fn):
             continue
-        sig = _signature(fn)
+        sig = signature(fn)
         params = list(sig.parameters) if sig is not None else []
         if name in ("to_clipboard", "to_sql", "to_iceberg"):
             out.append((name, name))
@@ -215,17 +215,17 @@ def _install_pandas(pd: ModuleType) -> None:
     for cls in classes:
         _install_class_writers(cls)
     pickle_mod = importlib.import_module("pandas.io.pickle")
-    if not _is_wrapper(pickle_mod.to_pickle):
+    if not is_wrapper(pickle_mod.to_pickle):
         to_pickle = _writer(pickle_mod.to_pickle, "filepath_or_buffer", 1, "pandas.to_pickle")
-        _patch(pickle_mod, "to_pickle", to_pickle)
+        patch(pickle_mod, "to_pickle", to_pickle)
         if getattr(pd, "to_pickle", None) is not to_pickle:
-            _patch(pd, "to_pickle", to_pickle)
+            patch(pd, "to_pickle", to_pickle)
     excel = importlib.import_module("pandas.io.excel._base")
-    if not _is_wrapper(vars(excel.ExcelWriter)["__init__"]):
-        _patch(excel.ExcelWriter, "__init__", _writer(excel.ExcelWriter.__init__, "path", 1, "pandas.ExcelWriter"))
+    if not is_wrapper(vars(excel.ExcelWriter)["__init__"]):
+        patch(excel.ExcelWriter, "__init__", _writer(excel.ExcelWriter.__init__, "path", 1, "pandas.ExcelWriter"))
     pytables = importlib.import_module("pandas.io.pytables")
-    if not _is_wrapper(vars(pytables.HDFStore)["__init__"]):
-        _patch(pytables.HDFStore, "__init__",
+    if not is_wrapper(vars(pytables.HDFStore)["__init__"]):
+        patch(pytables.HDFStore, "__init__",
                _writer(pytables.HDFStore.__init__, "path", 1, "pandas.HDFStore", skip=_read_mode))
     install_pandas_readers(pd)
 
@@ -239,7 +239,7 @@ def polars_writer_names(cls: type) -> list[tuple[str, str]]:
     for name, fn in vars(cls).items():
         if not name.startswith(("write_", "sink_")) or not callable(fn) or name == "sink_batches":
             continue  # sink_batches hands each batch to a Python callable, which the other layers see
-        sig = _signature(fn)
+        sig = signature(fn)
         params = list(sig.parameters) if sig is not None else []
         if name in ("write_clipboard", "write_database"):
             out.append((name, name))
@@ -253,7 +253,7 @@ def _install_polars(pl: ModuleType) -> None:
     for cls in (pl.DataFrame, pl.LazyFrame):
         for name, param in polars_writer_names(cls):
             orig = vars(cls)[name]
-            if _is_wrapper(orig):
+            if is_wrapper(orig):
                 continue
             via = f"polars.{cls.__name__}.{name}"
             if name == "write_clipboard":
@@ -263,7 +263,7 @@ def _install_polars(pl: ModuleType) -> None:
                                  lambda a, k: f"database:{k.get('table_name', a[1] if len(a) > 1 else '?')}")
             else:  # write_excel() with no workbook writes ./dataframe.xlsx
                 wrapper = _writer(orig, param, 1, via, default="dataframe.xlsx" if name == "write_excel" else None)
-            _patch(cls, name, wrapper)
+            patch(cls, name, wrapper)
     install_polars_readers(pl)
 
 
@@ -275,7 +275,7 @@ def _install_styler(style: ModuleType) -> None:
 def _install_class_writers(cls: type) -> None:
     for name, param in pandas_writer_names(cls):
         orig = vars(cls)[name]
-        if _is_wrapper(orig):
+        if is_wrapper(orig):
             continue  # a reload of pandas keeps its classes: they are wrapped already
         via = f"{cls.__name__}.{name}"
         if name == "to_clipboard":
@@ -287,7 +287,7 @@ def _install_class_writers(cls: type) -> None:
                              lambda a, k: f"iceberg:{k.get('table_identifier', a[1] if len(a) > 1 else '?')}")
         else:
             wrapper = _writer(orig, param, 1, via, skip=_writer_object_skip)
-        _patch(cls, name, wrapper)
+        patch(cls, name, wrapper)
 
 
 def _writer_object_skip(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
@@ -331,20 +331,20 @@ def _install_module_writers(mod: ModuleType) -> None:
         orig = getattr(mod, fname, None)
         if orig is None:
             continue
-        _patch_shared(mod, fname, orig, functools.partial(_writer, orig, param, index, f"{modname}.{fname}"))
+        patch_shared(mod, fname, orig, functools.partial(_writer, orig, param, index, f"{modname}.{fname}"))
     if modname == "pyarrow.parquet.core":
         writer_cls = mod.ParquetWriter
-        if not _is_wrapper(vars(writer_cls)["__init__"]):
-            _patch(writer_cls, "__init__", _writer(writer_cls.__init__, "where", 1, "pyarrow.parquet.ParquetWriter"))
-    elif modname == "pyarrow" and not _is_wrapper(mod.OSFile):
-        _patch(mod, "OSFile", _guarded_osfile(mod.OSFile))
+        if not is_wrapper(vars(writer_cls)["__init__"]):
+            patch(writer_cls, "__init__", _writer(writer_cls.__init__, "where", 1, "pyarrow.parquet.ParquetWriter"))
+    elif modname == "pyarrow" and not is_wrapper(mod.OSFile):
+        patch(mod, "OSFile", _guarded_osfile(mod.OSFile))
 
 
 def _guarded_osfile(base: Any) -> type:
     """``pyarrow.OSFile`` opens in its C constructor: decide in ``__new__``, before it runs."""
 
     def __new__(cls: type, path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-        guard = _active()
+        guard = active_guard()
         if guard is None or mode == "r":
             return base.__new__(cls, path, mode, *args, **kwargs)
         try:
@@ -352,7 +352,7 @@ def _guarded_osfile(base: Any) -> type:
         except GuardDenied:
             raise
         except Exception as exc:
-            _fail(guard, "pyarrow.OSFile", exc)
+            fail_closed(guard, "pyarrow.OSFile", exc)
         return _run_export(guard, real, lambda: base.__new__(cls, path, mode, *args, **kwargs))
 
     return type("OSFile", (base,), {"__new__": __new__, "__module__": base.__module__, "__doc__": base.__doc__,
@@ -391,7 +391,7 @@ def install(guard: Guard | None = None) -> None:
     global _installed
     if guard is not None and _session.current() is not guard:
         _session.set_current(guard)
-    with _lock:
+    with lock:
         if _installed:
             return
         try:
@@ -406,14 +406,14 @@ def install(guard: Guard | None = None) -> None:
 def _remove() -> None:
     while _unhooks:
         _unhooks.pop()()
-    _undo()
-    _shared.clear()
+    undo_patches()
+    shared.clear()
 
 
 def uninstall() -> None:
     """Put every original writer and reader back, and stop wrapping libraries imported later."""
     global _installed
-    with _lock:
+    with lock:
         _remove()
         _installed = False
 

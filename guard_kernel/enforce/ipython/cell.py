@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from guard_kernel.analysis.python.analyze import Intent, analyze_cell, analyze_source, analyze_tree
-from guard_kernel.analysis.python.scan import SQL_METHODS, WRITER_METHODS, _hit_lines
+from guard_kernel.analysis.python.scan import SQL_METHODS, WRITER_METHODS, hit_lines
 from guard_kernel.decision import guard as _session
 from guard_kernel.decision.errors import CellRejected
 from guard_kernel.decision.evaluate import Decision, Effect, RuleHit
@@ -161,7 +161,7 @@ class CellTransformer(ast.NodeTransformer):
             source, frame = self._source_for(node)
             kw: dict[str, Any] = {}
             if source is not None and self.analyze is analyze_tree and source.isascii():
-                hits = kw["hits"] = _hit_lines(source)
+                hits = kw["hits"] = hit_lines(source)
                 if not hits:
                     # most cells mention no interesting name: analyze_tree would return [] at its
                     # pre-filter, so skip gathering the shell's namespace, aliases and db path for it
