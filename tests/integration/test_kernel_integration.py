@@ -15,7 +15,7 @@ import pytest
 from conftest import GuardedKernel, blocked, decisions, source_digests, table_counts
 
 from guard_kernel.audit import verify
-from guard_kernel.demo.workspace import Workspace
+from guard_kernel.demo import Workspace
 
 CAP = 500
 
@@ -538,7 +538,7 @@ def test_audit_only_policy_blocks_nothing_and_records_would_deny(auditing: Guard
 def test_make_demo_behaves_as_the_notebook_expects(tmp_path: Path) -> None:
     import io
 
-    from guard_kernel.demo.main import demo
+    from guard_kernel.demo import demo
 
     out = io.StringIO()
     status = demo(tmp_path / "demo", out=out)

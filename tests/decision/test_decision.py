@@ -9,14 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from guard_kernel.decision.evaluate import Decision, Effect, decide
-from guard_kernel.decision.request import Request, StarRef, TableRef
-from guard_kernel.policy.actions import Action
-from guard_kernel.policy.load import load_policy, parse_policy
-from guard_kernel.policy.model import Policy
+from guard_kernel.decision import Decision, Effect, Request, StarRef, TableRef, decide
+from guard_kernel.policy import Action, Policy, load_policy, parse_policy
 from guard_kernel.policy.paths import resolve
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The SQL classifier, table-driven (tests/fixtures/sql/*.yaml), and the row cap on a real DuckDB."""
+"""The SQL classifier, table-driven (fixtures/*.yaml beside this file), and the row cap on a real DuckDB."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 import yaml
 
 from guard_kernel.analysis.sql import requests as sql
-from guard_kernel.decision.request import StarRef, TableRef
-from guard_kernel.policy.actions import Action
+from guard_kernel.decision import StarRef, TableRef
+from guard_kernel.policy import Action
 
-FIXTURES = Path(__file__).parent / "fixtures" / "sql"
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def _cases() -> list[Any]:
@@ -196,10 +196,9 @@ def test_to_requests_follows_attach_and_create_in_the_same_string(tmp_path: Path
 
 
 def test_check_sql_decides_all_before_any_and_records_each(tmp_path: Path) -> None:
-    from guard_kernel.audit.chain import read_records
-    from guard_kernel.decision.errors import GuardDenied
-    from guard_kernel.decision.guard import Guard
-    from guard_kernel.policy.load import parse_policy
+    from guard_kernel.audit import read_records
+    from guard_kernel.decision import Guard, GuardDenied
+    from guard_kernel.policy import parse_policy
 
     policy = parse_policy("version: 1\nname: p\nsources:\n  w:\n    duckdb: w.duckdb\n"
                           "    tables:\n      customers: {deny_columns: [ssn]}\n", root=str(tmp_path))
@@ -222,7 +221,7 @@ def test_cap_statement_is_cap_of_the_statement_alone(text: str, how: str) -> Non
         assert sql.cap_statement(s, 10) == sql.cap(s.text, 10)
 
 
-CORPUS = Path(__file__).parent.parent / "benchmarks" / "corpus" / "statements.sql"
+CORPUS = Path(__file__).resolve().parents[3] / "benchmarks" / "corpus" / "statements.sql"
 
 
 def test_tables_come_in_walk_order() -> None:
@@ -268,7 +267,7 @@ TRICKY = [
 
 def _corpus() -> list[str]:
     out = [c.values[0]["sql"] for c in _cases()]
-    bench = Path(__file__).parent.parent / "benchmarks" / "corpus" / "statements.sql"
+    bench = Path(__file__).resolve().parents[3] / "benchmarks" / "corpus" / "statements.sql"
     out += [s.strip() for s in re.split(r"^-- name: \S+[ \t]*\n", bench.read_text(), flags=re.M)[1:]]
     return out + TRICKY
 

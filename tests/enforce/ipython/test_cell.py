@@ -13,15 +13,14 @@ from pathlib import Path
 import pytest
 from IPython.core.inputtransformer2 import TransformerManager
 
-from guard_kernel.audit.chain import read_records
+from guard_kernel.audit import read_records
+from guard_kernel.decision import CellRejected, Effect
 from guard_kernel.decision import guard as session
-from guard_kernel.decision.errors import CellRejected
-from guard_kernel.decision.evaluate import Effect
 from guard_kernel.enforce.ipython.cell import CellTransformer, analyze_source, analyze_tree, check_cell
 from guard_kernel.enforce.ipython.magics import magic_intent
-from guard_kernel.policy.load import load_policy
+from guard_kernel.policy import load_policy
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 HAS_SQL = (REPO / "guard_kernel" / "analysis" / "sql" / "requests.py").exists()
 _TM = TransformerManager()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from conftest import GuardedKernel
 
-from guard_kernel.demo.workspace import Workspace
+from guard_kernel.demo import Workspace
 
 # (id, cell source, expected text/plain of the cell's value or None)
 CELLS: list[tuple[str, str, str | None]] = [

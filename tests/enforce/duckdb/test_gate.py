@@ -14,12 +14,12 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from guard_kernel.audit.chain import read_records
-from guard_kernel.decision.errors import GuardDenied
+from guard_kernel.audit import read_records
+from guard_kernel.decision import GuardDenied
 from guard_kernel.decision.guard import Guard, set_current
 from guard_kernel.enforce.duckdb import gate as duckdb_gate
 from guard_kernel.enforce.duckdb import rows as duckdb_rows
-from guard_kernel.policy.load import load_policy
+from guard_kernel.policy import load_policy
 
 MAX = 5
 

@@ -24,14 +24,11 @@ from typing import Any
 
 import pytest
 
-from guard_kernel.audit.chain import read_records
-from guard_kernel.audit.integrity import verify
+from guard_kernel.audit import read_records, verify
+from guard_kernel.decision import Decision, Guard, GuardDenied
 from guard_kernel.decision import guard as session
-from guard_kernel.decision.errors import GuardDenied
-from guard_kernel.decision.evaluate import Decision
-from guard_kernel.decision.guard import Guard
 from guard_kernel.enforce.runtime import hook as runtime
-from guard_kernel.policy.load import load_policy
+from guard_kernel.policy import load_policy
 
 POLICY = """\
 version: 1
@@ -501,7 +498,7 @@ def test_a_library_importing_ctypes_itself_is_not_the_user(tmp_path: Path) -> No
     """
     (tmp_path / "policy.yaml").write_text(POLICY)
     (tmp_path / "mymod.py").write_text("import ctypes\n")
-    repo = str(Path(__file__).resolve().parents[1])
+    repo = str(Path(__file__).resolve().parents[3])
     proc = subprocess.run([sys.executable, "-c", LIBRARY_CTYPES.format(repo=repo)], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]

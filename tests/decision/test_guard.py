@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from guard_kernel import Action, Request, read_records
-from guard_kernel.decision.guard import guard_from_env
-from guard_kernel.policy.model import PolicyError
+from guard_kernel.decision import guard_from_env
+from guard_kernel.policy import PolicyError
 
 POLICY = """\
 version: 1
@@ -103,7 +103,7 @@ def test_default_actor_is_the_callers(policy_file, tmp_path):
 
 
 def test_set_policy_checks_applies_to(policy_file, tmp_path):
-    from guard_kernel.policy.load import parse_policy
+    from guard_kernel.policy import parse_policy
 
     g = guard_from_env(environ=env_for(policy_file, tmp_path, environment="ci"))
     try:
@@ -134,7 +134,7 @@ def test_the_audit_file_is_ended_at_interpreter_exit(policy_file: Path, tmp_path
     from guard_kernel.audit import verify
 
     env = env_for(policy_file, tmp_path, environment="ci", actor="agent")
-    code = EXITING.format(repo=str(Path(__file__).resolve().parents[1]), env=env)
+    code = EXITING.format(repo=str(Path(__file__).resolve().parents[2]), env=env)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     path = Path(proc.stdout.strip())

@@ -6,7 +6,7 @@ import time
 
 from conftest import GuardedKernel, blocked
 
-from guard_kernel.demo.workspace import Workspace
+from guard_kernel.demo import Workspace
 
 
 def test_completion_and_inspection_work_and_are_not_denied(kernel: GuardedKernel) -> None:

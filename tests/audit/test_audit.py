@@ -13,11 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from guard_kernel.audit.chain import GENESIS, chain_hash, read_records
-from guard_kernel.audit.integrity import verify
-from guard_kernel.audit.writer import AuditWriter
+from guard_kernel.audit import GENESIS, AuditWriter, chain_hash, read_records, verify
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 POLICY = {"name": "p", "sha256": "ab" * 32, "file": "/x/p.yaml"}
 REQUIRED = {"seq", "ts", "session", "actor", "environment", "policy", "kind", "prev", "hash"}
 

@@ -19,13 +19,13 @@ from typing import Any
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from guard_kernel.audit.chain import read_records
+from guard_kernel.audit import read_records
+from guard_kernel.decision import CellRejected, GuardDenied, GuardLocked
 from guard_kernel.decision import guard as session
-from guard_kernel.decision.errors import CellRejected, GuardDenied, GuardLocked
 from guard_kernel.enforce.ipython import extension
 from guard_kernel.enforce.ipython.cell import CellTransformer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 POLICY = (REPO / "policies" / "default.yaml").read_text()
 
 

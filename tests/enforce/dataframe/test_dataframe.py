@@ -28,16 +28,13 @@ import pyarrow.ipc
 import pyarrow.parquet as pq
 import pytest
 
-from guard_kernel.audit.chain import read_records
+from guard_kernel.audit import read_records
+from guard_kernel.decision import Decision, Guard, GuardDenied
 from guard_kernel.decision import guard as session
-from guard_kernel.decision.errors import GuardDenied
-from guard_kernel.decision.evaluate import Decision
-from guard_kernel.decision.guard import Guard
 from guard_kernel.enforce import lazy
 from guard_kernel.enforce.dataframe import writers as dataframe
 from guard_kernel.enforce.runtime import hook as runtime
-from guard_kernel.policy.actions import Action
-from guard_kernel.policy.load import load_policy
+from guard_kernel.policy import Action, load_policy
 
 POLICY = """\
 version: 1
@@ -493,7 +490,7 @@ print(json.dumps(out))
 def test_libraries_imported_after_install_are_wrapped_before_use(tmp_path: Path) -> None:
     (tmp_path / "scratch").mkdir()
     (tmp_path / "policy.yaml").write_text(POLICY.format(on_exceed="truncate"))
-    repo = str(Path(__file__).resolve().parents[1])
+    repo = str(Path(__file__).resolve().parents[3])
     proc = subprocess.run([sys.executable, "-c", LATE_IMPORT.format(repo=repo)], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
