@@ -212,8 +212,8 @@ def _measure_on(cfg: Config, raw: Any, con: Any, names: dict[str, tuple[str, Any
 
     got = len(con.execute(STAR).fetchall())
     if got != CAP:
-        return results + [skipped(GROUP, names["cap"][0], f"error: guarded SELECT * returned {got} rows, "
-                                  f"expected {CAP}", names["cap"][1], status="error")]
+        return [*results, skipped(GROUP, names["cap"][0], f"error: guarded SELECT * returned {got} rows, expected {CAP}",
+                                  names["cap"][1], status="error")]
     s = pair(_q(con, STAR), _q(raw, f"{STAR} LIMIT {CAP}"), rounds)
     result("cap", s, "fetchall; plain = hand-written LIMIT")
     capped = Stats.of(s["guarded"])

@@ -41,7 +41,7 @@ def read_records(path: str) -> Iterator[dict[str, Any]]:
 def records_with_offsets(path: str) -> Iterator[tuple[dict[str, Any], int]]:
     """Each complete record with the byte offset just after it."""
     try:
-        f = open(path, "rb")
+        f = open(path, "rb")  # noqa: SIM115 - closed by the with below; a missing file is no records
     except FileNotFoundError:
         return
     offset = 0

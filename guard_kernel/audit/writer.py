@@ -38,7 +38,7 @@ _CHUNK = 1 << 20
 
 def new_session_id() -> str:
     """A sortable, unique session id: UTC timestamp plus random suffix."""
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+    return _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
 
 
 _second: tuple[int, str] = (-1, "")

@@ -198,9 +198,7 @@ def _rule_applies(rule: Rule, req: Request, actor: str, environment: str) -> boo
         return False
     if w.commands and not (req.command and any(re.search(c, req.command) for c in w.commands)):
         return False
-    if w.hosts and not (req.host and any(req.host == h or req.host.endswith("." + h) for h in w.hosts)):
-        return False
-    return True
+    return not (w.hosts and not (req.host and any(req.host == h or req.host.endswith("." + h) for h in w.hosts)))
 
 
 def _columns_hit(req: Request, wanted: tuple[str, ...]) -> bool:
@@ -212,9 +210,9 @@ def _columns_hit(req: Request, wanted: tuple[str, ...]) -> bool:
             if cname == col and (not table or not ctable or ctable == table):
                 return True
         for s in req.stars:
-            if col not in s.exclude and (s.table is None or not table or s.table == table):
-                if not table or any(t.name == table for t in req.tables):
-                    return True
+            if (col not in s.exclude and (s.table is None or not table or s.table == table)
+                    and (not table or any(t.name == table for t in req.tables))):
+                return True
         for pat in req.column_patterns:
             if (not table or any(t.name == table for t in req.tables)) and re.search(pat, col):
                 return True

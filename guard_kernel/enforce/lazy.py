@@ -56,7 +56,7 @@ def _refusal(name: str, exc: BaseException) -> ImportRefused:
     if guard is not None:
         try:
             guard.record_decision(d, "import", via="post-import hook")
-        except Exception:  # noqa: BLE001 - the refusal itself must still reach the importer
+        except Exception:
             pass
     return ImportRefused(d)
 
@@ -144,7 +144,7 @@ class _Finder:
             busy.discard(fullname)
         if spec.loader is not None:
             _wrap_loader(spec, fullname)
-        return spec
+        return cast("ModuleSpec | None", spec)
 
     def invalidate_caches(self) -> None:
         """Nothing cached here (``importlib.invalidate_caches`` calls every finder)."""

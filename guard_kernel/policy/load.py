@@ -86,7 +86,8 @@ def _package_text(name: str) -> str:
 @lru_cache(maxsize=1)
 def schema() -> dict[str, Any]:
     """The policy JSON Schema shipped with the package."""
-    return json.loads(_package_text("policy.schema.json"))
+    data: dict[str, Any] = json.loads(_package_text("policy.schema.json"))
+    return data
 
 
 def _field_path(path: Iterable[Any]) -> str:
@@ -111,11 +112,11 @@ def _describe(err: Any) -> tuple[list[Any], str]:
         extra = sorted(set(err.instance) - set(props))
         if extra:
             allowed = ", ".join(sorted(props)) or "none"
-            return path + [extra[0]], f"unknown key {extra[0]!r} (allowed: {allowed})"
+            return [*path, extra[0]], f"unknown key {extra[0]!r} (allowed: {allowed})"
     if err.validator == "required":
         missing = [k for k in err.validator_value if k not in err.instance]
         if missing:
-            return path + [missing[0]], f"required key {missing[0]!r} is missing"
+            return [*path, missing[0]], f"required key {missing[0]!r} is missing"
     return path, err.message
 
 

@@ -190,9 +190,9 @@ def _title(cell: Any) -> str:
     for line in cell.source.splitlines():
         s = line.strip()
         if s.startswith("#"):
-            return s.lstrip("# ").strip()
+            return str(s).lstrip("# ").strip()
         if s:
-            return s[:60]
+            return str(s)[:60]
     return ""
 
 

@@ -38,7 +38,7 @@ def test_records_have_the_fields_and_a_valid_chain(tmp_path: Path) -> None:
     recs = list(read_records(str(path)))
     assert recs == written
     for i, r in enumerate(recs, 1):
-        assert REQUIRED <= r.keys()
+        assert r.keys() >= REQUIRED
         assert r["seq"] == i and r["ts"].endswith("Z") and "T" in r["ts"]
         assert r["policy"] == {"name": "p", "sha256": POLICY["sha256"]}
         assert r["prev"] == (GENESIS if i == 1 else recs[i - 2]["hash"])

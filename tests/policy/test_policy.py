@@ -243,7 +243,7 @@ def _mutants(doc: Any, n: int, seed: int) -> Iterator[Any]:
         yield d
 
 
-@pytest.mark.parametrize("path", SHIPPED + [REPO / "guard_kernel" / "policy" / "default_policy.yaml"], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [*SHIPPED, REPO / "guard_kernel" / "policy" / "default_policy.yaml"], ids=lambda p: p.name)
 def test_quick_schema_check_never_accepts_what_jsonschema_rejects(path: Path) -> None:
     import jsonschema
     import yaml

@@ -125,7 +125,7 @@ class _Analyzer:
     def code_of(self, node: ast.AST) -> str:
         ln = getattr(node, "lineno", None)
         if self.lines is not None and ln is not None and 0 < ln <= len(self.lines):
-            return self.lines[ln - 1].strip()
+            return str(self.lines[ln - 1]).strip()
         try:
             return ast.unparse(node)[:200]
         except Exception:  # pragma: no cover - unparse of a valid tree does not fail

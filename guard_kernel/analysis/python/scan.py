@@ -226,7 +226,7 @@ def collect_nodes(root: ast.AST, hits: list[int] | None) -> tuple[list[ast.Call]
     body = getattr(root, "body", None)
     if hits is not None and type(body) is list and body:
         # top level: jump straight to the statements holding a hit line instead of testing each one
-        starts = [st.decorator_list[0].lineno if getattr(st, "decorator_list", None) else st.lineno  # type: ignore[attr-defined]
+        starts = [st.decorator_list[0].lineno if getattr(st, "decorator_list", None) else st.lineno
                   for st in body]
         picked: dict[int, None] = {}
         for h in hits:

@@ -20,7 +20,6 @@ from sqlglot.dialects.dialect import Dialect
 
 from guard_kernel.analysis.sql.refs import (
     READ_FUNCS,
-    URL,
     Facts,
     collect,
     func_name,
@@ -30,6 +29,7 @@ from guard_kernel.analysis.sql.refs import (
 )
 from guard_kernel.decision.request import StarRef, TableRef
 from guard_kernel.policy.actions import Action
+from guard_kernel.policy.paths import URL
 
 __all__ = ["Attach", "SqlStatement", "analyze"]
 

@@ -240,7 +240,7 @@ def collect(node: exp.Expr, facts: Facts) -> None:
             tables.append(n)
         elif k == _STAR:
             stars.append(n)
-        elif k == _COLUMNS or k == _POSITIONAL:
+        elif k in (_COLUMNS, _POSITIONAL):
             patterns.append(n)
         elif k == _CTE:
             if n.alias:

@@ -298,7 +298,7 @@ def _writer_object_skip(target: Any, args: tuple[Any, ...], kwargs: dict[str, An
 
 def _read_mode(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     mode = kwargs.get("mode", args[2] if len(args) > 2 else "a")
-    return mode == "r"
+    return bool(mode == "r")
 
 
 _PYARROW_WRITERS: tuple[tuple[str, str, str, int], ...] = (

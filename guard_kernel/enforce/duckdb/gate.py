@@ -29,7 +29,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import _duckdb
 import duckdb
@@ -157,7 +157,7 @@ def _ctx(con: Any, g: Guard, cwd: str | None = None) -> _sql.SqlContext:
     kept = st.ctx
     if (kept is not None and kept[0] is g.policy and kept[1] == EPOCH[0] and kept[2] == cwd
             and kept[3] == g.owned_tables):
-        return kept[4]
+        return cast("_sql.SqlContext", kept[4])
     owned = frozenset(g.owned_tables)
     ctx = _sql.SqlContext(root=cwd, catalogs=dict(st.catalogs), default_catalog=st.default_catalog,
                           owned_tables=owned, catalog_paths=dict(st.paths),

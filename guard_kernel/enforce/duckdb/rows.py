@@ -12,7 +12,7 @@ import contextlib
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import _duckdb
 import duckdb
@@ -122,7 +122,7 @@ def _fetchmany(self: Any, size: int = 1) -> list[Any]:
     st = STATES.get(self)
     p = st.pending if st else None
     if p is None:
-        return orig(Conn, "fetchmany")(self, size)
+        return cast(list[Any], orig(Conn, "fetchmany")(self, size))
     n = _take(p, size)
     rows = orig(Conn, "fetchmany")(self, n) if n > 0 else []
     p.delivered += len(rows)
@@ -156,7 +156,7 @@ def _fetchall(self: Any) -> list[Any]:
     st = STATES.get(self)
     p = st.pending if st else None
     if p is None:
-        return orig(Conn, "fetchall")(self)
+        return cast(list[Any], orig(Conn, "fetchall")(self))
     # the cap's worth, then one more row to know whether there was more (no copy of the list)
     rows = orig(Conn, "fetchmany")(self, p.remaining) if p.remaining > 0 else []
     p.delivered += len(rows)
@@ -233,7 +233,7 @@ class CappedResult:
             rows = rows[: self._p.remaining]
             report(self._p, "relation.fetchall")
         self._p.delivered += len(rows)
-        return rows
+        return cast(list[Any], rows)
 
     def fetchmany(self, size: int = 1) -> list[Any]:
         n = _take(self._p, size)

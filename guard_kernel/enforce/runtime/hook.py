@@ -96,7 +96,7 @@ def _internal_dirs() -> tuple[str, ...]:
         from jupyter_core.paths import jupyter_data_dir, jupyter_runtime_dir
 
         dirs += [jupyter_runtime_dir(), jupyter_data_dir()]
-    except Exception:  # noqa: BLE001 - optional: no jupyter_core, no such directories
+    except Exception:
         pass
     return tuple(sorted({os.path.realpath(d) for d in dirs}))
 

@@ -395,7 +395,7 @@ def test_audit_mode_records_would_deny_and_runs(make_shell: Callable[..., Shell]
     res = sh.run("out = get_ipython().getoutput('echo audited')")
     assert res.success and list(sh.ip.user_ns["out"]) == ["audited"]
     assert [r["decision"] for r in sh.records("shell")] == ["would_deny"]
-    cell = [r for r in sh.records("cell") if "audited" in r["code"]][0]
+    cell = next(r for r in sh.records("cell") if "audited" in r["code"])
     assert cell["decision"] == "would_deny"
 
 

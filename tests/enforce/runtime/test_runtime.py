@@ -360,7 +360,7 @@ def test_a_thread_is_guarded_too(project: Project) -> None:
     def work() -> None:
         try:
             Path("from_thread.txt").write_text("x")
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+        except BaseException as exc:
             errors.append(exc)
 
     t = threading.Thread(target=work)
@@ -404,7 +404,7 @@ def test_a_timer_and_atexit_style_callbacks_are_guarded(project: Project) -> Non
     def later() -> None:
         try:
             open("from_timer.txt", "w")
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     t = threading.Timer(0.01, later)
