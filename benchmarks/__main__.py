@@ -12,7 +12,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from guard_kernel import bench_audit, bench_duckdb, bench_kernel, bench_runtime, bench_sql, bench_static
+from . import bench_audit, bench_duckdb, bench_kernel, bench_runtime, bench_sql, bench_static
 
 from .harness import Config, Result
 from .report import load_average, machine_info, print_machine, table, write_chart, write_json
