@@ -13,7 +13,6 @@ import traceback
 from collections.abc import Callable
 
 from . import bench_audit, bench_duckdb, bench_kernel, bench_runtime, bench_sql, bench_static
-
 from .harness import Config, Result
 from .report import load_average, machine_info, print_machine, table, write_chart, write_json
 
