@@ -28,9 +28,24 @@ import uuid
 import weakref
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, Protocol
 
 from guard_kernel.audit.chain import GENESIS, canonical, records_with_offsets
+
+
+class AuditSink(Protocol):
+    """Where a session's records go: the file writer here, or a pipe to a process that owns the file."""
+
+    path: str
+    policy: dict[str, str]
+
+    @property
+    def closed(self) -> bool: ...
+
+    def write(self, kind: str, **fields: Any) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
 
 _CHUNK = 1 << 20
 """The file grows by this much at a time (a sparse tail: no disk is used until written)."""

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
-from guard_kernel.audit.writer import AuditWriter, new_session_id
+from guard_kernel.audit.writer import AuditSink, AuditWriter, new_session_id
 from guard_kernel.decision.errors import GuardDenied, GuardLocked, locked_message
 from guard_kernel.decision.evaluate import Decision, Effect, decide
 from guard_kernel.decision.request import Request
@@ -49,16 +49,25 @@ class Guard:
 
     def __init__(self, policy: Policy, *, actor: str = "human", environment: str = "default",
                  audit_dir: str | None = None, session_id: str | None = None,
-                 notify: Callable[[Decision], None] | None = None) -> None:
+                 notify: Callable[[Decision], None] | None = None, lock: bool = False,
+                 audit: AuditSink | None = None, kernel: str = "extension") -> None:
+        """*lock*: locked whatever the policy says (the guarded kernel); *audit*: where records go
+        (default: an :class:`AuditWriter` of ``<audit_dir>/<session>.jsonl``); *kernel*: which
+        surface runs the session, for the audit (``extension`` or the kernel's name)."""
         check_applies(policy, actor, environment)
         self.policy = policy
         self.actor = actor
         self.environment = environment
+        self.kernel = kernel
+        self.forced_lock = lock
         self.session_id = session_id or new_session_id()
         audit_dir = audit_dir or os.path.join(os.getcwd(), ".guard_audit")
         self._local = threading.local()
-        self.audit = AuditWriter(os.path.join(audit_dir, f"{self.session_id}.jsonl"), session=self.session_id,
-                                 actor=actor, environment=environment, policy=policy.ref(), quiet=self.quiet)
+        self.audit: AuditSink = audit if audit is not None else AuditWriter(
+            os.path.join(audit_dir, f"{self.session_id}.jsonl"), session=self.session_id, actor=actor,
+            environment=environment, policy=policy.ref(), quiet=self.quiet)
+        self.request: dict[str, Any] = {}
+        """The kernel request being served (msg id, session, username): added to cell records."""
         self.counts: Counter[str] = Counter()
         self.last: Decision | None = None
         self.notify = notify or _default_notify
@@ -69,12 +78,18 @@ class Guard:
         self._cache: dict[Request, Decision] = {}
         self.audit.write("session", action=None, resource=None, decision="allow", rules=[],
                          message=f"guard started: policy {policy.name} ({policy.mode}), actor {actor}",
-                         pid=os.getpid(), cwd=os.getcwd(), policy_file=policy.file, lock=policy.lock)
+                         pid=os.getpid(), cwd=os.getcwd(), policy_file=policy.file, lock=self.locked,
+                         kernel=kernel)
         # a kernel that is shut down never unloads the extension: end the audit file at exit
         # (its last record says the session ended; a killed process leaves no such record)
         atexit.register(_close_at_exit, weakref.ref(self))
 
     # --------------------------------------------------------------- queries
+    @property
+    def locked(self) -> bool:
+        """The guard cannot be unloaded or re-configured (``lock: true``, or a guarded kernel)."""
+        return self.policy.lock or self.forced_lock
+
     @property
     def max_rows(self) -> int:
         """The row cap for this session's actor."""
@@ -189,7 +204,7 @@ class Guard:
         """What ``%guard status`` shows."""
         return {
             "policy": self.policy.name, "policy_file": self.policy.file, "sha256": self.policy.sha256,
-            "mode": self.policy.mode, "lock": self.policy.lock, "actor": self.actor,
+            "mode": self.policy.mode, "lock": self.locked, "kernel": self.kernel, "actor": self.actor,
             "environment": self.environment, "session": self.session_id, "audit": self.audit.path,
             "max_rows": self.max_rows,
             "allowed": self.counts["allow"] + self.counts["warn"], "warned": self.counts["warn"],

@@ -34,6 +34,7 @@ from guard_kernel.decision.errors import GuardDenied
 from guard_kernel.decision.guard import Guard
 from guard_kernel.decision.request import Request
 from guard_kernel.enforce import lazy as _lazy
+from guard_kernel.enforce.dataframe import patching
 from guard_kernel.enforce.dataframe.patching import (
     Nested,
     active_guard,
@@ -418,9 +419,19 @@ def uninstall() -> None:
         _installed = False
 
 
+def tampered() -> list[str]:
+    """Writers and readers whose wrapper code has replaced."""
+    return patching.tampered()
+
+
+def repair() -> None:
+    """Put the wrappers back."""
+    patching.repair()
+
+
 def installed() -> bool:
     """Whether the layer is installed (the wrappers are on every guarded library imported so far)."""
     return _installed
 
 
-__all__ = ["check_export", "install", "installed", "pandas_writer_names", "polars_writer_names", "uninstall"]
+__all__ = ["check_export", "install", "installed", "pandas_writer_names", "polars_writer_names", "repair", "tampered", "uninstall"]

@@ -57,7 +57,7 @@ from guard_kernel.enforce.duckdb.rows import (
 from guard_kernel.policy.actions import Action
 from guard_kernel.policy.paths import resolve
 
-__all__ = ["context", "install", "installed", "uninstall"]
+__all__ = ["context", "install", "installed", "repair", "tampered", "uninstall"]
 
 _ENGINE_SETTINGS = (
     "SET autoinstall_known_extensions = false",
@@ -74,6 +74,18 @@ _local = threading.local()
 def installed() -> bool:
     """Whether the gate is in place."""
     return _guard is not None
+
+
+def tampered() -> list[str]:
+    """The DuckDB functions and methods whose guard wrapper code has replaced (``duckdb.connect`` put back…)."""
+    return [f"{getattr(o, '__name__', o)}.{n}" for o, n, w in _WRAPPERS if getattr(o, n, None) is not w]
+
+
+def repair() -> None:
+    """Put every wrapper back where code replaced it."""
+    for owner, name, wrapper in _WRAPPERS:
+        if getattr(owner, name, None) is not wrapper:
+            setattr(owner, name, wrapper)
 
 
 def context(con: Any = None) -> _sql.SqlContext | None:
@@ -497,7 +509,12 @@ _RELATION_WRITERS = ("write_csv", "to_csv", "write_parquet", "to_parquet")
 _RELATION_DISPLAY = ("__repr__", "__str__", "show", "preview", "_repr_mimebundle_")
 
 
+_WRAPPERS: list[tuple[Any, str, Any]] = []
+"""(owner, attribute, wrapper) of every patch: what :func:`tampered` expects to find in place."""
+
+
 def _patch(owner: Any, name: str, value: Any) -> None:
+    _WRAPPERS.append((owner, name, value))
     ORIGINALS.append((owner, name, getattr(owner, name)))
     ORIG_BY.setdefault((id(owner), name), ORIGINALS[-1][2])
     setattr(owner, name, value)
@@ -550,6 +567,7 @@ def uninstall() -> None:
     while ORIGINALS:
         owner, name, value = ORIGINALS.pop()
         setattr(owner, name, value)
+    _WRAPPERS.clear()
     ORIG_BY.clear()
     STATES.clear()
     _guard = None

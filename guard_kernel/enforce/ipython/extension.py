@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
 import os
 import shlex
 import sys
@@ -32,6 +31,7 @@ from guard_kernel.decision.evaluate import Decision, Effect
 from guard_kernel.decision.request import Request
 from guard_kernel.enforce import lazy
 from guard_kernel.enforce.ipython.cell import CellTransformer, analyze_source
+from guard_kernel.enforce.layer import Layer, ModuleLayer
 from guard_kernel.policy.actions import Action
 from guard_kernel.policy.paths import resolve
 
@@ -61,7 +61,7 @@ class _Loaded:
     ip: Any
     guard: session.Guard
     transformer: CellTransformer
-    layers: list[Any] = field(default_factory=list)
+    layers: list[Layer] = field(default_factory=list)
     callbacks: list[tuple[str, Callable[..., Any]]] = field(default_factory=list)
     shell_attrs: list[str] = field(default_factory=list)
     wrappers: dict[str, Any] = field(default_factory=dict)
@@ -86,7 +86,7 @@ def load_ipython_extension(ip: Any) -> None:
     if _loaded is not None and _loaded.ip is ip and session.current() is _loaded.guard:
         print("guard_kernel: already loaded; nothing changed.", file=sys.stderr)
         return
-    if _loaded is not None and _loaded.ip is ip and _loaded.guard.policy.lock:
+    if _loaded is not None and _loaded.ip is ip and _loaded.guard.locked:
         # the guard was pushed aside by code (set_current): a locked guard is put back, not replaced
         session.set_current(_loaded.guard)
         _heal(_loaded)
@@ -115,58 +115,14 @@ def load_ipython_extension(ip: Any) -> None:
           file=sys.stderr)
 
 
-@dataclass(frozen=True)
-class _Layer:
-    """A layer installed at load: its name in the audit and its module."""
-
-    name: str
-    module: Any
-
-    @property
-    def __name__(self) -> str:
-        return str(self.module.__name__)
-
-    def uninstall(self) -> None:
-        self.module.uninstall()
-
-
-class _OnImport:
-    """A layer installed by a post-import hook on its library (:mod:`guard_kernel.enforce.lazy`)."""
-
-    def __init__(self, name: str, library: str, guard: session.Guard) -> None:
-        self.name, self.__name__ = name, LAYERS[name]
-        self.library, self.guard = library, guard
-        self._unhook: Callable[[], None] | None = None
-
-    def install(self) -> None:
-        self._unhook = lazy.when_imported(self.library, self._on_import)
-
-    def _on_import(self, module: Any) -> None:
-        importlib.import_module(self.__name__).install(self.guard)
-
-    def uninstall(self) -> None:
-        if self._unhook is not None:
-            self._unhook()
-            self._unhook = None
-        mod = sys.modules.get(self.__name__)
-        if mod is not None:
-            mod.uninstall()
-
-
 def _install(state: _Loaded) -> None:
     ip, guard = state.ip, state.guard
     # every layer is part of the package: one that fails to import is a broken install, and
     # the error propagates (load_ipython_extension undoes what was done): fail closed
-    for name in LAYERS:
-        library = _ON_IMPORT.get(name)
-        if library is not None:
-            layer = _OnImport(name, library, guard)
-            state.layers.append(layer)  # before install: a failure undoes the hook too
-            layer.install()
-            continue
-        mod = importlib.import_module(LAYERS[name])
-        mod.install(guard)
-        state.layers.append(_Layer(name, mod))
+    for name, module in LAYERS.items():
+        layer = ModuleLayer(name, module, guard, library=_ON_IMPORT.get(name))
+        state.layers.append(layer)  # before install: a failure undoes the hook too
+        layer.install()
     ip.ast_transformers.append(state.transformer)
     _register_events(state)
     _wrap_shell(state)
@@ -193,7 +149,7 @@ def unload_ipython_extension(ip: Any) -> None:
     global _loaded
     state = _loaded
     guard = session.current()
-    if guard is not None and guard.policy.lock:
+    if guard is not None and guard.locked:
         guard.refuse_locked("unload")
     if state is None:
         return
@@ -229,13 +185,11 @@ def _teardown(state: _Loaded) -> None:
     if state.find_wrapped:
         ip.magics_manager.__dict__.pop("find", None)
         state.find_wrapped = False
-    for mod in reversed(state.layers):
-        uninstall = getattr(mod, "uninstall", None)
-        if uninstall is not None:
-            try:
-                uninstall()
-            except Exception as exc:  # keep undoing the rest; say what failed
-                print(f"guard_kernel: could not uninstall {mod.__name__}: {exc}", file=sys.stderr)
+    for layer in reversed(state.layers):
+        try:
+            layer.uninstall()
+        except Exception as exc:  # keep undoing the rest; say what failed
+            print(f"guard_kernel: could not uninstall the {layer.name} layer: {exc}", file=sys.stderr)
     state.layers.clear()
 
 
@@ -273,25 +227,62 @@ def _heal(state: _Loaded) -> None:
     this event callback itself is out of its reach (see docs/threat-model.md).
     """
     guard = state.guard
-    if not guard.policy.lock:
+    if not guard.locked:
         return
-    ip, repaired = state.ip, []
-    if session.current() is not guard:
-        session.set_current(guard)
-        repaired.append("current guard")
-    if state.transformer not in ip.ast_transformers:
-        ip.ast_transformers.append(state.transformer)
-        repaired.append("ast transformer")
-    for name, wrapper in state.wrappers.items():
-        owner = ip.magics_manager if name == "find" else ip
-        if owner.__dict__.get(name) is not wrapper:
-            owner.__dict__[name] = wrapper
-            repaired.append(name)
+    repaired = _tampered(state)
     if repaired:
+        _repair(state)
         guard.record("guard", action=None, resource="guard_kernel", decision="deny", rules=[guard.lock_rule()],
                      message=f"guard hooks removed by code were restored: {', '.join(repaired)}")
         print(f"guard_kernel: restored guard hooks removed by code ({', '.join(repaired)}); the policy is locked.",
               file=sys.stderr)
+
+
+def _tampered(state: _Loaded) -> list[str]:
+    """Every hook of *state* that code removed or replaced, IPython's and the layers'."""
+    ip, out = state.ip, []
+    if session.current() is not state.guard:
+        out.append("current guard")
+    if state.transformer not in ip.ast_transformers:
+        out.append("ast transformer")
+    for name, wrapper in state.wrappers.items():
+        owner = ip.magics_manager if name == "find" else ip
+        if owner.__dict__.get(name) is not wrapper:
+            out.append(name)
+    for event, cb in state.callbacks:
+        if cb not in ip.events.callbacks.get(event, ()):
+            out.append(f"{event} callback")
+    for layer in state.layers:
+        out.extend(layer.tampered())
+    return out
+
+
+def _repair(state: _Loaded) -> None:
+    """Put back every hook of *state* (what :func:`_tampered` lists)."""
+    ip = state.ip
+    session.set_current(state.guard)
+    if state.transformer not in ip.ast_transformers:
+        ip.ast_transformers.append(state.transformer)
+    for name, wrapper in state.wrappers.items():
+        owner = ip.magics_manager if name == "find" else ip
+        owner.__dict__[name] = wrapper
+    for event, cb in state.callbacks:
+        if cb not in ip.events.callbacks.get(event, ()):
+            ip.events.register(event, cb)
+    for layer in state.layers:
+        layer.install()
+
+
+def tampered() -> list[str]:
+    """What code removed or replaced among the guard's hooks in this session (``[]``: all in place)."""
+    state = _loaded
+    return ["guard not loaded"] if state is None else _tampered(state)
+
+
+def repair() -> None:
+    """Put every hook of this session's guard back."""
+    if _loaded is not None:
+        _repair(_loaded)
 
 
 def _record_cell(guard: session.Guard, frame: Any, result: Any) -> None:
@@ -417,7 +408,7 @@ def _guard_magic(state: _Loaded, kind: str, name: str, fn: Callable[..., Any]) -
         line = str(args[0]) if args else str(kwargs.get("line", ""))
         body = (str(args[1]) if len(args) > 1 else kwargs.get("cell")) if kind == "cell" else None
         if name in ("unload_ext", "reload_ext"):
-            if line.strip() in _OWN_NAMES and guard.policy.lock:
+            if line.strip() in _OWN_NAMES and guard.locked:
                 guard.refuse_locked(f"%{name}")
             return fn(*args, **kwargs)
         if name == "run":

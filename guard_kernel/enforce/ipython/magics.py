@@ -69,7 +69,7 @@ def explain_text(guard: session.Guard) -> str:
 
 def switch_policy(guard: session.Guard, file: str) -> str:
     """Replace the guard's policy with *file* (refused under ``lock: true``); returns a summary."""
-    if guard.policy.lock:
+    if guard.locked:
         guard.refuse_locked("%guard policy")
     new = load_policy(file, root=guard.policy.root)
     old = guard.policy

@@ -580,6 +580,23 @@ def install(guard: Guard | None = None) -> None:
         sys.addaudithook(_hook)
 
 
+_FROZEN_HANDLERS: dict[str, Any] = dict(_HANDLERS)
+
+
+def tampered() -> list[str]:
+    """What code changed in the hook's state: its table of handled events, or the current guard."""
+    out = [] if _HANDLERS == _FROZEN_HANDLERS else ["runtime hook handlers"]
+    if _installed and _session.current() is None:
+        out.append("current guard")
+    return out
+
+
+def repair() -> None:
+    """Put the hook's table of handlers back (the hook itself cannot be removed)."""
+    _HANDLERS.clear()
+    _HANDLERS.update(_FROZEN_HANDLERS)
+
+
 def installed() -> bool:
     """Whether the process audit hook is in place."""
     return _installed
@@ -590,4 +607,4 @@ def handled_events() -> frozenset[str]:
     return frozenset(_HANDLERS)
 
 
-__all__ = ["handled_events", "install", "installed"]
+__all__ = ["handled_events", "install", "installed", "repair", "tampered"]
