@@ -193,8 +193,8 @@ class GuardedKernel:
             pass
 
 
-def kernel_env(policy: Path | None, actor: str, audit_dir: Path) -> dict[str, str]:
-    """Environment of a guarded kernel: policy, actor, audit dir, and this checkout importable."""
+def kernel_env(policy: Path | None, actor: str, audit_dir: Path, root: Path | None = None) -> dict[str, str]:
+    """Environment of a guarded kernel: policy, actor, audit dir, project root, and this checkout importable."""
     env = dict(os.environ)
     for k in list(env):
         if k.startswith("GUARD_KERNEL_"):
@@ -203,6 +203,8 @@ def kernel_env(policy: Path | None, actor: str, audit_dir: Path) -> dict[str, st
         env["GUARD_KERNEL_POLICY"] = str(policy)
     env["GUARD_KERNEL_ACTOR"] = actor
     env["GUARD_KERNEL_AUDIT_DIR"] = str(audit_dir)
+    if root is not None:  # the workspace's policies live in policies/: their paths mean the project
+        env["GUARD_KERNEL_ROOT"] = str(root)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     env["MPLBACKEND"] = "Agg"
     env.pop("JPY_PARENT_PID", None)
@@ -217,7 +219,7 @@ def start_kernel(ws: Workspace, *, policy: str | Path | None = "default", actor:
     pol = ws.policy(policy) if isinstance(policy, str) else policy
     audit = audit_dir or Path(ws.root) / ".guard_audit" / f"{actor}-{os.urandom(4).hex()}"
     km, kc = start_new_kernel(kernel_name="python3", startup_timeout=60, cwd=str(ws.root),
-                              env=kernel_env(pol, actor, audit))
+                              env=kernel_env(pol, actor, audit, Path(ws.root)))
     k = GuardedKernel(km, kc, ws, audit, pol or Path("<builtin>"), actor)
     if load:
         k.load_result = k.run("%load_ext guard_kernel")

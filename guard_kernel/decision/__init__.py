@@ -13,6 +13,8 @@ from guard_kernel.decision.guard import (
     ENV_AUDIT_DIR,
     ENV_ENVIRONMENT,
     ENV_POLICY,
+    ENV_POLICY_SHA256,
+    ENV_ROOT,
     Guard,
     current,
     guard_from_env,
@@ -21,7 +23,8 @@ from guard_kernel.decision.guard import (
 from guard_kernel.decision.request import Request, StarRef, TableRef
 
 __all__ = [
-    "ENV_ACTOR", "ENV_AUDIT_DIR", "ENV_ENVIRONMENT", "ENV_POLICY", "CellRejected", "Decision", "Effect", "Guard",
+    "ENV_ACTOR", "ENV_AUDIT_DIR", "ENV_ENVIRONMENT", "ENV_POLICY", "ENV_POLICY_SHA256", "ENV_ROOT",
+    "CellRejected", "Decision", "Effect", "Guard",
     "GuardDenied", "GuardLocked", "ImportRefused", "Request", "RuleHit", "StarRef", "TableRef", "current",
     "decide", "guard_from_env", "policy_from_env",
 ]

@@ -9,6 +9,7 @@ or of a rule) turns a denial into ``would_deny``: recorded, not enforced.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from enum import Enum
@@ -227,6 +228,10 @@ def _protections(policy: Policy, req: Request) -> tuple[RuleHit, str, str] | Non
                 _HINTS[Action.SQL_UNKNOWN])
     if req.action in WRITE_LIKE and not (req.action is Action.SQL_ATTACH and req.read_only):
         if req.path:
+            if os.path.isabs(policy.file) and req.path == os.path.realpath(policy.file):
+                return (RuleHit("policy-file", "<guard>", 0),
+                        f"{req.action} on {req.resource}: the policy file in force is never writable from a guarded session.",
+                        "Change the policy outside the session, then start a new one.")
             for src, glob in policy.source_paths():
                 if glob.matches(req.path):
                     return (RuleHit(f"source:{src.name}", _base(policy.file), src.line),

@@ -28,7 +28,10 @@ ENV_POLICY = "GUARD_KERNEL_POLICY"
 ENV_ACTOR = "GUARD_KERNEL_ACTOR"
 ENV_ENVIRONMENT = "GUARD_KERNEL_ENVIRONMENT"
 ENV_AUDIT_DIR = "GUARD_KERNEL_AUDIT_DIR"
-"""The session is configured by these variables, read when the guard starts (see the README)."""
+ENV_ROOT = "GUARD_KERNEL_ROOT"
+ENV_POLICY_SHA256 = "GUARD_KERNEL_POLICY_SHA256"
+"""The session is configured by these variables, read when the guard starts (see the README).
+``GUARD_KERNEL_POLICY_SHA256`` pins the policy: a policy file whose SHA-256 differs is refused."""
 
 
 def _default_notify(decision: Decision) -> None:
@@ -187,7 +190,9 @@ class Guard:
 
     def refuse_locked(self, what: str) -> NoReturn:
         """Record that *what* was refused because the policy is locked, and raise :class:`GuardLocked`."""
-        msg = locked_message(self.policy.name)
+        msg = (locked_message(self.policy.name) if self.policy.lock else
+               "this guarded kernel is locked: the guard cannot be unloaded, reloaded or re-configured from "
+               "inside the session. Install the kernel with another policy (guard-kernel install --policy FILE).")
         self.record("guard", action=None, resource="guard_kernel", decision="deny", rules=[self.lock_rule()],
                     message=f"{what} refused: {msg}")
         raise GuardLocked(msg)
@@ -250,19 +255,29 @@ def set_current(guard: Guard | None) -> None:
 
 
 def policy_from_env(environ: Mapping[str, str] | None = None, root: str | None = None) -> Policy:
-    """``$GUARD_KERNEL_POLICY`` if set, else the built-in strict default."""
+    """``$GUARD_KERNEL_POLICY`` if set, else the built-in strict default; relative paths resolve
+    against *root*, else ``$GUARD_KERNEL_ROOT``, else the working directory.  A policy whose
+    SHA-256 differs from ``$GUARD_KERNEL_POLICY_SHA256`` (when set) is refused."""
     env = os.environ if environ is None else environ
     path = env.get(ENV_POLICY)
-    return load_policy(path, root) if path else builtin_policy(root)
+    root = root or env.get(ENV_ROOT) or None
+    policy = load_policy(path, root) if path else builtin_policy(root)
+    pinned = env.get(ENV_POLICY_SHA256)
+    if pinned and policy.sha256 != pinned:
+        raise PolicyError(policy.file, None, "sha256",
+                          f"the policy file changed since this kernel was installed (pinned sha256 {pinned[:12]}…, "
+                          f"now {policy.sha256[:12]}…); reinstall the kernel (guard-kernel install) to accept it")
+    return policy
 
 
 
-def guard_from_env(default_actor: str = "human", environ: dict[str, str] | None = None) -> Guard:
-    """Build a guard from ``GUARD_KERNEL_*`` variables (policy, actor, environment, audit dir)."""
+def guard_from_env(default_actor: str = "human", environ: Mapping[str, str] | None = None, *,
+                   lock: bool = False, kernel: str = "extension") -> Guard:
+    """Build a guard from ``GUARD_KERNEL_*`` variables (policy, actor, environment, audit dir, root)."""
     env = os.environ if environ is None else environ
     policy = policy_from_env(env)
     actor = env.get(ENV_ACTOR, default_actor)
     if actor not in ("agent", "human"):
         raise PolicyError("$" + ENV_ACTOR, None, ENV_ACTOR, f"actor must be 'agent' or 'human', not {actor!r}")
     return Guard(policy, actor=actor, environment=env.get(ENV_ENVIRONMENT, "default"),
-                 audit_dir=env.get(ENV_AUDIT_DIR))
+                 audit_dir=env.get(ENV_AUDIT_DIR), lock=lock, kernel=kernel)

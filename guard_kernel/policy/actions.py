@@ -47,6 +47,9 @@ class Action(str, Enum):
     """A shell command or a new process."""
     PYTHON_IMPORT = "python.import"
     """Importing a module (rules usually name ctypes, cffi…)."""
+    KERNEL_REQUEST = "kernel.request"
+    """A kernel request that runs code outside the cell gate (debugger, subshell, unknown comm
+    target, user expressions): refused by the guarded kernel whatever the policy says."""
 
     def __str__(self) -> str:  # so f-strings and messages show "sql.read"
         return self.value
@@ -86,6 +89,7 @@ _CLASS_OF: dict[Action, ActionClass] = {
     Action.NET_CONNECT: ActionClass.NETWORK,
     Action.SHELL_EXEC: ActionClass.SHELL,
     Action.PYTHON_IMPORT: ActionClass.NONE,
+    Action.KERNEL_REQUEST: ActionClass.NONE,
 }
 
 ALL_ACTIONS: tuple[str, ...] = tuple(a.value for a in Action)

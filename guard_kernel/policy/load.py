@@ -216,15 +216,27 @@ def _build(data: dict[str, Any], node: yaml.Node | None, file: str, sha: str, ro
     )
 
 
+def policy_root(data: dict[str, Any], file: str, root: str | None) -> str:
+    """Where the policy's relative paths point: its own ``root:`` key (relative to the policy
+    file's folder), else *root* as given, else the policy file's folder; a policy that is not a
+    file (a string, the built-in default) uses the working directory."""
+    folder = os.path.dirname(file) if os.path.isabs(file) else None
+    if data.get("root"):
+        return resolve(data["root"], folder)
+    return resolve(root or folder or os.getcwd())
+
+
 def parse_policy(text: str, file: str = "<string>", root: str | None = None) -> Policy:
-    """Validate policy *text* and build the model; raise :class:`PolicyError` if it is wrong."""
+    """Validate policy *text* and build the model; raise :class:`PolicyError` if it is wrong.
+
+    Relative paths resolve as :func:`policy_root` says."""
     data, node = _compose(text, file)
     _validate(data, node, file)
-    return _build(data, node, file, hashlib.sha256(text.encode()).hexdigest(), resolve(root or os.getcwd()))
+    return _build(data, node, file, hashlib.sha256(text.encode()).hexdigest(), policy_root(data, file, root))
 
 
 def load_policy(path: str | os.PathLike[str], root: str | None = None) -> Policy:
-    """Load and validate the policy file at *path* (globs relative to *root*, default cwd)."""
+    """Load and validate the policy file at *path* (relative paths: :func:`policy_root`)."""
     file = os.fspath(path)
     try:
         with open(file, encoding="utf-8") as f:
@@ -243,4 +255,4 @@ def builtin_policy(root: str | None = None) -> Policy:
     return parse_policy(text, f"<builtin:{BUILTIN_POLICY_FILE}>", root)
 
 
-__all__ = ["BUILTIN_POLICY_FILE", "builtin_policy", "load_policy", "parse_policy", "schema"]
+__all__ = ["BUILTIN_POLICY_FILE", "builtin_policy", "load_policy", "parse_policy", "policy_root", "schema"]

@@ -20,7 +20,7 @@ from typing import Any, TextIO
 from guard_kernel._package import PACKAGE_DIR
 from guard_kernel.audit.chain import read_records
 from guard_kernel.audit.integrity import verify
-from guard_kernel.decision.guard import ENV_ACTOR, ENV_AUDIT_DIR, ENV_ENVIRONMENT, ENV_POLICY
+from guard_kernel.decision.guard import ENV_ACTOR, ENV_AUDIT_DIR, ENV_ENVIRONMENT, ENV_POLICY, ENV_ROOT
 
 STATUSES = ("denied", "error", "truncated", "warned", "allowed")
 """Cell statuses, strongest first: a cell shows the strongest thing that happened in it."""
@@ -155,7 +155,8 @@ class RunResult:
 
 
 def guard_env(policy: str | os.PathLike[str], actor: str, audit_dir: str | os.PathLike[str],
-              environment: str | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
+              environment: str | None = None, base: Mapping[str, str] | None = None,
+              root: str | os.PathLike[str] | None = None) -> dict[str, str]:
     """The kernel environment: the guard's variables, this package importable, a headless plot backend."""
     env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith("GUARD_KERNEL_")}
     env[ENV_POLICY] = os.path.abspath(policy)
@@ -163,6 +164,8 @@ def guard_env(policy: str | os.PathLike[str], actor: str, audit_dir: str | os.Pa
     env[ENV_AUDIT_DIR] = os.path.abspath(audit_dir)
     if environment:
         env[ENV_ENVIRONMENT] = environment
+    if root is not None:
+        env[ENV_ROOT] = os.path.abspath(root)
     pkg_parent = str(Path(PACKAGE_DIR).resolve().parent)
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join([pkg_parent, *[p for p in paths if p != pkg_parent]])
@@ -213,7 +216,8 @@ def run_notebook(path: str | os.PathLike[str], *, cwd: str | os.PathLike[str], p
                  actor: str = "agent", audit_dir: str | os.PathLike[str] | None = None,
                  environment: str | None = None, load_guard: bool = False, timeout: int = 180,
                  output: str | os.PathLike[str] | None = None,
-                 kernel_log: str | os.PathLike[str] | None = None) -> RunResult:
+                 kernel_log: str | os.PathLike[str] | None = None,
+                 root: str | os.PathLike[str] | None = None) -> RunResult:
     """Execute the notebook at *path* in a fresh kernel under *policy* and report every code cell.
 
     Denied cells do not stop the run.  With *load_guard*, a first cell runs
@@ -253,7 +257,7 @@ def run_notebook(path: str | os.PathLike[str], *, cwd: str | os.PathLike[str], p
                             on_cell_execute=on_execute, on_cell_executed=on_executed)
     log_path = Path(kernel_log) if kernel_log else audit / "kernel.log"
     with open(log_path, "ab") as log:
-        client.execute(env=guard_env(policy, actor, audit, environment), stderr=log)
+        client.execute(env=guard_env(policy, actor, audit, environment, root=root or workdir), stderr=log)
     result.audit_files = sorted(audit.glob("*.jsonl"))
     if output is not None:
         nbformat.write(nb, os.fspath(output))

@@ -27,9 +27,11 @@ from typing import Any
 from guard_kernel._package import PACKAGE
 from guard_kernel.analysis.python.scan import DEFAULT_ALIASES, magic_intent
 from guard_kernel.decision import guard as session
-from guard_kernel.decision.evaluate import Decision, Effect
+from guard_kernel.decision.errors import GuardDenied
+from guard_kernel.decision.evaluate import Decision, Effect, RuleHit
 from guard_kernel.decision.request import Request
 from guard_kernel.enforce import lazy
+from guard_kernel.enforce.ipython import unavailable
 from guard_kernel.enforce.ipython.cell import CellTransformer, analyze_source
 from guard_kernel.enforce.layer import Layer, ModuleLayer
 from guard_kernel.policy.actions import Action
@@ -67,6 +69,8 @@ class _Loaded:
     wrappers: dict[str, Any] = field(default_factory=dict)
     """attribute name (on the shell, or ``find`` on the magics manager) → the guard's wrapper."""
     find_wrapped: bool = False
+    refused: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(kind, magic name) → why it is refused in this session (the guarded kernel's debugger magics)."""
 
 
 _loaded: _Loaded | None = None
@@ -75,6 +79,19 @@ _loaded: _Loaded | None = None
 def loaded() -> _Loaded | None:
     """The current load state (None when the extension is not active)."""
     return _loaded
+
+
+def loaded_guard() -> session.Guard | None:
+    """The guard this extension installed (even if code pushed it aside)."""
+    return _loaded.guard if _loaded is not None else None
+
+
+def refuse_magics(magics: dict[str, str], reason: str) -> None:
+    """Refuse these magics (name → ``line``/``cell``) in this session, saying *reason*."""
+    if _loaded is None:
+        raise RuntimeError("guard_kernel is not loaded")
+    for name, kind in magics.items():
+        _loaded.refused[(kind, name)] = reason
 
 
 # --------------------------------------------------------------- load / unload
@@ -96,7 +113,12 @@ def load_ipython_extension(ip: Any) -> None:
         _teardown(_loaded)
         _loaded = None
     existing = session.current()
-    guard = existing if existing is not None else session.guard_from_env(default_actor="human")
+    try:
+        guard = existing if existing is not None else session.guard_from_env(default_actor="human")
+    except Exception as exc:  # fail closed: no guard, no cells (until %guard policy FILE loads one)
+        unavailable.block(ip, f"{type(exc).__name__}: {exc}", lambda file: _load_with_policy(ip, file))
+        raise
+    unavailable.unblock(ip)
     state = _Loaded(ip, guard, CellTransformer(ip))
     try:
         session.set_current(guard)
@@ -113,6 +135,13 @@ def load_ipython_extension(ip: Any) -> None:
     lock = "locked" if p.lock else "unlocked"
     print(f"guard_kernel: policy {p.name} ({p.mode}, {lock}), actor {guard.actor}; audit: {guard.audit_path}",
           file=sys.stderr)
+
+
+def _load_with_policy(ip: Any, file: str) -> None:
+    """``%guard policy FILE`` in a session whose guard could not start: start it with *file*."""
+    env = {**os.environ, session.ENV_POLICY: os.path.abspath(os.path.expanduser(file))}
+    session.set_current(session.guard_from_env(default_actor="human", environ=env))
+    load_ipython_extension(ip)
 
 
 def _install(state: _Loaded) -> None:
@@ -311,7 +340,8 @@ def _record_cell(guard: session.Guard, frame: Any, result: Any) -> None:
                  message="; ".join(d.message for d in shown)[:1000] if shown else "",
                  code=frame.raw, intents=intents, execution_count=count,
                  duration_ms=round((time.perf_counter() - frame.started) * 1000, 3),
-                 static_ms=round(frame.static_seconds * 1000, 3), error=err)
+                 static_ms=round(frame.static_seconds * 1000, 3), error=err,
+                 **({"request": dict(guard.request)} if guard.request else {}))
 
 
 # -------------------------------------------------------------- shell commands
@@ -385,6 +415,9 @@ def _wrap_find(state: _Loaded) -> None:
         fn = orig_find(magic_kind, magic_name)
         if fn is None:
             return fn
+        reason = state.refused.get((magic_kind, magic_name))
+        if reason is not None:
+            return _refused_magic(state, magic_kind, magic_name, reason)
         names = _GUARDED_CELL_MAGICS if magic_kind == "cell" else _GUARDED_LINE_MAGICS
         if magic_name in names or (magic_kind == "cell" and _is_script_magic(fn)):
             return _guard_magic(state, magic_kind, magic_name, fn)
@@ -392,6 +425,17 @@ def _wrap_find(state: _Loaded) -> None:
 
     mm.__dict__["find"] = state.wrappers["find"] = guarded_find
     state.find_wrapped = True
+
+
+def _refused_magic(state: _Loaded, kind: str, name: str, reason: str) -> Callable[..., Any]:
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        via = ("%%" if kind == "cell" else "%") + name
+        d = Decision(Effect.DENY, Action.KERNEL_REQUEST, via, (RuleHit("refused-magic", "<guard>", 0),),
+                     f"{via} is refused here: {reason}", "Debug in an unguarded kernel on a copy of the data.",
+                     None, via)
+        state.guard.record_decision(d, "magic", via=via)
+        raise GuardDenied(d)
+    return refused
 
 
 def _is_script_magic(fn: Any) -> bool:

@@ -1,0 +1,81 @@
+"""The gate a session gets when its guard cannot start: every cell refused, with the reason.
+
+``%load_ext guard_kernel`` with a policy that does not load used to print the error and leave
+the session running unguarded.  Now the session gets this gate instead: every cell is refused
+(nothing in it runs) with the policy error, until ``%guard policy FILE`` loads a valid policy
+and the real guard goes on, or the kernel is restarted.  Fail closed, and say how to get out.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from guard_kernel.decision.errors import CellRejected
+from guard_kernel.decision.evaluate import Decision, Effect, RuleHit
+from guard_kernel.policy.actions import Action
+
+HINT = ("Load a valid policy with `%guard policy FILE` (check it first: python -m guard_kernel check-policy FILE), "
+        "or restart the kernel with a valid GUARD_KERNEL_POLICY.")
+
+
+class Unavailable(ast.NodeTransformer):
+    """An AST transformer that rejects every cell but ``%guard …`` (IPython keeps it registered)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def decision(self, code: str | None = None) -> Decision:
+        return Decision(Effect.DENY, Action.KERNEL_REQUEST, "cell", (RuleHit("guard-unavailable", "<guard>", 0),),
+                        f"the guard could not start, so this session runs no code: {self.reason}", HINT, None, code)
+
+    def visit_Module(self, node: ast.Module) -> ast.Module:
+        if node.body and all(_is_guard_magic(st) for st in node.body):
+            return node
+        raise CellRejected(self.decision())
+
+
+def _is_guard_magic(st: ast.stmt) -> bool:
+    """``get_ipython().run_line_magic('guard', …)``: what IPython makes of a ``%guard`` line."""
+    call = st.value if isinstance(st, ast.Expr) else None
+    return (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "run_line_magic"
+            and bool(call.args) and isinstance(call.args[0], ast.Constant) and call.args[0].value == "guard")
+
+
+_gate: Unavailable | None = None
+
+
+def block(ip: Any, reason: str, load_policy: Callable[[str], None]) -> None:
+    """Refuse every cell of *ip* with *reason*; ``%guard policy FILE`` calls *load_policy* (which installs
+    the real guard) and lifts the gate."""
+    global _gate
+    unblock(ip)
+    _gate = Unavailable(reason)
+    ip.ast_transformers.append(_gate)
+
+    def percent_guard(line: str = "") -> None:
+        words = line.split()
+        if len(words) == 2 and words[0] == "policy":
+            load_policy(words[1])  # raises PolicyError (shown without traceback) when it is not valid either
+            return
+        print(f"guard_kernel: {_gate.decision().message if _gate else reason}\ninstead: {HINT}", file=sys.stderr)
+
+    ip.register_magic_function(percent_guard, "line", "guard")
+
+
+def unblock(ip: Any) -> None:
+    """Lift the gate (the real guard is in place)."""
+    global _gate
+    if _gate is not None and _gate in ip.ast_transformers:
+        ip.ast_transformers.remove(_gate)
+    _gate = None
+
+
+def blocked() -> bool:
+    """Whether this session's cells are refused for want of a guard."""
+    return _gate is not None
+
+
+__all__ = ["Unavailable", "block", "blocked", "unblock"]

@@ -1,0 +1,207 @@
+"""``GuardedKernel``: an IPython kernel guarded before its first request, that cannot be switched off.
+
+The kernel is ipykernel's ``IPythonKernel`` with a gate in front of every request:
+
+- the guard is installed while the kernel is built (:meth:`GuardedKernel.start_guard`), locked
+  whatever the policy says, before start-up code, extensions or the first request;
+- a kernel whose guard could not be installed (a bad or changed policy, a broken install)
+  still starts and answers ``kernel_info``, and refuses every ``execute_request`` with the
+  reason: never an unguarded kernel;
+- before each ``execute_request`` every layer is asked whether it is still in place; a cell
+  that removed or replaced one (``ast_transformers.clear()``, ``duckdb.connect`` put back…)
+  is caught here: the tamper is recorded, the hooks are put back and the request is refused;
+- ``user_expressions`` run outside the AST transformers: each is checked like a cell first;
+- ``debug_request``, subshells, ``%debug``/``%pdb`` are refused and not advertised; comm
+  targets the guard does not know are refused for agents;
+- every request's ``msg_id``, session and username go into its cell record, and silent
+  executions are recorded too (IPython fires no cell events for them).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ipykernel.ipkernel import IPythonKernel
+
+from guard_kernel import __version__
+from guard_kernel.decision import guard as session
+from guard_kernel.decision.errors import GuardDenied
+from guard_kernel.decision.evaluate import Decision, Effect, RuleHit
+from guard_kernel.policy.actions import Action
+
+KNOWN_COMM_TARGETS = frozenset({"jupyter.widget", "jupyter.widget.control", "jupyter.widget.version"})
+"""Comm targets an agent may open: ipywidgets' own (they run no code the guard has not seen)."""
+REFUSED_MAGICS = {"debug": "line", "pdb": "line"}
+"""Magics the guarded kernel refuses: a debugger runs code and changes frames outside the cell gate."""
+
+
+class GuardedKernel(IPythonKernel):
+    """An IPython kernel whose every request goes through guard_kernel first."""
+
+    implementation = "guard_kernel"
+    implementation_version = __version__
+    kernel_name = "guarded"
+    """The kernelspec name this kernel was started as (set by the app; recorded in the audit)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.unavailable: str | None = "the guard has not been installed yet"
+        """Why this kernel refuses every cell (None: the guard is in place)."""
+        self.shell_handlers["comm_open"] = self._comm_open
+
+    # ------------------------------------------------------------------ guard
+    def start_guard(self) -> None:
+        """Install the guard, locked, from ``GUARD_KERNEL_*`` (the kernelspec fixed what it names).
+
+        Any failure leaves the kernel refusing every cell with the reason; nothing here raises.
+        """
+        from guard_kernel.enforce.ipython import extension
+
+        try:
+            guard = session.guard_from_env(default_actor="agent", lock=True, kernel=self.kernel_name)
+            session.set_current(guard)
+            extension.load_ipython_extension(self.shell)
+            extension.refuse_magics(REFUSED_MAGICS, "the guarded kernel runs no debugger")
+        except Exception as exc:  # fail closed: a kernel without its guard runs nothing
+            self.unavailable = f"{type(exc).__name__}: {exc}"
+            self.log.error("guard_kernel: the guard could not be installed: %s", self.unavailable)
+            return
+        self.unavailable = None
+        if self.shell is not None:
+            self.shell.banner2 = (f"guard_kernel {__version__}: policy {guard.policy.name}, actor {guard.actor}, "
+                                  f"audit {guard.audit_path}")
+
+    # --------------------------------------------------------------- requests
+    @property
+    def kernel_info(self) -> dict[str, Any]:
+        info = dict(super().kernel_info)
+        # no debugger, no subshells: both would run code outside the cell gate
+        info["supported_features"] = []
+        return info
+
+    async def execute_request(self, stream: Any, ident: Any, parent: dict[str, Any]) -> None:
+        header = parent.get("header", {})
+        guard = session.current()
+        if guard is not None:
+            guard.request = {"msg_id": header.get("msg_id"), "session": header.get("session"),
+                             "username": header.get("username")}
+        try:
+            await super().execute_request(stream, ident, parent)
+        finally:
+            if guard is not None:
+                guard.request = {}
+
+    async def do_execute(self, code: str, silent: bool, store_history: bool = True,
+                         user_expressions: dict[str, str] | None = None, allow_stdin: bool = False, *,
+                         cell_meta: Any = None, cell_id: Any = None) -> dict[str, Any]:
+        refusal = self._gate(code, silent, user_expressions or {})
+        if refusal is not None:
+            return self._refuse(refusal)
+        if self.shell is not None:
+            self.shell.call_pdb = False  # %pdb is refused; a cell that sets the flag directly gains nothing
+        reply: dict[str, Any] = await super().do_execute(
+            code, silent, store_history, user_expressions, allow_stdin, cell_meta=cell_meta, cell_id=cell_id)
+        if silent:
+            self._record_silent(code, reply)
+        return reply
+
+    def _gate(self, code: str, silent: bool, user_expressions: dict[str, str]) -> Decision | None:
+        """The decision that refuses this request, or None to let it run."""
+        from guard_kernel.enforce.ipython import cell, extension
+
+        if self.unavailable is not None:
+            return _refusal("guard-unavailable", Action.KERNEL_REQUEST, "kernel",
+                            f"this guarded kernel has no guard, so it runs no code: {self.unavailable}",
+                            "Fix the policy named by the kernelspec (guard-kernel policy check), then restart the kernel.",
+                            code)
+        guard = session.current()
+        broken = extension.tampered()
+        if broken or guard is None:
+            guard = guard or extension.loaded_guard()
+            extension.repair()
+            d = _refusal("guard-tampered", Action.KERNEL_REQUEST, ", ".join(broken) or "guard",
+                         "an earlier cell removed or replaced the guard's hooks (" + (", ".join(broken) or "guard")
+                         + "); they were put back, and this request was not run",
+                         "Run the cell again; do not change the guard's hooks.", code)
+            if guard is not None:
+                guard.record("tamper", action=None, resource="guard_kernel", decision="deny", rules=[guard.lock_rule()],
+                             message=d.message, hooks=broken, code=code[:2000])
+            return d
+        for name, expr in user_expressions.items():
+            try:
+                cell.check_cell(guard, expr)
+            except GuardDenied as exc:
+                return _refusal("user-expressions", Action.KERNEL_REQUEST, f"user_expressions[{name!r}]",
+                                f"user expression {name!r} was refused: {exc.decision.message}",
+                                "Put the expression in a cell instead.", expr)
+        return None
+
+    def _refuse(self, d: Decision) -> dict[str, Any]:
+        """Reply with an error the notebook shows (no traceback) and the agent reads as JSON."""
+        guard = session.current()
+        if guard is not None and d.rules and d.rules[0].id != "guard-tampered":
+            guard.record_decision(d, "request")
+        content = {"ename": "GuardRefused", "evalue": d.message,
+                   "traceback": [f"guard_kernel: request refused — {d.message}",
+                                 f"instead: {d.hint}" if d.hint else "",
+                                 "json: " + json.dumps(d.as_dict())]}
+        self.send_response(self.iopub_socket, "error", content, ident=self._topic("error"))
+        return {"status": "error", "execution_count": self.execution_count, **content}
+
+    def _record_silent(self, code: str, reply: dict[str, Any]) -> None:
+        guard = session.current()
+        if guard is None:
+            return
+        err = f"{reply.get('ename')}: {reply.get('evalue')}" if reply.get("status") == "error" else None
+        guard.record("cell", action=None, resource="cell[silent]", decision="deny" if err and "Guard" in err else "allow",
+                     rules=[], message="", code=code, silent=True, error=err, **_request_fields(guard))
+
+    # --------------------------------------------------------- other requests
+    async def debug_request(self, stream: Any, ident: Any, parent: dict[str, Any]) -> None:
+        d = _refusal("no-debugger", Action.KERNEL_REQUEST, "debug_request",
+                     "the guarded kernel runs no debugger (it would run code outside the cell gate)",
+                     "Debug in an unguarded kernel on a copy of the data.", None)
+        guard = session.current()
+        if guard is not None:
+            guard.record_decision(d, "request", **_request_fields(guard))
+        content = parent.get("content", {})
+        reply = {"type": "response", "request_seq": content.get("seq", 0), "success": False,
+                 "command": content.get("command", ""), "message": d.message}
+        if self.session is not None:
+            self.session.send(stream, "debug_reply", reply, parent, ident)
+
+    async def create_subshell_request(self, socket: Any, ident: Any, parent: dict[str, Any]) -> None:
+        msg = "the guarded kernel has no subshells (they would run code beside the cell gate)"
+        guard = session.current()
+        if guard is not None:
+            guard.record("request", action=Action.KERNEL_REQUEST.value, resource="create_subshell_request",
+                         decision="deny", rules=[{"id": "no-subshells", "file": "<guard>", "line": 0}], message=msg)
+        if self.session is not None:
+            self.session.send(socket, "create_subshell_reply", {"status": "error", "ename": "GuardRefused",
+                                                                "evalue": msg, "traceback": []}, parent, ident)
+
+    def _comm_open(self, stream: Any, ident: Any, msg: dict[str, Any]) -> None:
+        target = msg.get("content", {}).get("target_name", "")
+        guard = session.current()
+        if guard is None or self.unavailable is not None or (
+                guard.actor == "agent" and target not in KNOWN_COMM_TARGETS):
+            if guard is not None:
+                guard.record("comm", action=Action.KERNEL_REQUEST.value, resource=str(target), decision="deny",
+                             rules=[{"id": "comm-target", "file": "<guard>", "line": 0}],
+                             message=f"comm target {target!r} is not one the guard knows: refused for {guard.actor}",
+                             **_request_fields(guard))
+            return
+        self.comm_manager.comm_open(stream, ident, msg)
+
+
+def _refusal(rule: str, action: Action, resource: str, message: str, hint: str, code: str | None) -> Decision:
+    return Decision(Effect.DENY, action, resource, (RuleHit(rule, "<guard>", 0),), message, hint, None,
+                    code[:2000] if code else None)
+
+
+def _request_fields(guard: session.Guard) -> dict[str, Any]:
+    return {"request": dict(guard.request)} if guard.request else {}
+
+
+__all__ = ["KNOWN_COMM_TARGETS", "REFUSED_MAGICS", "GuardedKernel"]
