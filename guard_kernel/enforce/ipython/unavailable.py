@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from guard_kernel._package import PACKAGE
 from guard_kernel.decision.errors import CellRejected
 from guard_kernel.decision.evaluate import Decision, Effect, RuleHit
 from guard_kernel.policy.actions import Action
@@ -22,7 +23,8 @@ HINT = ("Load a valid policy with `%guard policy FILE` (check it first: python -
 
 
 class Unavailable(ast.NodeTransformer):
-    """An AST transformer that rejects every cell but ``%guard …`` (IPython keeps it registered)."""
+    """An AST transformer that rejects every cell but ``%guard …`` and ``%load_ext guard_kernel`` (IPython
+    keeps it registered)."""
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
@@ -38,10 +40,13 @@ class Unavailable(ast.NodeTransformer):
 
 
 def _is_guard_magic(st: ast.stmt) -> bool:
-    """``get_ipython().run_line_magic('guard', …)``: what IPython makes of a ``%guard`` line."""
+    """``%guard …`` or ``%load_ext guard_kernel`` (a retry): what IPython makes of those lines."""
     call = st.value if isinstance(st, ast.Expr) else None
-    return (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "run_line_magic"
-            and bool(call.args) and isinstance(call.args[0], ast.Constant) and call.args[0].value == "guard")
+    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "run_line_magic"
+            and len(call.args) >= 2 and all(isinstance(a, ast.Constant) for a in call.args[:2])):
+        return False
+    name, line = call.args[0].value, call.args[1].value  # type: ignore[attr-defined]
+    return name == "guard" or (name in ("load_ext", "reload_ext") and str(line).strip() == PACKAGE)
 
 
 _gate: Unavailable | None = None
