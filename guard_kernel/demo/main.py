@@ -1,5 +1,6 @@
 """What ``make demo`` runs: a fresh sample project under ``build/demo``, then
-``notebooks/demo.ipynb`` under ``policies/default.yaml`` as the ``agent`` actor, each cell's
+``notebooks/demo.ipynb`` in the guarded kernel under ``policies/default.yaml`` (the project as its
+root) as the ``agent`` actor, each cell's
 outcome checked against the expectation in its metadata, the sources checked unchanged and
 nothing written outside ``scratch/``, then the audit verified.
 """
@@ -15,7 +16,7 @@ from typing import TextIO
 from guard_kernel._package import PACKAGE_DIR
 from guard_kernel.demo.workspace import Workspace, build_workspace, repo_policies
 from guard_kernel.policy.load import load_policy
-from guard_kernel.tools.runner import print_audit, print_report, run_notebook
+from guard_kernel.tools.runner import print_audit, print_report, print_summary, run_notebook
 
 
 def _digests(ws: Workspace) -> dict[str, str]:
@@ -53,12 +54,14 @@ def demo(build_dir: str | os.PathLike[str] = "build/demo", out: TextIO | None = 
     audit_dir = ws.root / ".guard_audit"
     load_policy(policy, root=str(ws.root))  # a bad policy stops here, with file:line
     digests, files = _digests(ws), _files_outside_scratch(ws)
-    print(f"guard_kernel demo: {demo_notebook().name} as actor 'agent' under {policy}\n"
-          f"workspace: {ws.root}\n", file=out)
-    result = run_notebook(demo_notebook(), cwd=ws.root, policy=policy, actor="agent", audit_dir=audit_dir,
-                          output=ws.root / "demo.ipynb")
+    print(f"guard_kernel demo: {demo_notebook().name} in the guarded kernel, as actor 'agent' under {policy}\n"
+          f"workspace (the policy's root): {ws.root}\n", file=out)
+    result = run_notebook(demo_notebook(), cwd=ws.root, policy=policy, root=ws.root, actor="agent",
+                          audit_dir=audit_dir, output=ws.root / "demo.ipynb")
     print_report(result, out)
     problems = [f"cell {c.number} ({c.title}): {why}" for c, why in result.problems]
+    problems += [f"cell {c.number} ({c.title}): {c.status} without the raises-exception tag"
+                 for c in result.cells if c.status in ("denied", "error") and not c.expected_error]
     if _digests(ws) != digests:
         problems.append("a source file changed: " + ", ".join(k for k, v in _digests(ws).items() if digests[k] != v))
     extra = _files_outside_scratch(ws) - files
@@ -67,6 +70,7 @@ def demo(build_dir: str | os.PathLike[str] = "build/demo", out: TextIO | None = 
     print(f"\nexecuted notebook: {ws.root / 'demo.ipynb'}", file=out)
     if not print_audit(result.audit_files, out):
         problems.append("the audit is missing or does not verify")
+    print_summary(result, out)
     if problems:
         print("\ndemo FAILED: the guard did not behave as the notebook expects:", file=out)
         for p in problems:

@@ -1,18 +1,20 @@
 """Run a notebook headlessly under a policy and report, cell by cell, what the guard did.
 
-:func:`run_notebook` executes a notebook with nbclient in a real kernel whose
-environment names the policy, actor and audit directory; between cells it reads the
-audit records the guard appended, so every cell gets a status (allowed / denied /
-truncated / warned / error) with the deciding rule and the reason.  A cell's outcome
-is checked against the expectation stored in its metadata
-(``{"guard": {"expect": "denied", "rule": "source:warehouse"}}``).
+:func:`run_notebook` executes a notebook with nbclient in the guarded kernel (a temporary
+kernelspec fixing the policy, root, actor and environment, or an installed one by name);
+between cells it reads the audit records the guard appended, so every cell gets a status
+(allowed / denied / truncated / warned / error) with the deciding rule and the reason.  A
+cell's outcome is checked against the expectation stored in its metadata
+(``{"guard": {"expect": "denied", "rule": "source:warehouse"}}``) and its ``raises-exception``
+tag (as nbval reads it); :func:`exit_status` turns that into the command's exit code.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -86,6 +88,13 @@ class CellOutcome:
     """The cell is expected to print nothing (a refused cell runs no line)."""
     expect: str | None = None
     expect_rule: str | None = None
+    tagged_error: bool = False
+    """The cell is tagged ``raises-exception`` (as nbval reads it): an error there is expected."""
+
+    @property
+    def expected_error(self) -> bool:
+        """A denial or error here is what the notebook says will happen."""
+        return self.tagged_error or self.expect in ("denied", "error")
 
     def deciding(self) -> list[dict[str, Any]]:
         """The records that gave the cell its status (for the rule and reason shown)."""
@@ -154,12 +163,13 @@ class RunResult:
 # ------------------------------------------------------------------ running
 
 
-def guard_env(policy: str | os.PathLike[str], actor: str, audit_dir: str | os.PathLike[str],
+def guard_env(policy: str | os.PathLike[str] | None, actor: str, audit_dir: str | os.PathLike[str],
               environment: str | None = None, base: Mapping[str, str] | None = None,
               root: str | os.PathLike[str] | None = None) -> dict[str, str]:
     """The kernel environment: the guard's variables, this package importable, a headless plot backend."""
     env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith("GUARD_KERNEL_")}
-    env[ENV_POLICY] = os.path.abspath(policy)
+    if policy is not None:
+        env[ENV_POLICY] = os.path.abspath(policy)
     env[ENV_ACTOR] = actor
     env[ENV_AUDIT_DIR] = os.path.abspath(audit_dir)
     if environment:
@@ -212,56 +222,98 @@ def _stream_of(cell: Any, name: str) -> str:
                    if o.get("output_type") == "stream" and o.get("name") == name)
 
 
-def run_notebook(path: str | os.PathLike[str], *, cwd: str | os.PathLike[str], policy: str | os.PathLike[str],
-                 actor: str = "agent", audit_dir: str | os.PathLike[str] | None = None,
-                 environment: str | None = None, load_guard: bool = False, timeout: int = 180,
-                 output: str | os.PathLike[str] | None = None,
-                 kernel_log: str | os.PathLike[str] | None = None,
-                 root: str | os.PathLike[str] | None = None) -> RunResult:
-    """Execute the notebook at *path* in a fresh kernel under *policy* and report every code cell.
+def _kernel_manager(kernel: str | None, tmp: str, settings: dict[str, Any]) -> tuple[Any, dict[str, str]]:
+    """A KernelManager for the guarded kernel: the installed kernelspec *kernel*, or a temporary one
+    built from *settings*; and the settings that kernelspec fixes."""
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import KernelManager
 
-    Denied cells do not stop the run.  With *load_guard*, a first cell runs
-    ``%load_ext guard_kernel`` (for notebooks that do not load it themselves).  The
-    kernel process's own stderr goes to *kernel_log* (default ``<audit_dir>/kernel.log``).
+    from guard_kernel.kernel import spec
+
+    if kernel is not None:
+        ksm = KernelSpecManager()
+        fixed = dict(ksm.get_kernel_spec(kernel).env or {})
+        return KernelManager(kernel_name=kernel, kernel_spec_manager=ksm), fixed
+    name = "guard-kernel-run"
+    os.makedirs(os.path.join(tmp, name))
+    data = spec.kernel_json(name=name, display_name="guard-kernel run", **settings)
+    with open(os.path.join(tmp, name, "kernel.json"), "w", encoding="utf-8") as f:
+        json.dump(data, f)
+    return KernelManager(kernel_name=name, kernel_spec_manager=KernelSpecManager(kernel_dirs=[tmp])), data["env"]
+
+
+def run_notebook(path: str | os.PathLike[str], *, cwd: str | os.PathLike[str],
+                 policy: str | os.PathLike[str] | None = None, actor: str = "agent",
+                 audit_dir: str | os.PathLike[str] | None = None, environment: str | None = None,
+                 timeout: int = 180, output: str | os.PathLike[str] | None = None,
+                 kernel_log: str | os.PathLike[str] | None = None, root: str | os.PathLike[str] | None = None,
+                 kernel: str | None = None, progress: Callable[[int, int, str], None] | None = None) -> RunResult:
+    """Execute the notebook at *path* in the guarded kernel and report every code cell.
+
+    The kernel is the installed kernelspec *kernel*, or (by default) a temporary guarded
+    kernelspec fixing *policy*, *root* (default: *cwd*), *actor* and *environment*.  The
+    notebook's own cells run, nothing is added; denied cells do not stop the run.  The kernel
+    process's stderr goes to *kernel_log* (default ``<audit_dir>/kernel.log``); *progress* is
+    called before each code cell with (number, count, title).
     """
+    import tempfile
+
     import nbformat
     from nbclient import NotebookClient
 
     nb = nbformat.read(os.fspath(path), as_version=4)
-    if load_guard:
-        nb.cells.insert(0, nbformat.v4.new_code_cell(
-            "%load_ext guard_kernel", metadata={"guard": {"expect": "allowed", "title": "load the guard"}}))
     workdir = Path(cwd).resolve()
-    audit = Path(audit_dir).resolve() if audit_dir else workdir / ".guard_audit"
-    audit.mkdir(parents=True, exist_ok=True)
     result = RunResult(notebook=nb)
     before: dict[Path, int] = {}
     numbers = {i: n for n, i in enumerate((i for i, c in enumerate(nb.cells) if c.cell_type == "code"), 1)}
+    with tempfile.TemporaryDirectory(prefix="guard-kernel-run-") as tmp:
+        settings = {"policy": os.fspath(policy) if policy is not None else None,
+                    "root": os.fspath(root) if root is not None else str(workdir), "actor": actor,
+                    "environment": environment}
+        km, fixed = _kernel_manager(kernel, tmp, settings)
+        fixed_audit = fixed.get(ENV_AUDIT_DIR)
+        audit = Path(fixed_audit or audit_dir or workdir / ".guard_audit").resolve()
+        audit.mkdir(parents=True, exist_ok=True)
+        existing = set(audit.glob("*.jsonl"))
 
-    def on_execute(cell: Any, cell_index: int, **_: Any) -> None:
-        before.clear()
-        before.update(_record_counts(audit))
+        def on_execute(cell: Any, cell_index: int, **_: Any) -> None:
+            before.clear()
+            before.update(_record_counts(audit))
+            if progress is not None:
+                progress(numbers.get(cell_index, 0), len(numbers), _title(cell))
 
-    def on_executed(cell: Any, cell_index: int, **_: Any) -> None:
-        records = _new_records(audit, before)
-        error = _error_of(cell)
-        meta = cell.metadata.get("guard", {})
-        result.cells.append(CellOutcome(
-            index=cell_index, number=numbers.get(cell_index, 0), title=_title(cell),
-            status=classify(records, error), records=tuple(records), error=error,
-            stdout=_stream_of(cell, "stdout"), stderr=_stream_of(cell, "stderr"), silent=bool(meta.get("silent")),
-            expect=meta.get("expect"), expect_rule=meta.get("rule")))
+        def on_executed(cell: Any, cell_index: int, **_: Any) -> None:
+            records = _new_records(audit, before)
+            error = _error_of(cell)
+            meta = cell.metadata.get("guard", {})
+            result.cells.append(CellOutcome(
+                index=cell_index, number=numbers.get(cell_index, 0), title=_title(cell),
+                status=classify(records, error), records=tuple(records), error=error,
+                stdout=_stream_of(cell, "stdout"), stderr=_stream_of(cell, "stderr"), silent=bool(meta.get("silent")),
+                expect=meta.get("expect"), expect_rule=meta.get("rule"),
+                tagged_error="raises-exception" in cell.metadata.get("tags", ())))
 
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
-                            resources={"metadata": {"path": str(workdir)}},
-                            on_cell_execute=on_execute, on_cell_executed=on_executed)
-    log_path = Path(kernel_log) if kernel_log else audit / "kernel.log"
-    with open(log_path, "ab") as log:
-        client.execute(env=guard_env(policy, actor, audit, environment, root=root or workdir), stderr=log)
-    result.audit_files = sorted(audit.glob("*.jsonl"))
+        client = NotebookClient(nb, km=km, timeout=timeout, allow_errors=True,
+                                resources={"metadata": {"path": str(workdir)}},
+                                on_cell_execute=on_execute, on_cell_executed=on_executed)
+        env = guard_env(None, actor, audit, environment)
+        log_path = Path(kernel_log) if kernel_log else audit / "kernel.log"
+        with open(log_path, "ab") as log:
+            client.execute(env=env, stderr=log)
+    result.audit_files = sorted(set(audit.glob("*.jsonl")) - existing)
     if output is not None:
         nbformat.write(nb, os.fspath(output))
     return result
+
+
+def exit_status(result: RunResult, *, allow_denials: bool = False) -> int:
+    """0 every cell ran and every denial was expected; 3 an unexpected denial (0 with *allow_denials*);
+    1 a cell failed for another reason, or differs from the expectation stored in its metadata."""
+    if any(c.status == "error" and not c.expected_error for c in result.cells) or result.problems:
+        return 1
+    if not allow_denials and any(c.status == "denied" and not c.expected_error for c in result.cells):
+        return 3
+    return 0
 
 
 # ---------------------------------------------------------------- reporting
@@ -295,6 +347,22 @@ def print_report(result: RunResult, out: TextIO | None = None) -> None:
           file=out)
 
 
+def print_summary(result: RunResult, out: TextIO | None = None) -> None:
+    """The closing table: cells run, allowed, denied (with their rules), truncated, and this run's audit."""
+    out = out or sys.stdout
+    by = {s: [c for c in result.cells if c.status == s] for s in STATUSES}
+    denied_rules = sorted({r for c in by["denied"] for r in c.rules})
+    rows = [("cells run", str(len(result.cells))),
+            ("allowed", str(len(by["allowed"]) + len(by["warned"])) + (f" ({len(by['warned'])} warned)" if by["warned"] else "")),
+            ("denied", str(len(by["denied"])) + (f" ({'; '.join(denied_rules)})" if denied_rules else "")),
+            ("truncated", str(len(by["truncated"]))),
+            ("errors", str(len(by["error"]))),
+            ("audit", ", ".join(str(f) for f in result.audit_files) or "none written")]
+    print("\nsummary", file=out)
+    for k, v in rows:
+        print(f"  {k:<10} {v}", file=out)
+
+
 def print_audit(files: Iterable[Path], out: TextIO | None = None) -> bool:
     """Where the audit was written, and whether its hash chain verifies."""
     out = out or sys.stdout
@@ -311,4 +379,5 @@ def print_audit(files: Iterable[Path], out: TextIO | None = None) -> bool:
     return ok
 
 
-__all__ = ["CellOutcome", "RunResult", "classify", "guard_env", "print_audit", "print_report", "run_notebook"]
+__all__ = ["CellOutcome", "RunResult", "classify", "exit_status", "guard_env", "print_audit", "print_report",
+           "print_summary", "run_notebook"]

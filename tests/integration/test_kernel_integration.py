@@ -549,28 +549,6 @@ def test_make_demo_behaves_as_the_notebook_expects(tmp_path: Path) -> None:
     assert not (tmp_path / "demo" / "region_summary.csv").exists()
 
 
-def test_run_command_guards_any_notebook(project: Workspace, tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
-    import nbformat
-    from nbformat.v4 import new_code_cell, new_notebook
-
-    from guard_kernel.cli.main import main
-
-    nb = new_notebook(cells=[
-        new_code_cell("import duckdb\nduckdb.connect('data/warehouse.duckdb').sql('SELECT count(*) FROM orders').fetchall()"),
-        new_code_cell("import pandas as pd\npd.DataFrame({'a': [1]}).to_csv('run_export.csv')"),
-    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-    path = tmp_path / "n.ipynb"
-    nbformat.write(nb, str(path))
-    status = main(["run", str(path), "--policy", str(project.policy("default")), "--cwd", str(project.root),
-                   "--audit-dir", str(tmp_path / "audit"), "--output", str(tmp_path / "out.ipynb")])
-    out = capsys.readouterr().out
-    assert status == 0, out
-    assert "load the guard" in out and "DENIED" in out and "defaults.export" in out
-    assert not (project.root / "run_export.csv").exists()
-    assert (tmp_path / "out.ipynb").exists() and list((tmp_path / "audit").glob("*.jsonl"))
-
-
 def test_a_killed_kernel_loses_no_completed_record(kernel_factory: Callable[..., GuardedKernel]) -> None:
     import os
     import signal
