@@ -220,7 +220,7 @@ def _columns_hit(req: Request, wanted: tuple[str, ...]) -> bool:
     return False
 
 
-def _protections(policy: Policy, req: Request) -> tuple[RuleHit, str, str] | None:
+def _protections(policy: Policy, req: Request, protected: tuple[str, ...] = ()) -> tuple[RuleHit, str, str] | None:
     """Fixed protections that no rule can lift: (hit, message, hint) or None."""
     if req.action is Action.SQL_UNKNOWN:
         return (RuleHit("sql-unknown", "<guard>", 0),
@@ -228,6 +228,11 @@ def _protections(policy: Policy, req: Request) -> tuple[RuleHit, str, str] | Non
                 _HINTS[Action.SQL_UNKNOWN])
     if req.action in WRITE_LIKE and not (req.action is Action.SQL_ATTACH and req.read_only):
         if req.path:
+            for folder in protected:
+                if req.path == folder or req.path.startswith(folder + os.sep):
+                    return (RuleHit("audit-dir", "<guard>", 0),
+                            f"{req.action} on {req.resource}: the session's audit folder is never writable from the session.",
+                            "Write under the scratch area instead.")
             if os.path.isabs(policy.file) and req.path == os.path.realpath(policy.file):
                 return (RuleHit("policy-file", "<guard>", 0),
                         f"{req.action} on {req.resource}: the policy file in force is never writable from a guarded session.",
@@ -267,8 +272,9 @@ def _render(template: str, policy: Policy, req: Request, rule: str, actor: str, 
         return template
 
 
-def decide(policy: Policy, req: Request, actor: str, environment: str) -> Decision:
-    """Decide *req* for *actor* in *environment* under *policy*."""
+def decide(policy: Policy, req: Request, actor: str, environment: str, protected: tuple[str, ...] = ()) -> Decision:
+    """Decide *req* for *actor* in *environment* under *policy*; *protected*: real paths of folders
+    the session may never write (its audit folder), whatever the policy says."""
     audit_mode = policy.mode == "audit"
 
     def make(effect: Effect, hits: tuple[RuleHit, ...], message: str, hint: str | None) -> Decision:
@@ -276,7 +282,7 @@ def decide(policy: Policy, req: Request, actor: str, environment: str) -> Decisi
             effect = Effect.WOULD_DENY
         return Decision(effect, req.action, req.resource, hits, message, hint, req.line, req.code)
 
-    fixed = _protections(policy, req)
+    fixed = _protections(policy, req, protected)
     if fixed is not None:
         return make(Effect.DENY, (fixed[0],), fixed[1], fixed[2])
 

@@ -69,6 +69,8 @@ class Guard:
         self.audit: AuditSink = audit if audit is not None else AuditWriter(
             os.path.join(audit_dir, f"{self.session_id}.jsonl"), session=self.session_id, actor=actor,
             environment=environment, policy=policy.ref(), quiet=self.quiet)
+        self.protected = (os.path.realpath(os.path.dirname(self.audit.path)),)
+        """Folders no action of the session may write: the audit's."""
         self.request: dict[str, Any] = {}
         """The kernel request being served (msg id, session, username): added to cell records."""
         self.counts: Counter[str] = Counter()
@@ -106,7 +108,7 @@ class Guard:
         """The decision for *req*, without recording it (cached by request)."""
         d = self._cache.get(req)
         if d is None:
-            d = decide(self.policy, req, self.actor, self.environment)
+            d = decide(self.policy, req, self.actor, self.environment, self.protected)
             if len(self._cache) > 4096:
                 self._cache.clear()
             self._cache[req] = d

@@ -267,3 +267,46 @@ def test_action_patterns_match_as_fnmatch_does(pattern: str) -> None:
 
     for name in (*ALL_ACTIONS, "", "sql", "sql.", "x"):
         assert _glob(pattern, name) == fnmatch.fnmatchcase(name, pattern), name
+
+
+def test_the_policy_file_and_protected_folders_are_never_written(tmp_path: Path) -> None:
+    """Fixed protections no rule can lift: the policy file in force, and the session's audit folder."""
+    pol_file = tmp_path / "open.yaml"
+    pol_file.write_text("version: 1\nname: open\ndefaults: {write: allow, export: allow}\n")
+    pol = load_policy(pol_file)
+    audit = tmp_path / ".guard_audit"
+    cases = [  # (path, protected, expected effect, rule)
+        (pol_file, (), Effect.DENY, "policy-file"),
+        (audit / "s.jsonl", (str(audit),), Effect.DENY, "audit-dir"),
+        (audit, (str(audit),), Effect.DENY, "audit-dir"),
+        (tmp_path / ".guard_audit_other" / "x", (str(audit),), Effect.ALLOW, None),
+        (tmp_path / "notes.txt", (str(audit),), Effect.ALLOW, None),
+    ]
+    for path, protected, effect, rule in cases:
+        for action in (Action.FILE_WRITE, Action.FILE_DELETE):
+            d = decide(pol, Request(action, str(path), path=str(path)), "human", "default", protected)
+            assert d.effect is effect, (path, action)
+            assert rule is None or [r.id for r in d.rules] == [rule], (path, action)
+    read = decide(pol, Request(Action.FILE_READ, str(pol_file), path=str(pol_file)), "human", "default")
+    assert read.effect is Effect.ALLOW
+
+
+def test_relative_paths_mean_the_policy_root(tmp_path: Path) -> None:
+    """``root:`` key > the root given > the policy file's folder; a policy string: the working directory."""
+    (tmp_path / "policies").mkdir()
+    text = "version: 1\nname: r\nscratch: ['scratch/**']\n"
+    plain = tmp_path / "policies" / "plain.yaml"
+    plain.write_text(text)
+    keyed = tmp_path / "policies" / "keyed.yaml"
+    keyed.write_text(text + "root: ..\n")
+    other = tmp_path / "elsewhere"
+    cases = [
+        (load_policy(plain), tmp_path / "policies"),
+        (load_policy(plain, root=str(other)), other),
+        (load_policy(keyed), tmp_path),
+        (load_policy(keyed, root=str(other)), tmp_path),
+        (parse_policy(text), Path.cwd()),
+    ]
+    for pol, want in cases:
+        assert pol.root == resolve(want)
+        assert pol.scratch[0].matches(resolve(want / "scratch" / "a.csv"))

@@ -268,3 +268,17 @@ def test_records_of_a_kernel_session_verify(start: Start) -> None:
     first = next(iter(read_records(str(files[0]))))
     assert first["kind"] == "session" and first["kernel"] == "guarded" and first["lock"] is True
     assert os.path.basename(str(files[0])).endswith(".jsonl")
+
+
+def test_the_audit_folder_and_the_policy_file_are_never_writable(start: Start, tmp_path: Path) -> None:
+    analyst = tmp_path / "analyst.yaml"  # a policy that allows writing files in general
+    analyst.write_text("version: 1\nname: open\nlock: false\ndefaults: {read: allow, write: allow, export: allow}\n")
+    k = start(policy=analyst)
+    audit = k.audit_files()[0]
+    before = list(read_records(str(audit)))
+    for code in (f"open({str(audit)!r}, 'w').write('')", f"import os\nos.remove({str(audit)!r})",
+                 f"open({str(analyst)!r}, 'a').write('rules: []')"):
+        assert refused(k.run(code)), code
+    assert list(read_records(str(audit)))[:len(before)] == before  # nothing recorded was lost
+    assert "rules: []" not in analyst.read_text()
+    assert k.run("open('scratch_note.txt', 'w').write('fine')").ok  # ordinary writes still allowed here
