@@ -12,7 +12,15 @@ import time
 import traceback
 from collections.abc import Callable
 
-from . import bench_audit, bench_duckdb, bench_kernel, bench_runtime, bench_sql, bench_static
+from . import (
+    bench_audit,
+    bench_duckdb,
+    bench_guarded_kernel,
+    bench_kernel,
+    bench_runtime,
+    bench_sql,
+    bench_static,
+)
 from .harness import Config, Result
 from .report import load_average, machine_info, print_machine, table, write_chart, write_json
 
@@ -20,6 +28,7 @@ GROUPS: dict[str, Callable[[Config], list[Result]]] = {
     "sql": bench_sql.run,
     "duckdb": bench_duckdb.run,
     "kernel": bench_kernel.run,
+    "guarded": bench_guarded_kernel.run,
     "runtime": bench_runtime.run,
     "static": bench_static.run,
     "audit": bench_audit.run,

@@ -67,6 +67,7 @@ def guard_env(cfg: Config, actor: str = "human") -> dict[str, str]:
         "GUARD_KERNEL_POLICY": policy_path(cfg),
         "GUARD_KERNEL_ACTOR": actor,
         "GUARD_KERNEL_AUDIT_DIR": os.path.join(cfg.workdir, "audit"),
+        "GUARD_KERNEL_ROOT": cfg.workdir,
         "PYTHONPATH": os.pathsep.join(p for p in (cfg.root, env.get("PYTHONPATH", "")) if p),
     })
     return env

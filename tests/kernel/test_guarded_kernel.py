@@ -282,3 +282,17 @@ def test_the_audit_folder_and_the_policy_file_are_never_writable(start: Start, t
     assert list(read_records(str(audit)))[:len(before)] == before  # nothing recorded was lost
     assert "rules: []" not in analyst.read_text()
     assert k.run("open('scratch_note.txt', 'w').write('fine')").ok  # ordinary writes still allowed here
+
+
+def test_known_limit_one_cell_that_uses_the_originals_is_not_stopped_in_process(
+        start: Start, tmp_path: Path) -> None:
+    """Written down in docs/threat-model.md: a cell that reaches DuckDB's unwrapped functions
+    through the guard's own module state, and uses them without replacing any hook, gets through,
+    unseen.  This test keeps that statement true; the OS layer (Landlock) is what must stop it."""
+    k = start()
+    leak = tmp_path / "leak.csv"
+    res = k.run("import duckdb\nfrom guard_kernel.enforce.duckdb import rows\n"
+                "c = rows.ORIG_BY[(id(duckdb), 'connect')]('data/warehouse.duckdb')\n"
+                f"rows.ORIG_BY[(id(duckdb.DuckDBPyConnection), 'execute')](c, \"COPY customers TO '{leak}'\")")
+    assert res.ok and leak.exists()
+    assert not any(r.get("action") == "sql.export" for r in k.records())  # the guard never saw it
