@@ -57,6 +57,14 @@ def start(project: Workspace, prefix: Path, tmp_path: Path) -> Iterator[Start]:
         k.shutdown()
 
 
+def shell_reply(k: GuardedKernel, msg_id: str) -> dict[str, Any]:
+    """The shell reply to *msg_id* (replies to earlier requests are skipped)."""
+    while True:
+        reply: dict[str, Any] = k.kc.get_shell_msg(timeout=60)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return reply
+
+
 def refused(res: Any) -> bool:
     return res.status == "error" and res.ename in ("GuardRefused", "CellRejected", "GuardDenied", "GuardLocked")
 
@@ -124,14 +132,11 @@ def test_runtime_hook_games_are_caught(start: Start, project: Workspace) -> None
 def test_user_expressions_are_checked_like_a_cell(start: Start, project: Workspace) -> None:
     k = start()
     target = project.root / "data" / "raw" / "expr.csv"
-    msg_id = k.kc.execute("1", user_expressions={"x": f"open({str(target)!r}, 'w').write('x')"})
-    reply = k.kc.get_shell_msg(timeout=60)
-    assert reply["parent_header"]["msg_id"] == msg_id
+    reply = shell_reply(k, k.kc.execute("1", user_expressions={"x": f"open({str(target)!r}, 'w').write('x')"}))
     assert reply["content"]["status"] == "error" and "user expression" in reply["content"]["evalue"]
     assert not target.exists()
     # a harmless expression is answered
-    k.kc.execute("1", user_expressions={"n": "1 + 1"})
-    reply = k.kc.get_shell_msg(timeout=60)
+    reply = shell_reply(k, k.kc.execute("1", user_expressions={"n": "1 + 1"}))
     assert reply["content"]["user_expressions"]["n"]["data"]["text/plain"] == "2"
 
 
@@ -224,9 +229,8 @@ def test_a_notebook_in_a_subfolder_decides_like_one_at_the_root(start: Start, pr
 def test_cell_records_name_their_request_and_silent_runs_are_recorded(start: Start) -> None:
     k = start()
     msg_id = k.kc.execute("x = 41 + 1")
-    k.kc.get_shell_msg(timeout=60)
-    k.kc.execute("y = x", silent=True)
-    k.kc.get_shell_msg(timeout=60)
+    shell_reply(k, msg_id)
+    shell_reply(k, k.kc.execute("y = x", silent=True))
     cells = [r for r in k.records() if r["kind"] == "cell"]
     assert any(r.get("request", {}).get("msg_id") == msg_id for r in cells)
     assert any(r.get("silent") and r["code"] == "y = x" for r in cells)
