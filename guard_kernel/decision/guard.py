@@ -71,6 +71,8 @@ class Guard:
             environment=environment, policy=policy.ref(), quiet=self.quiet)
         self.protected = (os.path.realpath(os.path.dirname(self.audit.path)),)
         """Folders no action of the session may write: the audit's."""
+        self.confinement: dict[str, Any] | None = None
+        """What the OS layer does for this session (the guarded kernel's launcher says; None: no launcher)."""
         self.request: dict[str, Any] = {}
         """The kernel request being served (msg id, session, username): added to cell records."""
         self.counts: Counter[str] = Counter()
@@ -216,6 +218,7 @@ class Guard:
             "max_rows": self.max_rows,
             "allowed": self.counts["allow"] + self.counts["warn"], "warned": self.counts["warn"],
             "denied": self.counts["deny"], "would_deny": self.counts["would_deny"], "truncated": self.counts["truncate"],
+            "confinement": self.confinement or {"state": "none (in-process layers only)"},
         }
 
 
@@ -274,7 +277,8 @@ def policy_from_env(environ: Mapping[str, str] | None = None, root: str | None =
 
 
 def guard_from_env(default_actor: str = "human", environ: Mapping[str, str] | None = None, *,
-                   lock: bool = False, kernel: str = "extension") -> Guard:
+                   lock: bool = False, kernel: str = "extension", audit: AuditSink | None = None,
+                   session_id: str | None = None) -> Guard:
     """Build a guard from ``GUARD_KERNEL_*`` variables (policy, actor, environment, audit dir, root)."""
     env = os.environ if environ is None else environ
     policy = policy_from_env(env)
@@ -282,4 +286,4 @@ def guard_from_env(default_actor: str = "human", environ: Mapping[str, str] | No
     if actor not in ("agent", "human"):
         raise PolicyError("$" + ENV_ACTOR, None, ENV_ACTOR, f"actor must be 'agent' or 'human', not {actor!r}")
     return Guard(policy, actor=actor, environment=env.get(ENV_ENVIRONMENT, "default"),
-                 audit_dir=env.get(ENV_AUDIT_DIR), lock=lock, kernel=kernel)
+                 audit_dir=env.get(ENV_AUDIT_DIR), lock=lock, kernel=kernel, audit=audit, session_id=session_id)

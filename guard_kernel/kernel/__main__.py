@@ -1,6 +1,6 @@
-"""``python -I -m guard_kernel.kernel``: the guarded kernel's process (see :mod:`guard_kernel.kernel.app`)."""
+"""``python -I -m guard_kernel.kernel``: the guarded kernel's launcher (see :mod:`guard_kernel.kernel.launcher`)."""
 
-from guard_kernel.kernel.app import main
+from guard_kernel.kernel.launcher import main
 
 if __name__ == "__main__":
     main()

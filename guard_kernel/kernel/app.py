@@ -11,7 +11,6 @@ fixed come from that environment; the actor is ``agent`` unless one of them says
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -21,21 +20,9 @@ from typing import Any
 from ipykernel.kernelapp import IPKernelApp
 from traitlets import Type, Unicode
 
-from guard_kernel.decision.guard import (
-    ENV_ACTOR,
-    ENV_AUDIT_DIR,
-    ENV_ENVIRONMENT,
-    ENV_POLICY,
-    ENV_POLICY_SHA256,
-    ENV_ROOT,
-)
+from guard_kernel.decision.guard import ENV_ACTOR
 from guard_kernel.kernel.kernel import GuardedKernel
-
-FIXED = {"policy": ENV_POLICY, "actor": ENV_ACTOR, "environment": ENV_ENVIRONMENT, "root": ENV_ROOT,
-         "audit_dir": ENV_AUDIT_DIR, "policy_sha256": ENV_POLICY_SHA256}
-"""Launcher option → the variable it fixes."""
-UNSAFE_ENV = ("PYTHONSTARTUP", "PYTHONPATH", "PYTHONINSPECT", "PYTHONHOME", "IPYTHONDIR", "JUPYTER_CONFIG_DIR")
-"""Variables that could run or load the user's code before the guard: dropped at start."""
+from guard_kernel.kernel.settings import FIXED, UNSAFE_ENV, launcher_parser
 
 
 class GuardedKernelApp(IPKernelApp):
@@ -56,15 +43,6 @@ class GuardedKernelApp(IPKernelApp):
         assert isinstance(kernel, GuardedKernel)
         kernel.kernel_name = self.guarded_kernel_name
         kernel.start_guard()
-
-
-def launcher_parser() -> argparse.ArgumentParser:
-    """The options the kernelspec fixes (everything else goes to ipykernel: ``-f {connection_file}``)."""
-    p = argparse.ArgumentParser(prog="python -I -m guard_kernel.kernel", add_help=False)
-    for opt in FIXED:
-        p.add_argument("--" + opt.replace("_", "-"), dest=opt, default=None)
-    p.add_argument("--name", default="guarded", help="the kernelspec name (recorded in the audit)")
-    return p
 
 
 def isolate(environ: dict[str, str] | os._Environ[str], fixed: dict[str, str | None]) -> str:
@@ -88,4 +66,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     GuardedKernelApp.launch_instance(argv=[*rest, f"--GuardedKernelApp.guarded_kernel_name={args.name}"])
 
 
-__all__ = ["FIXED", "GuardedKernelApp", "isolate", "launcher_parser", "main"]
+__all__ = ["GuardedKernelApp", "isolate", "main"]
+
+
+if __name__ == "__main__":  # started by the launcher (guard_kernel.kernel.launcher)
+    main()

@@ -20,6 +20,7 @@ The kernel is ipykernel's ``IPythonKernel`` with a gate in front of every reques
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from ipykernel.ipkernel import IPythonKernel
@@ -56,10 +57,23 @@ class GuardedKernel(IPythonKernel):
 
         Any failure leaves the kernel refusing every cell with the reason; nothing here raises.
         """
+        from guard_kernel.audit.pipe import PipeSink
         from guard_kernel.enforce.ipython import extension
+        from guard_kernel.kernel import settings as launcher
 
+        env = os.environ
+        if env.get(launcher.ENV_UNAVAILABLE):  # the launcher could not load the policy or confine as required
+            self.unavailable = env[launcher.ENV_UNAVAILABLE]
+            self.log.error("guard_kernel: %s", self.unavailable)
+            return
         try:
-            guard = session.guard_from_env(default_actor="agent", lock=True, kernel=self.kernel_name)
+            sink = None
+            if env.get(launcher.ENV_AUDIT_FD):  # the launcher owns the audit file: records go to it
+                sink = PipeSink(int(env[launcher.ENV_AUDIT_FD]), env[launcher.ENV_AUDIT_PATH], {})
+            guard = session.guard_from_env(default_actor="agent", lock=True, kernel=self.kernel_name, audit=sink,
+                                           session_id=env.get(launcher.ENV_SESSION))
+            if env.get(launcher.ENV_CONFINEMENT):
+                guard.confinement = json.loads(env[launcher.ENV_CONFINEMENT])
             session.set_current(guard)
             extension.load_ipython_extension(self.shell)
             extension.refuse_magics(REFUSED_MAGICS, "the guarded kernel runs no debugger")

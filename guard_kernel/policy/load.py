@@ -177,6 +177,8 @@ def _build(data: dict[str, Any], node: yaml.Node | None, file: str, sha: str, ro
             modules=_as_tuple(w.get("module")),
             commands=_as_tuple(w.get("command")),
             hosts=_as_tuple(w.get("host")),
+            ports=tuple(int(p) for p in (w["port"] if isinstance(w.get("port"), list) else [w["port"]]))
+            if w.get("port") is not None else (),
         )
         rules.append(Rule(
             id=r["id"], effect=r["effect"], actions=tuple(r["actions"]),
@@ -203,6 +205,7 @@ def _build(data: dict[str, Any], node: yaml.Node | None, file: str, sha: str, ro
     else:
         max_rows = {"agent": 500, "human": 10000, **max_rows}
     applies = data.get("applies_to") or {}
+    confine = data.get("confine") or {}
     return Policy(
         name=data["name"], file=file, sha256=sha, root=root, description=data.get("description", ""),
         mode=data.get("mode", "enforce"), lock=data.get("lock", True),
@@ -213,6 +216,7 @@ def _build(data: dict[str, Any], node: yaml.Node | None, file: str, sha: str, ro
         limits=Limits(max_rows=max_rows, on_exceed=limits.get("on_exceed", "truncate")),
         rules=tuple(rules), applies_to_environments=tuple(applies.get("environments", ())),
         applies_to_actors=tuple(applies.get("actors", ())),
+        confine_mode=confine.get("mode", "best_effort"), confine_exec=confine.get("exec", "allow"),
     )
 
 

@@ -42,6 +42,8 @@ class Where:
     modules: tuple[str, ...] = ()
     commands: tuple[str, ...] = ()
     hosts: tuple[str, ...] = ()
+    ports: tuple[int, ...] = ()
+    """TCP ports (``port:``): enforced by the OS layer of the guarded kernel (Landlock), not in-process."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,6 +120,10 @@ class Policy:
     rules: tuple[Rule, ...] = ()
     applies_to_environments: tuple[str, ...] = ()
     applies_to_actors: tuple[str, ...] = ()
+    confine_mode: str = "best_effort"
+    """``confine: {mode}``: best_effort (confine where the OS can), required (refuse to run otherwise), off."""
+    confine_exec: str = "allow"
+    """``confine: {exec}``: deny starts no new program in the guarded kernel (only Python itself)."""
 
     def default_for(self, cls: ActionClass) -> str:
         """The effect when no rule matches an action of class *cls*."""

@@ -222,24 +222,31 @@ def _stream_of(cell: Any, name: str) -> str:
                    if o.get("output_type") == "stream" and o.get("name") == name)
 
 
-def _kernel_manager(kernel: str | None, tmp: str, settings: dict[str, Any]) -> tuple[Any, dict[str, str]]:
-    """A KernelManager for the guarded kernel: the installed kernelspec *kernel*, or a temporary one
-    built from *settings*; and the settings that kernelspec fixes."""
+def _kernel_manager_class(kernel: str | None, tmp: str, settings: dict[str, Any]) -> tuple[type[Any], str, dict[str, str]]:
+    """A KernelManager class for the guarded kernel, the kernelspec name, and the settings it fixes:
+    the installed kernelspec *kernel*, or a temporary one built from *settings* in *tmp*."""
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import KernelManager
+    from traitlets import default
 
     from guard_kernel.kernel import spec
 
     if kernel is not None:
-        ksm = KernelSpecManager()
-        fixed = dict(ksm.get_kernel_spec(kernel).env or {})
-        return KernelManager(kernel_name=kernel, kernel_spec_manager=ksm), fixed
+        return KernelManager, kernel, dict(KernelSpecManager().get_kernel_spec(kernel).env or {})
     name = "guard-kernel-run"
     os.makedirs(os.path.join(tmp, name))
     data = spec.kernel_json(name=name, display_name="guard-kernel run", **settings)
     with open(os.path.join(tmp, name, "kernel.json"), "w", encoding="utf-8") as f:
         json.dump(data, f)
-    return KernelManager(kernel_name=name, kernel_spec_manager=KernelSpecManager(kernel_dirs=[tmp])), data["env"]
+
+    class RunKernelManager(KernelManager):
+        """Finds the temporary kernelspec (nbclient creates, and so shuts down, the kernel)."""
+
+        @default("kernel_spec_manager")
+        def _default_ksm(self) -> KernelSpecManager:
+            return KernelSpecManager(kernel_dirs=[tmp])
+
+    return RunKernelManager, name, data["env"]
 
 
 def run_notebook(path: str | os.PathLike[str], *, cwd: str | os.PathLike[str],
@@ -270,7 +277,7 @@ def run_notebook(path: str | os.PathLike[str], *, cwd: str | os.PathLike[str],
         settings = {"policy": os.fspath(policy) if policy is not None else None,
                     "root": os.fspath(root) if root is not None else str(workdir), "actor": actor,
                     "environment": environment}
-        km, fixed = _kernel_manager(kernel, tmp, settings)
+        km_class, kernel_name, fixed = _kernel_manager_class(kernel, tmp, settings)
         fixed_audit = fixed.get(ENV_AUDIT_DIR)
         audit = Path(fixed_audit or audit_dir or workdir / ".guard_audit").resolve()
         audit.mkdir(parents=True, exist_ok=True)
@@ -293,7 +300,8 @@ def run_notebook(path: str | os.PathLike[str], *, cwd: str | os.PathLike[str],
                 expect=meta.get("expect"), expect_rule=meta.get("rule"),
                 tagged_error="raises-exception" in cell.metadata.get("tags", ())))
 
-        client = NotebookClient(nb, km=km, timeout=timeout, allow_errors=True,
+        client = NotebookClient(nb, kernel_name=kernel_name, kernel_manager_class=km_class, timeout=timeout,
+                                allow_errors=True,
                                 resources={"metadata": {"path": str(workdir)}},
                                 on_cell_execute=on_execute, on_cell_executed=on_executed)
         env = guard_env(None, actor, audit, environment)

@@ -269,14 +269,17 @@ def test_records_of_a_kernel_session_verify(start: Start) -> None:
     k.run("1 + 1")
     files = k.audit_files()
     assert files and all(verify(str(f)).ok for f in files)
-    first = next(iter(read_records(str(files[0]))))
-    assert first["kind"] == "session" and first["kernel"] == "guarded" and first["lock"] is True
+    records = list(read_records(str(files[0])))
+    assert records[0]["kind"] == "launcher" and records[0]["confinement"]["state"] == "in force"
+    header = next(r for r in records if r["kind"] == "session")
+    assert header["kernel"] == "guarded" and header["lock"] is True and header["pid"] != records[0]["pid"]
     assert os.path.basename(str(files[0])).endswith(".jsonl")
 
 
 def test_the_audit_folder_and_the_policy_file_are_never_writable(start: Start, tmp_path: Path) -> None:
     analyst = tmp_path / "analyst.yaml"  # a policy that allows writing files in general
-    analyst.write_text("version: 1\nname: open\nlock: false\ndefaults: {read: allow, write: allow, export: allow}\n")
+    analyst.write_text("version: 1\nname: open\nlock: false\ndefaults: {read: allow, write: allow, export: allow}\n"
+                       "scratch: ['scratch/**']\n")
     k = start(policy=analyst)
     audit = k.audit_files()[0]
     before = list(read_records(str(audit)))
@@ -285,18 +288,21 @@ def test_the_audit_folder_and_the_policy_file_are_never_writable(start: Start, t
         assert refused(k.run(code)), code
     assert list(read_records(str(audit)))[:len(before)] == before  # nothing recorded was lost
     assert "rules: []" not in analyst.read_text()
-    assert k.run("open('scratch_note.txt', 'w').write('fine')").ok  # ordinary writes still allowed here
+    assert k.run("open('scratch/note.txt', 'w').write('fine')").ok  # ordinary writes still work
 
 
-def test_known_limit_one_cell_that_uses_the_originals_is_not_stopped_in_process(
-        start: Start, tmp_path: Path) -> None:
-    """Written down in docs/threat-model.md: a cell that reaches DuckDB's unwrapped functions
-    through the guard's own module state, and uses them without replacing any hook, gets through,
-    unseen.  This test keeps that statement true; the OS layer (Landlock) is what must stop it."""
+def test_one_cell_that_uses_the_originals_is_stopped_by_the_os_layer(start: Start, tmp_path: Path) -> None:
+    """docs/threat-model.md: a cell that reaches DuckDB's unwrapped functions through the guard's own
+    module state, and uses them without replacing any hook, is not seen in-process; Landlock stops
+    the write (a source opened read-write: refused; a COPY outside scratch: refused)."""
     k = start()
-    leak = tmp_path / "leak.csv"
     res = k.run("import duckdb\nfrom guard_kernel.enforce.duckdb import rows\n"
-                "c = rows.ORIG_BY[(id(duckdb), 'connect')]('data/warehouse.duckdb')\n"
-                f"rows.ORIG_BY[(id(duckdb.DuckDBPyConnection), 'execute')](c, \"COPY customers TO '{leak}'\")")
-    assert res.ok and leak.exists()
-    assert not any(r.get("action") == "sql.export" for r in k.records())  # the guard never saw it
+                "rows.ORIG_BY[(id(duckdb), 'connect')]('data/warehouse.duckdb')")
+    assert res.status == "error" and "Permission denied" in res.traceback
+    leak = tmp_path / "leak.csv"
+    res = k.run("c = rows.ORIG_BY[(id(duckdb), 'connect')](':memory:')\n"
+                "c.execute(\"ATTACH 'data/warehouse.duckdb' AS w (READ_ONLY)\")\n"
+                f"rows.ORIG_BY[(id(duckdb.DuckDBPyConnection), 'execute')](c, \"COPY w.customers TO '{leak}'\")")
+    assert res.status == "error" and "Permission denied" in res.traceback
+    assert not leak.exists()
+    assert k.alive()

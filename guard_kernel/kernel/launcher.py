@@ -1,0 +1,155 @@
+"""The guarded kernel's launcher: the parent that owns the audit file and confines the kernel.
+
+The kernelspec's ``argv`` runs this module (``python -I -m guard_kernel.kernel``).  It stays as
+the parent, unconfined, and:
+
+- owns the session's audit file: the kernel sends its records over a ``SOCK_SEQPACKET`` socket
+  (:mod:`guard_kernel.audit.pipe`) and the launcher writes them — the audit folder is not
+  writable from the kernel, so what was recorded can be neither erased nor rewritten from there;
+- starts the kernel (``python -I -m guard_kernel.kernel.app``) in its own process group, with
+  ``PR_SET_PDEATHSIG`` (the kernel dies with its launcher: a kernel without its audit owner
+  does not go on), confined by Landlock as the policy says (:mod:`guard_kernel.kernel.confine`),
+  applied between ``fork`` and ``exec`` so it holds for the kernel and all it starts;
+- forwards SIGINT (interrupt) and SIGTERM (shutdown) to the kernel: jupyter_client signals the
+  process it started (its group), and a restart or ``shutdown(now=True)`` ends both;
+- when the kernel ends, writes the session's end record if the kernel could not (killed,
+  crashed: with how it ended), and exits with the kernel's status.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+from guard_kernel.audit.pipe import serve
+from guard_kernel.audit.writer import AuditWriter, new_session_id
+from guard_kernel.decision.guard import ENV_ACTOR, ENV_AUDIT_DIR, ENV_ENVIRONMENT, policy_from_env
+from guard_kernel.kernel import confine
+from guard_kernel.kernel.settings import (
+    ENV_AUDIT_FD,
+    ENV_AUDIT_PATH,
+    ENV_CONFINEMENT,
+    ENV_SESSION,
+    ENV_UNAVAILABLE,
+    FIXED,
+    UNSAFE_ENV,
+    launcher_parser,
+)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _child_setup(plan: confine.Plan) -> None:
+    """In the kernel's process, before ``exec``: own group, die with the launcher, confinement."""
+    os.setpgid(0, 0)
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    confine.apply(plan)
+
+
+def _how(rc: int) -> str:
+    if rc < 0:
+        try:
+            return f"killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"killed by signal {-rc}"
+    return f"exited with status {rc}"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the launcher; returns only by exiting with the kernel's status."""
+    args, rest = launcher_parser().parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    env = dict(os.environ)
+    for name in UNSAFE_ENV:
+        env.pop(name, None)
+    for opt, var in FIXED.items():
+        value = getattr(args, opt)
+        if value is not None:
+            env[var] = value
+    env.setdefault(ENV_ACTOR, "agent")
+    private = tempfile.mkdtemp(prefix="guard-kernel-")
+    for sub, var in (("tmp", "TMPDIR"), ("cache", "XDG_CACHE_HOME"), ("matplotlib", "MPLCONFIGDIR")):
+        os.makedirs(os.path.join(private, sub))
+        env[var] = os.path.join(private, sub)
+    session = new_session_id()
+    audit_dir = os.path.abspath(env.get(ENV_AUDIT_DIR) or os.path.join(os.getcwd(), ".guard_audit"))
+    path = os.path.join(audit_dir, f"{session}.jsonl")
+    unavailable = None
+    try:
+        policy = policy_from_env(env)
+    except Exception as exc:  # the kernel starts, and refuses every cell with this reason
+        policy, unavailable = None, f"{type(exc).__name__}: {exc}"
+    actor = env[ENV_ACTOR]
+    writer = AuditWriter(path, session=session, actor=actor, environment=env.get(ENV_ENVIRONMENT, "default"),
+                         policy=policy.ref() if policy else {"name": "<not loaded>", "sha256": ""})
+    if policy is not None:
+        plan = confine.plan(policy, actor=actor, private_dirs=(private,), protected=(audit_dir,))
+    else:
+        plan = confine.Plan(confine.State.REFUSED, unavailable or "no policy")
+    if plan.state is confine.State.REFUSED and unavailable is None:
+        unavailable = f"confinement refused the session: {plan.reason}"
+    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    env.update({ENV_AUDIT_FD: str(child_sock.fileno()), ENV_AUDIT_PATH: path, ENV_SESSION: session,
+                ENV_CONFINEMENT: json.dumps(plan.describe())})
+    if unavailable:
+        env[ENV_UNAVAILABLE] = unavailable
+    else:
+        env.pop(ENV_UNAVAILABLE, None)
+    writer.write("launcher", action=None, resource="guard_kernel", decision="deny" if unavailable else "allow",
+                 rules=[], message=unavailable or f"guarded kernel launched; confinement {plan.state.value}",
+                 pid=os.getpid(), confinement=plan.describe(), kernel=args.name)
+    cmd = [sys.executable, "-I", "-m", "guard_kernel.kernel.app", "--name", args.name, *rest]
+    try:
+        proc = subprocess.Popen(cmd, env=env, pass_fds=(child_sock.fileno(),),
+                                preexec_fn=lambda: _child_setup(plan))
+    except subprocess.SubprocessError as exc:  # confinement failed in the child: say it, never run unguarded
+        reason = f"confinement could not be applied: {exc}"
+        plan = confine.Plan(confine.State.REFUSED if policy is None or policy.confine_mode == "required"
+                            else confine.State.UNAVAILABLE, reason, abi=plan.abi)
+        env[ENV_CONFINEMENT] = json.dumps(plan.describe())
+        if plan.state is confine.State.REFUSED:
+            env[ENV_UNAVAILABLE] = reason
+        writer.write("launcher", action=None, resource="guard_kernel", decision="deny", rules=[], message=reason,
+                     confinement=plan.describe())
+        proc = subprocess.Popen(cmd, env=env, pass_fds=(child_sock.fileno(),),
+                                preexec_fn=lambda: _child_setup(confine.Plan(confine.State.OFF)))
+    child_sock.close()
+    ended = threading.Event()
+
+    def on_record(kind: str, fields: dict[str, Any]) -> None:
+        if kind == "session_end":
+            ended.set()
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        try:
+            proc.send_signal(signum)
+        except ProcessLookupError:
+            pass
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, forward)
+    reader = threading.Thread(target=serve, args=(parent_sock, writer, on_record), name="guard-audit", daemon=True)
+    reader.start()
+    rc = proc.wait()
+    reader.join(timeout=5)  # forked children that outlive the kernel may hold the socket: do not wait for them
+    if not ended.is_set():
+        writer.write("session_end", action=None, resource=None, decision="allow", rules=[],
+                     message=f"the kernel ended without a close record: {_how(rc)}", how=_how(rc), returncode=rc,
+                     written_by="launcher")
+    writer.close()
+    parent_sock.close()
+    shutil.rmtree(private, ignore_errors=True)
+    sys.exit(rc if rc >= 0 else 128 - rc)
+
+
+__all__ = ["main"]
