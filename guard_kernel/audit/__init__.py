@@ -6,6 +6,6 @@ through) and ``integrity`` (:func:`verify`).  Used by ``decision``; uses nothing
 
 from guard_kernel.audit.chain import GENESIS, chain_hash, read_records
 from guard_kernel.audit.integrity import VerifyResult, verify
-from guard_kernel.audit.writer import AuditWriter, new_session_id
+from guard_kernel.audit.writer import AuditUnavailable, AuditWriter, new_session_id
 
-__all__ = ["GENESIS", "AuditWriter", "VerifyResult", "chain_hash", "new_session_id", "read_records", "verify"]
+__all__ = ["GENESIS", "AuditUnavailable", "AuditWriter", "VerifyResult", "chain_hash", "new_session_id", "read_records", "verify"]

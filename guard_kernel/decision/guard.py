@@ -16,8 +16,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
-from guard_kernel.audit.writer import AuditWriter, new_session_id
-from guard_kernel.decision.errors import GuardDenied, GuardLocked, locked_message
+from guard_kernel.audit.writer import AuditUnavailable, AuditWriter, new_session_id
+from guard_kernel.decision.errors import GuardDenied, GuardLocked, audit_unavailable, locked_message
 from guard_kernel.decision.evaluate import Decision, Effect, decide
 from guard_kernel.decision.request import Request
 from guard_kernel.policy.actions import Action
@@ -125,16 +125,21 @@ class Guard:
         decisions = [x if isinstance(x, Decision) else self.decide(x) for x, _, _ in items]
         blocked = [d for d in decisions if d.blocked]
         if blocked or record:
-            for d, (_, kind, extra) in zip(decisions, items, strict=True):
-                self.record_decision(d, kind, **extra)
+            try:
+                for d, (_, kind, extra) in zip(decisions, items, strict=True):
+                    self.record_decision(d, kind, **extra)
+            except GuardDenied as exc:  # the audit failed: the same error class, saying why
+                raise error(exc.decisions) from None
         if blocked:
             raise error(blocked)
         return decisions
 
     def record_decision(self, d: Decision, kind: str, **extra: Any) -> None:
-        """Write *d* to the audit, count it, remember it, and show warnings."""
-        with self.quiet():
-            self.audit.write(kind, **d.audit_fields, **extra)
+        """Write *d* to the audit, count it, remember it, and show warnings.
+
+        Fail closed: a decision that cannot be recorded raises :class:`GuardDenied` (the
+        action must not proceed unrecorded), whatever the decision was."""
+        self._write(kind, d, {**d.audit_fields, **extra})
         self.counts[d.effect.value] += 1
         if d.effect is not Effect.ALLOW or not self.last or self.last.effect is Effect.ALLOW:
             self.last = d
@@ -142,9 +147,32 @@ class Guard:
             self.notify(d)
 
     def record(self, kind: str, **fields: Any) -> dict[str, Any]:
-        """Write a record that is not a decision (cells, truncations, errors)."""
-        with self.quiet():
-            return self.audit.write(kind, **fields)
+        """Write a record that is not a decision (cells, truncations, errors); raises
+        :class:`GuardDenied` when the audit cannot be written."""
+        return self._write(kind, None, fields)
+
+    def _write(self, kind: str, d: Decision | None, fields: dict[str, Any]) -> dict[str, Any]:
+        try:
+            with self.quiet():
+                return self.audit.write(kind, **fields)
+        except AuditUnavailable as exc:
+            self.counts["deny"] += 1
+            self.last = audit_unavailable(exc, d, self.audit_path)
+            raise GuardDenied(self.last) from None
+
+    def audit_ready(self) -> None:
+        """Raise :class:`GuardDenied` while the audit cannot be written (a cell gate asks
+        before anything runs: a cell whose record cannot be written must not run either)."""
+        resume = getattr(self.audit, "resume", None)
+        if resume is None:
+            return
+        try:
+            with self.quiet():
+                resume()
+        except AuditUnavailable as exc:
+            self.counts["deny"] += 1
+            self.last = audit_unavailable(exc, None, self.audit_path)
+            raise GuardDenied(self.last) from None
 
     def truncated(self, resource: str, *, returned: int, statement: str | None = None, via: str = "") -> None:
         """Record and show that a result was cut at the row cap."""
@@ -181,8 +209,11 @@ class Guard:
         """Record the end of the session and close the audit file (again: nothing)."""
         if self.audit.closed:
             return
-        self.record("session_end", action=None, resource=None, decision="allow", rules=[], message="guard stopped",
-                    counts=dict(self.counts))
+        try:
+            self.record("session_end", action=None, resource=None, decision="allow", rules=[],
+                        message="guard stopped", counts=dict(self.counts))
+        except GuardDenied:  # the audit is unavailable: readers report the missing end record
+            pass
         self.audit.close()
 
     def status(self) -> dict[str, Any]:

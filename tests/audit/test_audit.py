@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from guard_kernel.audit import GENESIS, AuditWriter, chain_hash, read_records, verify
+from guard_kernel.audit import GENESIS, AuditUnavailable, AuditWriter, chain_hash, read_records, verify
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = {"name": "p", "sha256": "ab" * 32, "file": "/x/p.yaml"}
@@ -168,18 +170,106 @@ def test_a_writer_continues_a_killed_writers_file(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", KILLED.format(repo=str(REPO), path=str(path), n=3)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
-    assert path.read_bytes().endswith(b"\0")  # the unused tail of the map
-    with open(path, "r+b") as f:  # and an unfinished record, as if killed mid-copy
-        f.seek(path.read_bytes().index(b"\0"))
+    assert path.read_bytes().endswith(b"\n") and b"\0" not in path.read_bytes()  # plain JSON Lines
+    with open(path, "ab") as f:  # an unfinished record, as if the power went mid-write
         f.write(b'{"seq": 4, "kind": "sql", "resource": "TORN')
     w = writer(path)
     assert w.count == 3
     w.write("sql", decision="allow")
     w.close()
     data = path.read_bytes()
-    assert b"\0" not in data and b"TORN" not in data
+    assert b"TORN" not in data
     assert [r["seq"] for r in read_records(str(path))] == [1, 2, 3, 4]
     assert verify(str(path)).ok
+
+
+def test_the_live_file_is_plain_json_lines(tmp_path: Path) -> None:
+    """While a writer is open, the file is exactly its records: grep and jq read it as text."""
+    path = tmp_path / "s.jsonl"
+    w = writer(path)
+    for i in range(3):
+        w.write("sql", resource=f"t{i}", decision="allow")
+        data = path.read_bytes()
+        assert b"\0" not in data and data.endswith(b"\n")
+        assert [json.loads(x)["resource"] for x in data.splitlines()] == [f"t{j}" for j in range(i + 1)]
+    grep = subprocess.run(["grep", "-c", "t1", str(path)], capture_output=True, text=True)
+    assert grep.stdout.strip() == "1"  # not "Binary file matches"
+    w.close()
+
+
+def test_an_older_writers_nul_tail_is_cut_on_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    write_some(path, 2)
+    with open(path, "ab") as f:
+        f.write(b"\0" * 4096)  # what the memory-mapped writer of earlier versions left when killed
+    assert [r["seq"] for r in read_records(str(path))] == [1, 2]
+    w = writer(path)
+    w.write("sql", decision="allow")
+    w.close()
+    assert b"\0" not in path.read_bytes() and verify(str(path)).ok
+
+
+# ------------------------------------------------------------------ fail closed
+
+
+def test_a_removed_file_fails_closed_for_good(tmp_path: Path) -> None:
+    path = tmp_path / "d" / "s.jsonl"
+    w = writer(path)
+    w.write("sql", decision="allow")
+    shutil.rmtree(path.parent)
+    with pytest.raises(AuditUnavailable) as err:
+        w.write("sql", decision="allow")
+    assert err.value.permanent and "removed" in str(err.value)
+    os.makedirs(path.parent)  # a folder put back does not bring the chain back
+    with pytest.raises(AuditUnavailable):
+        w.resume()
+    w.close()
+
+
+def test_a_replaced_file_fails_closed(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    w = writer(path)
+    w.write("sql", decision="allow")
+    other = tmp_path / "other.jsonl"
+    other.write_text("")
+    os.replace(other, path)
+    with pytest.raises(AuditUnavailable, match="replaced"):
+        w.write("sql", decision="allow")
+    assert path.read_text() == ""  # nothing written into the impostor
+    w.close()
+
+
+def test_a_failed_write_leaves_whole_records_and_resumes_with_a_gap_record(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test double at the write call (a disk that fills mid-record, then has room again);
+    the real full disk is tested on a tmpfs in tests/integration/test_audit_kernel.py."""
+    import guard_kernel.audit.writer as mod
+
+    path = tmp_path / "s.jsonl"
+    w = writer(path)
+    w.write("sql", resource="before", decision="allow")
+    real = os.pwrite
+    full = True
+
+    def pwrite(fd: int, data: bytes, offset: int) -> int:
+        if full:
+            real(fd, data[:10], offset)  # a short write, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(mod.os, "pwrite", pwrite)
+    for _ in range(2):
+        with pytest.raises(AuditUnavailable, match="No space left") as err:
+            w.write("sql", resource="lost", decision="allow")
+        assert not err.value.permanent
+        assert path.read_bytes().endswith(b"}\n")  # the torn bytes were cut off again
+    full = False
+    w.write("sql", resource="after", decision="allow")
+    w.close()
+    recs = list(read_records(str(path)))
+    assert [r["kind"] for r in recs] == ["sql", "audit_gap", "sql"]
+    assert recs[1]["refused"] == 2 and "No space left" in recs[1]["reason"]
+    assert [r["seq"] for r in recs] == [1, 2, 3] and verify(str(path)).ok
 
 
 def test_an_open_writers_file_reads_and_verifies(tmp_path: Path) -> None:
@@ -193,7 +283,7 @@ def test_an_open_writers_file_reads_and_verifies(tmp_path: Path) -> None:
     assert path.stat().st_size == sum(len(x) for x in path.read_bytes().splitlines(keepends=True))
 
 
-def test_the_file_grows_past_its_first_map(tmp_path: Path) -> None:
+def test_big_records(tmp_path: Path) -> None:
     path = tmp_path / "s.jsonl"
     w = writer(path, fsync_every=10_000)
     big = "x" * 50_000
@@ -202,23 +292,6 @@ def test_the_file_grows_past_its_first_map(tmp_path: Path) -> None:
     w.close()
     assert [r["i"] for r in read_records(str(path))] == list(range(60))
     assert verify(str(path)).ok
-
-
-def test_without_shared_maps_records_are_written_directly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import guard_kernel.audit.writer as audit
-
-    def no_map(*a: object, **k: object) -> object:
-        raise OSError("shared maps not supported here")
-
-    monkeypatch.setattr(audit.mmap, "mmap", no_map)
-    path = tmp_path / "s.jsonl"
-    w = writer(path)
-    for i in range(3):
-        w.write("sql", resource=f"t{i}", decision="allow")
-    assert b"\0" not in path.read_bytes()  # each record is in the file at once, no tail
-    assert [r["seq"] for r in read_records(str(path))] == [1, 2, 3]
-    w.close()
-    assert verify(str(path)).ok and verify(str(path)).records == 3
 
 
 def test_unreadable_lines_are_kept_when_a_writer_reopens(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from guard_kernel.analysis.python.analyze import Intent, analyze_cell, analyze_source, analyze_tree
 from guard_kernel.analysis.python.scan import SQL_METHODS, WRITER_METHODS, hit_lines
 from guard_kernel.decision import guard as _session
-from guard_kernel.decision.errors import CellRejected
+from guard_kernel.decision.errors import CellRejected, GuardDenied
 from guard_kernel.decision.evaluate import Decision, Effect, RuleHit
 from guard_kernel.policy.actions import Action
 
@@ -159,6 +159,7 @@ class CellTransformer(ast.NodeTransformer):
         try:
             t0 = time.perf_counter()
             source, frame = self._source_for(node)
+            guard.audit_ready()  # fail closed: a cell whose record cannot be written does not run
             kw: dict[str, Any] = {}
             if source is not None and self.analyze is analyze_tree and source.isascii():
                 hits = kw["hits"] = hit_lines(source)
@@ -188,6 +189,11 @@ class CellTransformer(ast.NodeTransformer):
                 frame.rejected = True
                 frame.decisions = list(exc.decisions)
             raise
+        except GuardDenied as exc:  # the audit cannot be written
+            if frame is not None:
+                frame.rejected = True
+                frame.decisions = list(exc.decisions)
+            raise CellRejected(exc.decisions) from None
         except Exception as exc:  # fail closed: never let IPython drop the guard and run the cell
             d = guard_error(guard, exc)
             if frame is not None:
