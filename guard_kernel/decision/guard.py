@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
+from guard_kernel.audit.session import end_fields, header_fields
 from guard_kernel.audit.writer import AuditUnavailable, AuditWriter, new_session_id
 from guard_kernel.decision.errors import GuardDenied, GuardLocked, audit_unavailable, locked_message
 from guard_kernel.decision.evaluate import Decision, Effect, decide
@@ -49,7 +50,9 @@ class Guard:
 
     def __init__(self, policy: Policy, *, actor: str = "human", environment: str = "default",
                  audit_dir: str | None = None, session_id: str | None = None,
-                 notify: Callable[[Decision], None] | None = None) -> None:
+                 notify: Callable[[Decision], None] | None = None, header: Mapping[str, Any] | None = None) -> None:
+        """*header*: what the caller knows for the session header (``kernel``, ``in_force``,
+        ``confinement``: :func:`guard_kernel.audit.session.header_fields`)."""
         check_applies(policy, actor, environment)
         self.policy = policy
         self.actor = actor
@@ -67,9 +70,11 @@ class Guard:
         self.owned_files: set[str] = set()
         """Real paths of files this session created."""
         self._cache: dict[Request, Decision] = {}
-        self.audit.write("session", action=None, resource=None, decision="allow", rules=[],
-                         message=f"guard started: policy {policy.name} ({policy.mode}), actor {actor}",
-                         pid=os.getpid(), cwd=os.getcwd(), policy_file=policy.file, lock=policy.lock)
+        self.end_reason = "exit"
+        """Why the session ends if nothing says otherwise (the extension sets shutdown / restart)."""
+        self.audit.write("session", **header_fields({**policy.ref(), "mode": policy.mode, "lock": policy.lock}, actor,
+                                                    environment, session=self.session_id, audit_dir=audit_dir,
+                                                    **(header or {})))
         # a kernel that is shut down never unloads the extension: end the audit file at exit
         # (its last record says the session ended; a killed process leaves no such record)
         atexit.register(_close_at_exit, weakref.ref(self))
@@ -205,13 +210,13 @@ class Guard:
                     message=f"{what} refused: {msg}")
         raise GuardLocked(msg)
 
-    def close(self) -> None:
-        """Record the end of the session and close the audit file (again: nothing)."""
+    def close(self, reason: str | None = None) -> None:
+        """Record the end of the session (*reason*, else :attr:`end_reason`) and close the audit
+        file (again: nothing)."""
         if self.audit.closed:
             return
         try:
-            self.record("session_end", action=None, resource=None, decision="allow", rules=[],
-                        message="guard stopped", counts=dict(self.counts))
+            self.record("session_end", **end_fields(reason or self.end_reason, self.counts))
         except GuardDenied:  # the audit is unavailable: readers report the missing end record
             pass
         self.audit.close()
@@ -273,12 +278,14 @@ def policy_from_env(environ: Mapping[str, str] | None = None, root: str | None =
 
 
 
-def guard_from_env(default_actor: str = "human", environ: dict[str, str] | None = None) -> Guard:
-    """Build a guard from ``GUARD_KERNEL_*`` variables (policy, actor, environment, audit dir)."""
+def guard_from_env(default_actor: str = "human", environ: dict[str, str] | None = None,
+                   header: Mapping[str, Any] | None = None) -> Guard:
+    """Build a guard from ``GUARD_KERNEL_*`` variables (policy, actor, environment, audit dir);
+    *header*: see :class:`Guard`."""
     env = os.environ if environ is None else environ
     policy = policy_from_env(env)
     actor = env.get(ENV_ACTOR, default_actor)
     if actor not in ("agent", "human"):
         raise PolicyError("$" + ENV_ACTOR, None, ENV_ACTOR, f"actor must be 'agent' or 'human', not {actor!r}")
     return Guard(policy, actor=actor, environment=env.get(ENV_ENVIRONMENT, "default"),
-                 audit_dir=env.get(ENV_AUDIT_DIR))
+                 audit_dir=env.get(ENV_AUDIT_DIR), header=header)

@@ -8,16 +8,20 @@ write call).  A removed audit folder needs nothing special.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import GuardedKernel, blocked
+from conftest import GuardedKernel, blocked, start_kernel
 
 from guard_kernel.audit import verify
+from guard_kernel.audit.summary import summarize
+from guard_kernel.cli.main import main
 from guard_kernel.demo import Workspace
 
 WRITE = "import pandas as pd\npd.DataFrame({{'a': [1, 2]}}).to_csv('scratch/{name}', index=False)"
@@ -105,3 +109,80 @@ def test_a_removed_audit_folder_refuses_every_action(
         assert blocked(res) and "start a new session" in res.traceback, res
     assert not out.exists()
     assert list(audit.iterdir()) == []
+
+
+# ------------------------------------------------------- header, end, restarts
+
+
+def _only(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.jsonl"))
+
+
+def test_header_end_records_and_a_restart_chain(project: Workspace, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    audit = tmp_path / "audit"
+    monkeypatch.setenv("JPY_SESSION_NAME", str(project.root / "analysis.ipynb"))
+    k = start_kernel(project, policy="default", actor="agent", audit_dir=audit)
+    try:
+        assert k.load_result is not None and k.load_result.ok, k.load_result
+        assert k.run("x = 1").ok
+        k.km.restart_kernel(now=False)  # a shutdown_request with restart=True, then a new process
+        k.kc.wait_for_ready(timeout=60)
+        assert k.run("%load_ext guard_kernel").ok
+        assert k.run("y = 2").ok
+    finally:
+        k.kc.stop_channels()
+        k.km.shutdown_kernel(now=False)  # a clean shutdown
+    first, second = sorted((summarize(str(p)) for p in _only(audit)), key=lambda s: s.started or "")
+    h = first.header
+    assert h["kind"] == "session" and h["seq"] == 1 and h["actor"] == "agent"
+    # jupyter_client names the file kernel-<id>.json when Jupyter starts the kernel; this one is a temp file
+    assert h["kernel"] == {"name": "extension", "id": None, "connection_file": k.km.connection_file}
+    assert h["notebook"] == str(project.root / "analysis.ipynb") and h["cwd"] == str(project.root)
+    assert h["user"] and h["host"] and h["pid"]
+    assert {"python", "guard_kernel", "ipykernel", "duckdb", "pandas", "sqlglot"} <= h["versions"].keys()
+    pol = project.policy("default")
+    assert h["policy_file"] == str(pol) and h["policy_text"] == pol.read_text()
+    assert h["policy"]["sha256"] == hashlib.sha256(pol.read_bytes()).hexdigest()
+    assert [x["layer"] for x in h["in_force"]] == ["cell_gate", "magics_and_shell", "duckdb_gate", "dataframe",
+                                                  "runtime"]
+    assert first.previous_session is None and second.previous_session == first.session
+    assert first.ended == "closed (restart)" and second.ended == "closed (shutdown)"
+    assert first.chain.ok and second.chain.ok
+    assert main(["audit", "list", str(audit)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].startswith(str(first.session)) and out[2].startswith(f"└ {second.session}")
+    assert "closed (restart)" in out[1] and "closed (shutdown)" in out[2]
+
+
+def test_a_kernel_killed_mid_cell_leaves_a_verifiable_audit(project: Workspace, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    audit = tmp_path / "audit"
+    k = start_kernel(project, policy="default", actor="agent", audit_dir=audit)
+    try:
+        assert k.load_result is not None and k.load_result.ok, k.load_result
+        assert k.run("import duckdb\ncon = duckdb.connect('data/warehouse.duckdb')\n"
+                     "con.sql('SELECT region, count(*) FROM customers GROUP BY region').fetchall()").ok
+        assert blocked(k.run("con.sql('SELECT ssn FROM customers').fetchall()"))
+        before = k.records()
+        msg_id = k.kc.execute("import time\nfor _ in range(6000):\n    time.sleep(0.1)")
+        while True:  # the long cell is running
+            msg = k.kc.get_iopub_msg(timeout=60)
+            if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status"
+                    and msg["content"]["execution_state"] == "busy"):
+                break
+        proc = k.km.provisioner.process  # type: ignore[union-attr]
+        os.kill(proc.pid, signal.SIGKILL)  # no atexit, no end record
+        proc.wait(timeout=60)
+    finally:
+        k.shutdown()
+    (path,) = _only(audit)
+    assert k.records() == before  # every completed record is there, and nothing else
+    res = verify(str(path))
+    assert res.ok and res.records == len(before)
+    assert res.ended == f"ended without a close record after seq {before[-1]['seq']}"
+    assert main(["audit", "show", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"ended:     ended without a close record after seq {before[-1]['seq']}" in out
+    assert "chain:     ok" in out and "denied 1" in out

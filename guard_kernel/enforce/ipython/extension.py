@@ -46,6 +46,15 @@ _ON_IMPORT = {"duckdb_gate": "duckdb"}
 """Layers that import their library: installed right after user code imports it (at once if it is
 imported already), so loading the guard does not import DuckDB (and sqlglot) for sessions without it."""
 
+IN_FORCE = (
+    {"layer": "cell_gate", "what": "each cell's code decided as a whole before any line runs"},
+    {"layer": "magics_and_shell", "what": "magics, aliases and !cmd decided before they run"},
+    {"layer": "duckdb_gate", "what": "every DuckDB connection and statement; row caps (once duckdb is imported)"},
+    {"layer": "dataframe", "what": "dataframe writers; row caps on source readers"},
+    {"layer": "runtime", "what": "sys.addaudithook: files, processes, sockets, imports"},
+)
+"""What ``%load_ext`` puts in force, as the session header lists it (in-process layers only)."""
+
 _SYSTEM_METHODS = ("system", "system_piped", "system_raw")
 _GUARDED_LINE_MAGICS = frozenset({"save", "logstart", "notebook", "store", "run", "unload_ext", "reload_ext"})
 _GUARDED_CELL_MAGICS = frozenset({"writefile", "file", "bash", "sh", "script", "perl", "ruby", "python",
@@ -67,6 +76,7 @@ class _Loaded:
     wrappers: dict[str, Any] = field(default_factory=dict)
     """attribute name (on the shell, or ``find`` on the magics manager) → the guard's wrapper."""
     find_wrapped: bool = False
+    kernel_wrapped: bool = False
 
 
 _loaded: _Loaded | None = None
@@ -96,7 +106,8 @@ def load_ipython_extension(ip: Any) -> None:
         _teardown(_loaded)
         _loaded = None
     existing = session.current()
-    guard = existing if existing is not None else session.guard_from_env(default_actor="human")
+    guard = existing if existing is not None else session.guard_from_env(
+        default_actor="human", header={"kernel": _kernel_info(ip), "in_force": IN_FORCE})
     state = _Loaded(ip, guard, CellTransformer(ip))
     try:
         session.set_current(guard)
@@ -172,6 +183,40 @@ def _install(state: _Loaded) -> None:
     _wrap_shell(state)
     _wrap_find(state)
     ip.register_magic_function(_percent_guard, "line", "guard")
+    _wrap_shutdown(state)
+
+
+def _kernel_info(ip: Any) -> dict[str, Any]:
+    """The kernel this shell runs in, for the session header: its connection file, and its id
+    when the file is Jupyter's ``kernel-<id>.json``; nothing in a terminal IPython."""
+    info: dict[str, Any] = {"name": "extension", "id": None}
+    app = sys.modules.get("ipykernel.kernelapp")
+    try:
+        kernel_app = app.IPKernelApp if app is not None and app.IPKernelApp.initialized() else None
+        conn = kernel_app.instance().connection_file if kernel_app is not None else ""
+    except Exception:  # not a kernel, or one without a connection file
+        conn = ""
+    if conn:
+        base = os.path.basename(conn)
+        info["connection_file"] = os.path.abspath(conn)
+        if base.startswith("kernel-") and base.endswith(".json"):
+            info["id"] = base[len("kernel-"):-len(".json")]
+    return info
+
+
+def _wrap_shutdown(state: _Loaded) -> None:
+    """Note why the kernel stops (shutdown or restart) for the session's end record."""
+    kernel = getattr(state.ip, "kernel", None)
+    orig = getattr(kernel, "do_shutdown", None)
+    if orig is None:
+        return
+
+    def do_shutdown(restart: bool, *args: Any, **kwargs: Any) -> Any:
+        state.guard.end_reason = "restart" if restart else "shutdown"
+        return orig(restart, *args, **kwargs)
+
+    kernel.__dict__["do_shutdown"] = do_shutdown
+    state.kernel_wrapped = True
 
 
 def _percent_guard(line: str = "") -> None:
@@ -202,7 +247,7 @@ def unload_ipython_extension(ip: Any) -> None:
     if session.current() is state.guard:
         session.set_current(None)
     try:
-        state.guard.close()
+        state.guard.close("unload")
     except ValueError:  # already closed
         pass
     print("guard_kernel: unloaded; this session is no longer guarded.", file=sys.stderr)
@@ -229,6 +274,9 @@ def _teardown(state: _Loaded) -> None:
     if state.find_wrapped:
         ip.magics_manager.__dict__.pop("find", None)
         state.find_wrapped = False
+    if state.kernel_wrapped:
+        getattr(ip, "kernel", None).__dict__.pop("do_shutdown", None)
+        state.kernel_wrapped = False
     for mod in reversed(state.layers):
         uninstall = getattr(mod, "uninstall", None)
         if uninstall is not None:
