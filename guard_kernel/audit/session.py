@@ -146,6 +146,28 @@ def header_fields(policy: Mapping[str, Any], actor: str, environment: str, *, se
     }
 
 
+_INNER_KEYS = ("seq", "kind", "action", "resource", "decision", "line", "via", "statement", "path",
+               "returned", "max_rows", "available")
+MAX_INNER = 100
+"""Decisions a cell record lists (the rest are counted): each is also a record of its own."""
+EFFECT_ORDER = ("allow", "warn", "truncate", "would_deny", "deny")
+"""Effects from mildest to worst: a cell's decision is the worst inside it."""
+
+
+def inner_entry(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """What a cell record keeps of a record written while the cell ran (a decision, a truncation)."""
+    out = {k: rec[k] for k in _INNER_KEYS if rec.get(k) is not None}
+    out["rules"] = [r.get("id") for r in rec.get("rules") or () if isinstance(r, Mapping)]
+    if rec.get("decision") != "allow" and rec.get("message"):
+        out["message"] = rec["message"]
+    return out
+
+
+def worst(effects: Sequence[str]) -> str:
+    """The worst of *effects* (``allow`` when there are none)."""
+    return max(effects, key=lambda e: EFFECT_ORDER.index(e) if e in EFFECT_ORDER else 0, default="allow")
+
+
 def end_fields(reason: str, counts: Mapping[str, int]) -> dict[str, Any]:
     """The fields of a session's ``session_end`` record."""
     return {"action": None, "resource": None, "decision": "allow", "rules": [],
@@ -153,5 +175,5 @@ def end_fields(reason: str, counts: Mapping[str, int]) -> dict[str, Any]:
             "counts": dict(counts)}
 
 
-__all__ = ["END_REASONS", "HEADER_FORMAT", "LIBRARIES", "end_fields", "header_fields", "library_versions",
-           "policy_text", "previous_session", "read_header"]
+__all__ = ["EFFECT_ORDER", "END_REASONS", "HEADER_FORMAT", "LIBRARIES", "MAX_INNER", "end_fields", "header_fields",
+           "inner_entry", "library_versions", "policy_text", "previous_session", "read_header", "worst"]

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
-from guard_kernel.audit.session import end_fields, header_fields
+from guard_kernel.audit.session import MAX_INNER, end_fields, header_fields, inner_entry
 from guard_kernel.audit.writer import AuditUnavailable, AuditWriter, new_session_id
 from guard_kernel.decision.errors import GuardDenied, GuardLocked, audit_unavailable, locked_message
 from guard_kernel.decision.evaluate import Decision, Effect, decide
@@ -70,6 +70,8 @@ class Guard:
         self.owned_files: set[str] = set()
         """Real paths of files this session created."""
         self._cache: dict[Request, Decision] = {}
+        self.cell_log: list[dict[str, Any]] | None = None
+        """While a cell runs: what was recorded inside it (the extension sets it per cell)."""
         self.end_reason = "exit"
         """Why the session ends if nothing says otherwise (the extension sets shutdown / restart)."""
         self.audit.write("session", **header_fields({**policy.ref(), "mode": policy.mode, "lock": policy.lock}, actor,
@@ -159,7 +161,11 @@ class Guard:
     def _write(self, kind: str, d: Decision | None, fields: dict[str, Any]) -> dict[str, Any]:
         try:
             with self.quiet():
-                return self.audit.write(kind, **fields)
+                rec = self.audit.write(kind, **fields)
+            log = self.cell_log
+            if log is not None and len(log) <= MAX_INNER:
+                log.append(inner_entry(rec))
+            return rec
         except AuditUnavailable as exc:
             self.counts["deny"] += 1
             self.last = audit_unavailable(exc, d, self.audit_path)

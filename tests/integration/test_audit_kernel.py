@@ -186,3 +186,52 @@ def test_a_kernel_killed_mid_cell_leaves_a_verifiable_audit(project: Workspace, 
     out = capsys.readouterr().out
     assert f"ended:     ended without a close record after seq {before[-1]['seq']}" in out
     assert "chain:     ok" in out and "denied 1" in out
+
+
+# ------------------------------------------------------------------ cell records
+
+
+def test_a_cell_record_holds_the_worst_effect_inside_it_and_its_request(
+        kernel_factory: Callable[..., GuardedKernel]) -> None:
+    k = kernel_factory(policy="default", actor="agent")
+    assert k.load_result is not None and k.load_result.ok, k.load_result
+    assert k.run("import duckdb\ncon = duckdb.connect('data/warehouse.duckdb')\n"
+                 "def fetch(q):\n    return con.sql(q).fetchall()").ok
+    mark = k.mark()
+    # a denial at run time (the cell gate does not see through fetch()), caught by the cell
+    # itself: the cell succeeds, and its record still says deny
+    res = k.run("try:\n    fetch('SELECT ssn FROM customers')\nexcept PermissionError:\n    pass\n"
+                "n = fetch('SELECT count(*) FROM orders')")
+    assert res.ok, res
+    cell = [r for r in k.since(mark) if r["kind"] == "cell"][-1]
+    assert cell["decision"] == "deny" and cell["status"] == "ok"
+    assert "customers.ssn" in cell["message"] and cell["rules"]
+    inside = cell["inside"]
+    assert [x["decision"] for x in inside] == ["deny", "allow"]
+    assert inside[0]["statement"] == "SELECT ssn FROM customers" and inside[0]["rules"]
+    assert inside[1]["statement"] == "SELECT count(*) FROM orders" and inside[1]["action"] == "sql.read"
+    assert cell["execution_count"] and cell["duration_ms"] >= 0 and cell["code"].startswith("try:")
+    req = cell["request"]
+    assert req["session"] == k.kc.session.session and req["username"] == k.kc.session.username
+    assert len(req["msg_id"]) > 8
+    # a truncation at run time: the cell is recorded as truncate, with rows kept
+    mark = k.mark()
+    assert k.run("rows = fetch('SELECT * FROM orders')").ok
+    cell = [r for r in k.since(mark) if r["kind"] == "cell"][-1]
+    assert cell["decision"] == "truncate" and cell["status"] == "ok"
+    trunc = [x for x in cell["inside"] if x["kind"] == "truncate"]
+    assert trunc and trunc[0]["returned"] == 500 and trunc[0]["max_rows"] == 500
+    # a request that names its tool in the metadata
+    mark = k.mark()
+    msg = k.kc.session.msg("execute_request", {"code": "z = 3", "silent": False, "store_history": True,
+                                               "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
+                           metadata={"tool": "test-agent", "cellId": "cell-42"})
+    k.kc.shell_channel.send(msg)
+    while True:
+        reply = k.kc.get_shell_msg(timeout=60)
+        if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+            break
+    cell = [r for r in k.since(mark) if r["kind"] == "cell"][-1]
+    assert cell["request"]["msg_id"] == msg["header"]["msg_id"]
+    assert cell["request"]["tool"] == "test-agent" and cell["request"]["cell_id"] == "cell-42"
+    assert cell["decision"] == "allow" and cell["inside"] == []

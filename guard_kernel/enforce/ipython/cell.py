@@ -96,6 +96,11 @@ class CellFrame:
     decisions: list[Decision] = field(default_factory=list)
     rejected: bool = False
     static_seconds: float = 0.0
+    log: list[dict[str, Any]] = field(default_factory=list)
+    """What was recorded while the cell ran (the guard's ``cell_log``)."""
+    outer_log: list[dict[str, Any]] | None = None
+    request: dict[str, Any] = field(default_factory=dict)
+    """The Jupyter request that ran the cell (msg_id, client session, username, tool)."""
 
 
 class _AliasNames:

@@ -27,6 +27,7 @@ from typing import Any
 
 from guard_kernel._package import PACKAGE
 from guard_kernel.analysis.python.scan import DEFAULT_ALIASES, magic_intent
+from guard_kernel.audit.session import MAX_INNER, worst
 from guard_kernel.decision import guard as session
 from guard_kernel.decision.evaluate import Decision, Effect
 from guard_kernel.decision.request import Request
@@ -294,7 +295,11 @@ def _register_events(state: _Loaded) -> None:
     tr = state.transformer
 
     def pre_run_cell(info: Any) -> None:
-        tr.begin(getattr(info, "raw_cell", "") or "", getattr(info, "transformed_cell", None))
+        frame = tr.begin(getattr(info, "raw_cell", "") or "", getattr(info, "transformed_cell", None))
+        frame.request = _request_info(state.ip)
+        guard = session.current()
+        if guard is not None:
+            frame.outer_log, guard.cell_log = guard.cell_log, frame.log
         _heal(state)
         lazy.sweep()  # a guarded library imported around the post-import hook gets its layer now
 
@@ -303,6 +308,10 @@ def _register_events(state: _Loaded) -> None:
         guard = session.current()
         if frame is None or guard is None:
             return
+        if guard.cell_log is frame.log:
+            guard.cell_log = frame.outer_log
+            if frame.outer_log is not None:  # a cell run from a cell: its records are the outer cell's too
+                frame.outer_log.extend(frame.log)
         try:
             _record_cell(guard, frame, result)
         except Exception as exc:  # the cell has run; say the record is missing rather than hide it
@@ -342,21 +351,48 @@ def _heal(state: _Loaded) -> None:
               file=sys.stderr)
 
 
+def _request_info(ip: Any) -> dict[str, Any]:
+    """Who asked for this cell: the Jupyter request's msg_id, client session and username, the
+    cell id, and the sending tool or client when the request's metadata names it."""
+    kernel = getattr(ip, "kernel", None)
+    try:
+        parent = kernel.get_parent() if kernel is not None else None
+    except Exception:  # an older or a stand-in kernel
+        parent = None
+    if not parent:
+        return {}
+    header, meta = parent.get("header") or {}, parent.get("metadata") or {}
+    info = {"msg_id": header.get("msg_id"), "session": header.get("session"), "username": header.get("username")}
+    if meta.get("cellId"):
+        info["cell_id"] = meta["cellId"]
+    for key in ("tool", "client", "agent", "origin"):
+        if isinstance(meta.get(key), str | int | float):
+            info[key] = meta[key]
+    return {k: v for k, v in info.items() if v is not None}
+
+
 def _record_cell(guard: session.Guard, frame: Any, result: Any) -> None:
     err = None
     count = None
+    status = "ok"
     if result is not None:
         count = getattr(result, "execution_count", None)
         exc = result.error_before_exec if result.error_before_exec is not None else result.error_in_exec
         if exc is not None:
             err = f"{type(exc).__name__}: {exc}"[:500]
-    effects = {d.effect for d in frame.decisions}
+            status = "error"
     if frame.rejected:
-        decision = Effect.DENY
-    else:
-        decision = next((e for e in (Effect.WOULD_DENY, Effect.WARN) if e in effects), Effect.ALLOW)
+        status = "rejected"
+    effects = [d.effect.value for d in frame.decisions] + [str(x.get("decision")) for x in frame.log]
+    decision = Effect(worst(effects)) if not frame.rejected else Effect.DENY
     shown = [d for d in frame.decisions if d.effect is decision] if decision is not Effect.ALLOW else []
     rules = list({r.id: r.as_dict() for d in shown for r in d.rules}.values())
+    inner = [x for x in frame.log if x.get("decision") == decision.value] if decision is not Effect.ALLOW else []
+    messages = [d.message for d in shown] + [str(x.get("message", "")) for x in inner if x.get("message")]
+    for x in inner:
+        for rid in x.get("rules", []):
+            if rid not in {r["id"] for r in rules}:
+                rules.append({"id": rid})
     intents = []
     for i, intent in enumerate(frame.intents):
         d = frame.decisions[i] if i < len(frame.decisions) and not frame.rejected else None
@@ -364,11 +400,13 @@ def _record_cell(guard: session.Guard, frame: Any, result: Any) -> None:
                         "line": intent.request.line, "via": intent.via,
                         **({"decision": d.effect.value} if d is not None else {})})
     guard.record("cell", action=None, resource=f"cell[{count}]" if count is not None else "cell",
-                 decision=decision.value, rules=rules,
-                 message="; ".join(d.message for d in shown)[:1000] if shown else "",
-                 code=frame.raw, intents=intents, execution_count=count,
+                 decision=decision.value, rules=rules, message="; ".join(dict.fromkeys(messages))[:1000],
+                 code=frame.raw, intents=intents, execution_count=count, status=status,
                  duration_ms=round((time.perf_counter() - frame.started) * 1000, 3),
-                 static_ms=round(frame.static_seconds * 1000, 3), error=err)
+                 static_ms=round(frame.static_seconds * 1000, 3), error=err,
+                 inside=frame.log[:MAX_INNER], **({"inside_more": len(frame.log) - MAX_INNER}
+                                                  if len(frame.log) > MAX_INNER else {}),
+                 **({"request": frame.request} if frame.request else {}))
 
 
 # -------------------------------------------------------------- shell commands
