@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
+from guard_kernel.audit.redact import Redactor, redactor
 from guard_kernel.audit.session import MAX_INNER, end_fields, header_fields, inner_entry
 from guard_kernel.audit.writer import AuditUnavailable, AuditWriter, new_session_id
 from guard_kernel.decision.errors import GuardDenied, GuardLocked, audit_unavailable, locked_message
@@ -60,6 +61,8 @@ class Guard:
         self.session_id = session_id or new_session_id()
         audit_dir = audit_dir or os.path.join(os.getcwd(), ".guard_audit")
         self._local = threading.local()
+        self.redactor = _redactor(policy)
+        """What never enters the audit (credentials, values of denied columns): every record passes it."""
         self.audit = AuditWriter(os.path.join(audit_dir, f"{self.session_id}.jsonl"), session=self.session_id,
                                  actor=actor, environment=environment, policy=policy.ref(), quiet=self.quiet)
         self.counts: Counter[str] = Counter()
@@ -161,7 +164,7 @@ class Guard:
     def _write(self, kind: str, d: Decision | None, fields: dict[str, Any]) -> dict[str, Any]:
         try:
             with self.quiet():
-                rec = self.audit.write(kind, **fields)
+                rec = self.audit.write(kind, **self.redactor.fields(fields))
             log = self.cell_log
             if log is not None and len(log) <= MAX_INNER:
                 log.append(inner_entry(rec))
@@ -202,6 +205,7 @@ class Guard:
         """Switch to *policy* (callers check ``lock`` first); cached decisions are dropped."""
         check_applies(policy, self.actor, self.environment)
         self.policy = policy
+        self.redactor = _redactor(policy)
         self._cache.clear()
         self.audit.policy = {"name": policy.name, "sha256": policy.sha256}
 
@@ -237,6 +241,11 @@ class Guard:
             "allowed": self.counts["allow"] + self.counts["warn"], "warned": self.counts["warn"],
             "denied": self.counts["deny"], "would_deny": self.counts["would_deny"], "truncated": self.counts["truncate"],
         }
+
+
+def _redactor(policy: Policy) -> Redactor:
+    names = [n for name, src in policy.sources.items() for n in (name, *src.tables)]
+    return redactor(policy.audit, policy.deny_columns(), names)
 
 
 def _close_at_exit(ref: weakref.ref[Guard]) -> None:

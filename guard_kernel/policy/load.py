@@ -22,6 +22,7 @@ from guard_kernel.policy.actions import ALL_ACTIONS, ActionClass, valid_action_p
 from guard_kernel.policy.model import (
     DEFAULT_MESSAGE,
     MESSAGE_FIELDS,
+    AuditSettings,
     Limits,
     Policy,
     PolicyError,
@@ -213,6 +214,7 @@ def _build(data: dict[str, Any], node: yaml.Node | None, file: str, sha: str, ro
         limits=Limits(max_rows=max_rows, on_exceed=limits.get("on_exceed", "truncate")),
         rules=tuple(rules), applies_to_environments=tuple(applies.get("environments", ())),
         applies_to_actors=tuple(applies.get("actors", ())),
+        audit=AuditSettings(**(data.get("audit") or {})),
     )
 
 

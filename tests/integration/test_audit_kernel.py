@@ -16,8 +16,9 @@ import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import duckdb
 import pytest
-from conftest import GuardedKernel, blocked, start_kernel
+from conftest import SECRETS, GuardedKernel, blocked, start_kernel
 
 from guard_kernel.audit import verify
 from guard_kernel.audit.summary import summarize
@@ -235,3 +236,61 @@ def test_a_cell_record_holds_the_worst_effect_inside_it_and_its_request(
     assert cell["request"]["msg_id"] == msg["header"]["msg_id"]
     assert cell["request"]["tool"] == "test-agent" and cell["request"]["cell_id"] == "cell-42"
     assert cell["decision"] == "allow" and cell["inside"] == []
+
+
+# -------------------------------------------------------------------- redaction
+
+
+def _audit_text(k: GuardedKernel) -> str:
+    return "".join(p.read_text() for p in k.audit_files())
+
+
+def _an_ssn(project: Workspace) -> str:
+    con = duckdb.connect(str(project.warehouse), read_only=True)
+    try:
+        return str(con.execute("SELECT ssn FROM customers ORDER BY id LIMIT 1").fetchone()[0])  # type: ignore[index]
+    finally:
+        con.close()
+
+
+def test_credentials_and_denied_values_never_reach_the_audit(
+        kernel_factory: Callable[..., GuardedKernel], project: Workspace) -> None:
+    k = kernel_factory(policy="default", actor="agent")
+    assert k.load_result is not None and k.load_result.ok, k.load_result
+    ssn = _an_ssn(project)
+    assert k.run(f"url = 'postgresql://analyst:{SECRETS[0]}@db.example.com/warehouse'\n"
+                 f"opts = dict(host='db', token='{SECRETS[1]}')").ok
+    assert k.run("import duckdb\ncon = duckdb.connect('data/warehouse.duckdb')").ok
+    res = k.run(f"con.sql(\"SELECT name FROM customers WHERE ssn = '{ssn}'\").fetchall()")
+    assert blocked(res), res
+    assert k.run(f"import pandas as pd\nlookup = pd.DataFrame({{'ssn': ['x']}})\nlookup[lookup.ssn == '{ssn}']").ok
+    text = _audit_text(k)
+    assert ssn not in text and SECRETS[0] not in text and SECRETS[1] not in text
+    cells = [r for r in k.records() if r["kind"] == "cell"]
+    codes = "\n".join(c["code"] for c in cells)
+    assert "url = 'postgresql://analyst:***@db.example.com/warehouse'" in codes  # code is kept, scrubbed
+    assert "opts = dict(host='db', token='***')" in codes
+    assert "WHERE ssn = '***'" in codes and "lookup[lookup.ssn == '***']" in codes
+    denial = [r for r in k.records() if r["kind"] != "cell" and r.get("decision") == "deny"][-1]
+    assert denial["statement"] == "SELECT name FROM customers WHERE ssn = '***'"
+    assert not any("output" in c for c in cells)  # outputs are not kept by default
+
+
+def test_redact_literals_and_keep_outputs(kernel_factory: Callable[..., GuardedKernel], project: Workspace,
+                                          tmp_path: Path) -> None:
+    pol = tmp_path / "redacting.yaml"
+    pol.write_text(project.policy("default").read_text()
+                   + "\naudit:\n  redact_literals: true\n  keep_outputs: true\n  max_output_bytes: 64\n")
+    k = kernel_factory(policy=pol, actor="agent")
+    assert k.load_result is not None and k.load_result.ok, k.load_result
+    assert k.run("import duckdb\ncon = duckdb.connect('data/warehouse.duckdb')\n"
+                 "def fetch(q):\n    return con.sql(q).fetchall()").ok
+    assert k.run("fetch(\"SELECT count(*) FROM orders WHERE status = 'web'\")").ok
+    assert k.run("'x' * 1000").ok
+    recs = k.records()
+    stmt = [r for r in recs if r.get("statement", "").startswith("SELECT count(*) FROM orders")]
+    assert stmt and all(r["statement"] == "SELECT count(*) FROM orders WHERE status = '***'" for r in stmt)
+    cells = [r for r in recs if r["kind"] == "cell"]
+    assert cells[-2]["output"].startswith("[(")  # the cell's value, as text
+    out = cells[-1]["output"]
+    assert out.startswith("'xxxx") and out.endswith("… [cut at 64 bytes]") and len(out.encode()) < 100

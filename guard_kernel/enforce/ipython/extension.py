@@ -399,6 +399,12 @@ def _record_cell(guard: session.Guard, frame: Any, result: Any) -> None:
         intents.append({"action": intent.request.action.value, "resource": intent.request.resource,
                         "line": intent.request.line, "via": intent.via,
                         **({"decision": d.effect.value} if d is not None else {})})
+    output = None
+    if guard.redactor.keep_outputs and result is not None and getattr(result, "result", None) is not None:
+        try:  # the cell's value as text (what the notebook shows as text/plain), cut to the policy's size
+            output = guard.redactor.output(repr(result.result)[: guard.redactor.max_output_bytes * 4 + 16])
+        except Exception as exc:  # a value whose repr fails is not the audit's problem
+            output = f"<unprintable {type(result.result).__name__}: {type(exc).__name__}>"
     guard.record("cell", action=None, resource=f"cell[{count}]" if count is not None else "cell",
                  decision=decision.value, rules=rules, message="; ".join(dict.fromkeys(messages))[:1000],
                  code=frame.raw, intents=intents, execution_count=count, status=status,
@@ -406,7 +412,8 @@ def _record_cell(guard: session.Guard, frame: Any, result: Any) -> None:
                  static_ms=round(frame.static_seconds * 1000, 3), error=err,
                  inside=frame.log[:MAX_INNER], **({"inside_more": len(frame.log) - MAX_INNER}
                                                   if len(frame.log) > MAX_INNER else {}),
-                 **({"request": frame.request} if frame.request else {}))
+                 **({"request": frame.request} if frame.request else {}),
+                 **({"output": output} if output is not None else {}))
 
 
 # -------------------------------------------------------------- shell commands
