@@ -9,12 +9,30 @@ or reordered (a gap in ``seq``, a ``prev`` that is not the previous hash), trunc
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from guard_kernel.audit.chain import GENESIS, chain_hash
+
+_HASH_TAIL = re.compile(rb',"hash":"([0-9a-f]{64})"}\n\Z')
+"""How the writer ends a line: the canonical body's closing brace replaced by the hash field."""
+
+
+def _line_hash(prev: str, raw: bytes) -> str | None:
+    """The chain hash of the record on line *raw*.  A line as the writer wrote it is hashed as
+    its bytes (the canonical body is the line without its hash field: no re-encoding, ~2x
+    faster); any other spelling of a record is re-encoded canonically first."""
+    m = _HASH_TAIL.search(raw, len(raw) - 76)
+    if m is not None:
+        return hashlib.sha256(prev.encode() + raw[: m.start()] + b"}").hexdigest()
+    try:
+        return chain_hash(prev, json.loads(raw))
+    except ValueError:
+        return None
 
 HEADER_KINDS = frozenset({"session", "fork"})
 """Kinds a file may start with: a session header, or a forked child's first record."""
@@ -75,14 +93,14 @@ class ChainCheck:
             self._bad(None, f"line {self._lineno} is not a JSON object")
             return None
         if self.problem is None:
-            self._check(rec)
+            self._check(rec, raw)
         return rec
 
     def _bad(self, seq: Any, why: str) -> None:
         if self.problem is None:
             self.problem, self.bad_seq, self.bad_line = why, seq if isinstance(seq, int) else None, self._lineno
 
-    def _check(self, rec: dict[str, Any]) -> None:
+    def _check(self, rec: dict[str, Any], raw: bytes) -> None:
         n, seq, where = self.records + 1, rec.get("seq"), f"line {self._lineno}"
         if n == 1:
             if rec.get("kind") not in HEADER_KINDS:
@@ -102,7 +120,7 @@ class ChainCheck:
             self._bad(seq, f"{where}: record seq {seq} does not follow the previous record's hash "
                            "(a record before it was removed, reordered or rewritten)")
             return
-        if chain_hash(self._prev, rec) != rec.get("hash"):
+        if _line_hash(self._prev, raw) != rec.get("hash"):
             self._bad(seq, f"{where}: record seq {seq} was edited (its hash does not match its content)")
             return
         self._prev = rec["hash"]

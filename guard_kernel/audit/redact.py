@@ -22,35 +22,42 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 MASK = "***"
 
 _KEYS = (r"password|passwd|pwd|passphrase|token|secret|api_?key|access_?key|secret_?key|private_?key|"
          r"client_?secret|auth_?token|access_?token|refresh_?token|session_?token|credentials?")
-_SECRETS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # scheme://user:password@host
-    (re.compile(r"(?P<a>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s'\"]*:)[^@/\s'\"]+(?P<b>@)"), rf"\g<a>{MASK}\g<b>"),
-    # password='x', "token": "x", api_key = "x"
-    (re.compile(rf"(?i)(?P<a>['\"]?\b(?:{_KEYS})\w*['\"]?\s*[=:]\s*(?P<q>['\"]))(?:(?!(?P=q)).)+(?P=q)"),
-     rf"\g<a>{MASK}\g<q>"),
-    # connection strings: password=x;  ?token=x&
-    (re.compile(rf"(?i)(?P<a>(?:(?<=[;?&'\"\s])|^)(?:{_KEYS})=)[^;&'\"\s()\[\]{{}}]+(?=[;&'\"\s)]|$)"),
-     rf"\g<a>{MASK}"),
-    # SQL: SECRET 'x', PASSWORD 'x', KEY_ID 'x', IDENTIFIED BY 'x'
-    (re.compile(r"(?i)(?P<a>\b(?:secret|password|token|key_id|session_token|identified\s+by)\s+')[^']*(?P<b>')"),
-     rf"\g<a>{MASK}\g<b>"),
-    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S), MASK),
-    (re.compile(r"(?i)\b(?P<a>bearer\s+)[A-Za-z0-9._~+/\-]{16,}=*"), rf"\g<a>{MASK}"),
-    (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), MASK),
-    (re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})\b"), MASK),
-    (re.compile(r"\bxox[abprs]-[A-Za-z0-9\-]{10,}"), MASK),
-    (re.compile(r"\b(?:sk|rk)_(?:live|test)_[0-9a-zA-Z]{16,}\b"), MASK),
-    (re.compile(r"\bsk-[A-Za-z0-9_\-]{20,}"), MASK),
-    (re.compile(r"\bAIza[0-9A-Za-z_\-]{35}\b"), MASK),
-    (re.compile(r"\beyJ[\w\-]{8,}\.eyJ[\w\-]{8,}\.[\w\-]{8,}"), MASK),
-)
+
+
+@cache
+def _secrets() -> tuple[tuple[re.Pattern[str], str], ...]:
+    """The secret patterns and their replacements, compiled on first use (not at start-up)."""
+    return (
+        # scheme://user:password@host
+        (re.compile(r"(?P<a>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s'\"]*:)[^@/\s'\"]+(?P<b>@)"), rf"\g<a>{MASK}\g<b>"),
+        # password='x', "token": "x", api_key = "x"
+        (re.compile(rf"(?i)(?P<a>['\"]?\b(?:{_KEYS})\w*['\"]?\s*[=:]\s*(?P<q>['\"]))(?:(?!(?P=q)).)+(?P=q)"),
+         rf"\g<a>{MASK}\g<q>"),
+        # connection strings: password=x;  ?token=x&
+        (re.compile(rf"(?i)(?P<a>(?:(?<=[;?&'\"\s])|^)(?:{_KEYS})=)[^;&'\"\s()\[\]{{}}]+(?=[;&'\"\s)]|$)"),
+         rf"\g<a>{MASK}"),
+        # SQL: SECRET 'x', PASSWORD 'x', KEY_ID 'x', IDENTIFIED BY 'x'
+        (re.compile(r"(?i)(?P<a>\b(?:secret|password|token|key_id|session_token|identified\s+by)\s+')[^']*(?P<b>')"),
+         rf"\g<a>{MASK}\g<b>"),
+        (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S), MASK),
+        (re.compile(r"(?i)\b(?P<a>bearer\s+)[A-Za-z0-9._~+/\-]{16,}=*"), rf"\g<a>{MASK}"),
+        (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), MASK),
+        (re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})\b"), MASK),
+        (re.compile(r"\bxox[abprs]-[A-Za-z0-9\-]{10,}"), MASK),
+        (re.compile(r"\b(?:sk|rk)_(?:live|test)_[0-9a-zA-Z]{16,}\b"), MASK),
+        (re.compile(r"\bsk-[A-Za-z0-9_\-]{20,}"), MASK),
+        (re.compile(r"\bAIza[0-9A-Za-z_\-]{35}\b"), MASK),
+        (re.compile(r"\beyJ[\w\-]{8,}\.eyJ[\w\-]{8,}\.[\w\-]{8,}"), MASK),
+    )
+
+
 _CHEAP = re.compile(rf"(?i)://|{_KEYS}|identified|bearer|AKIA|ASIA|gh[pousr]_|github_pat|xox|sk_|rk_|sk-|AIza|eyJ"
                     r"|PRIVATE KEY")
 """Text without any of these has nothing to scrub (one scan instead of a dozen)."""
@@ -65,7 +72,7 @@ def scrub(text: str) -> str:
     """*text* with credentials and well-known secrets masked."""
     if not _CHEAP.search(text):
         return text
-    for pattern, repl in _SECRETS:
+    for pattern, repl in _secrets():
         text = pattern.sub(repl, text)
     return text
 

@@ -122,8 +122,8 @@ def summarize(path: str, *, max_denials: int = MAX_DENIALS) -> Summary:
     chain = check.result()
     if not chain.ended.startswith("closed"):
         end_reason = None
-    pol = header.get("policy") or {}
-    kernel = header.get("kernel") or {}
+    pol: dict[str, Any] = header["policy"] if isinstance(header.get("policy"), dict) else {}
+    kernel: dict[str, Any] = header["kernel"] if isinstance(header.get("kernel"), dict) else {}
     return Summary(path, header.get("session"), header.get("ts"), last_ts, header.get("actor"),
                    header.get("environment"), pol.get("name"), pol.get("sha256"), kernel.get("id"),
                    header.get("notebook"), header.get("previous_session"), chain.records, cells,
@@ -184,6 +184,8 @@ def summary_text(s: Summary) -> str:
         f"chain:     {'ok' if s.chain.ok else 'BROKEN: ' + str(s.chain.problem)}",
         f"ended:     {s.ended}" + (f" (last record {s.last_ts})" if s.last_ts else ""),
     ]
+    if s.chain.partial_tail:
+        lines.append(f"partial:   the last line is cut short ({s.chain.partial_tail} bytes): a write did not finish")
     if s.previous_session:
         lines.append(f"restart of: {s.previous_session}")
     if s.denials:

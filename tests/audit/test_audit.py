@@ -407,3 +407,20 @@ def test_verify_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main(["verify", str(good), str(bad)]) == 1
     assert "BROKEN" in capsys.readouterr().out
     assert main(["verify", str(tmp_path / "missing.jsonl")]) == 2
+
+
+def test_verify_catches_a_byte_edit_that_keeps_the_writers_line_shape(tmp_path: Path) -> None:
+    """The fast path hashes a writer-shaped line as its bytes: an edit in place is still caught."""
+    path = tmp_path / "s.jsonl"
+    write_some(path, 3)
+    data = path.read_bytes()
+    lines = data.splitlines(keepends=True)
+    lines[2] = lines[2].replace(b'"resource":"t1"', b'"resource":"t9"')
+    path.write_bytes(b"".join(lines))
+    res = verify(str(path))
+    assert not res.ok and res.problem == "line 3: record seq 3 was edited (its hash does not match its content)"
+    # the same record re-spelled (spaces, other key order) but unchanged still verifies
+    lines = data.splitlines(keepends=True)
+    lines[2] = (json.dumps(dict(reversed(list(json.loads(lines[2]).items()))), indent=None) + "\n").encode()
+    path.write_bytes(b"".join(lines))
+    assert verify(str(path)).ok
