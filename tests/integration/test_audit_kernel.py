@@ -78,6 +78,8 @@ def test_a_full_disk_refuses_actions_until_there_is_room_again(
         assert all(p.exists() for p in written)
         res = k.run("x = x + 2")  # nothing runs while the audit cannot be written
         assert blocked(res) and "nothing in this cell ran" in res.traceback, res
+        res = k.run("%guard audit")
+        assert res.ok and "the audit cannot be written now" in res.stdout and "No space left" in res.stdout, res
     finally:
         filler.unlink()
         for p in written:
@@ -110,6 +112,8 @@ def test_a_removed_audit_folder_refuses_every_action(
         assert blocked(res) and "start a new session" in res.traceback, res
     assert not out.exists()
     assert list(audit.iterdir()) == []
+    res = k.run("%guard audit")  # the guard still says what is wrong
+    assert res.ok and "the audit file is gone" in res.stdout and "removed or replaced" in res.stdout, res
 
 
 # ------------------------------------------------------- header, end, restarts

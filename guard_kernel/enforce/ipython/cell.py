@@ -103,6 +103,12 @@ class CellFrame:
     """The Jupyter request that ran the cell (msg_id, client session, username, tool)."""
 
 
+def _only_guard_magics(raw: str) -> bool:
+    """The cell is only ``%guard …`` lines: the guard's own status, shown even when its audit fails."""
+    lines = [x.strip() for x in raw.splitlines() if x.strip()]
+    return bool(lines) and all(x == "%guard" or x.startswith("%guard ") for x in lines)
+
+
 class _AliasNames:
     """The shell's alias names, listed only if the analysis asks (most cells never do)."""
 
@@ -164,7 +170,8 @@ class CellTransformer(ast.NodeTransformer):
         try:
             t0 = time.perf_counter()
             source, frame = self._source_for(node)
-            guard.audit_ready()  # fail closed: a cell whose record cannot be written does not run
+            if not (frame is not None and _only_guard_magics(frame.raw)):  # %guard still says why
+                guard.audit_ready()  # fail closed: a cell whose record cannot be written does not run
             kw: dict[str, Any] = {}
             if source is not None and self.analyze is analyze_tree and source.isascii():
                 hits = kw["hits"] = hit_lines(source)

@@ -71,7 +71,13 @@ def audit_text(guard: session.Guard, *, as_json: bool = False) -> str:
     """This session's audit: its path, then its summary (counts, denials with their rules, chain)."""
     from guard_kernel.audit.summary import summarize, summary_text
 
+    failure = getattr(guard.audit, "failure", None)
+    if not os.path.isfile(guard.audit_path):
+        return (f"audit:     {guard.audit_path}\nthe audit file is gone"
+                + (f": {failure}" if failure else "") + "; every action is refused. Start a new session.")
     s = summarize(guard.audit_path)
+    if failure is not None and not as_json:
+        return f"{summary_text(s)}\n\nthe audit cannot be written now: {failure}; every action is refused until it can."
     if as_json:
         return json.dumps(s.as_dict(), indent=2)
     folder = os.path.dirname(guard.audit_path)
