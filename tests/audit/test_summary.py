@@ -112,3 +112,26 @@ def test_list_chains_restarted_sessions(tmp_path: Path, capsys: pytest.CaptureFi
     assert out[2].startswith(f"└ {second.session_id}") and "ended without a close record" in out[2]
     assert out[3].startswith(other.session_id)
     assert main(["audit", "list", str(tmp_path / "nothing")]) == 2
+
+
+@pytest.mark.parametrize("damage", [b'{"seq": 99, "kind": "sql", "resou', b"not json at all\n", b"[1, 2]\n",
+                                    b'{"seq": 5, "kind": "cell", "policy": 3, "rules": "x"}\n', b"\0" * 64])
+def test_every_reader_reports_damage_and_none_crashes(tmp_path: Path, damage: bytes,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    g = _session(tmp_path)
+    g.close("shutdown")
+    with open(g.audit_path, "ab") as f:
+        f.write(damage)
+    s = summarize(g.audit_path)
+    res = s.chain
+    if damage.strip(b"\0"):
+        assert not res.ok and res.records == 5 and res.line == 6, res
+    else:  # a NUL tail (what writers before this version left while open) is no record, and no damage
+        assert res.ok and res.records == 5
+    want = 1 if damage.strip(b"\0") else 0
+    assert main(["audit", "show", g.audit_path]) == want
+    assert main(["audit", "verify", g.audit_path]) == want
+    assert main(["audit", "list", str(tmp_path / "audit")]) == want
+    out = capsys.readouterr().out
+    if not damage.endswith((b"\n", b"\0")):
+        assert "partial:   the last line is cut short (33 bytes)" in out
