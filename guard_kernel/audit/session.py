@@ -34,6 +34,7 @@ END_REASONS = {
     "unload": "the guard was unloaded (%unload_ext)",
     "exit": "the process exited",
     "close": "the guard was closed",
+    "died": "the kernel process died (recorded afterwards by the process that owns the audit)",
 }
 """Why a session ended, as its ``session_end`` record says (``reason``)."""
 

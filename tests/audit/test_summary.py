@@ -135,3 +135,20 @@ def test_every_reader_reports_damage_and_none_crashes(tmp_path: Path, damage: by
     out = capsys.readouterr().out
     if not damage.endswith((b"\n", b"\0")):
         assert "partial:   the last line is cut short (33 bytes)" in out
+
+
+def test_the_owner_of_a_dead_sessions_audit_can_end_it(tmp_path: Path) -> None:
+    """What a launcher does when the kernel it started died: reopen the file (the chain continues
+    after the last complete record) and write the end record the kernel could not."""
+    from guard_kernel.audit import AuditWriter
+    from guard_kernel.audit.session import end_fields
+
+    g = _session(tmp_path)  # never closed: as if killed
+    last = summarize(g.audit_path).records
+    w = AuditWriter(g.audit_path, session=g.session_id, actor="agent", environment="default",
+                    policy=g.policy.ref())
+    w.write("session_end", **end_fields("died", {"deny": 1}), exit_signal="SIGKILL")
+    w.close()
+    s = summarize(g.audit_path)
+    assert s.chain.ok and s.records == last + 1
+    assert s.ended == "closed (died)" and s.end_reason == "died"
