@@ -93,6 +93,7 @@ class Redactor:
     known_names: frozenset[str] = frozenset()
     """Names the policy itself uses (sources, tables, columns; lower case): kept when quoted."""
     _denied: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
+    _memo: dict[tuple[str, str], str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.denied_columns:
@@ -142,32 +143,36 @@ class Redactor:
         return text
 
     def fields(self, fields: dict[str, Any]) -> dict[str, Any]:
-        """A record's fields as written: statements, code, commands, messages and errors redacted."""
+        """A record's fields as written: statements, code, commands, messages and errors redacted
+        (each distinct text once: records repeat their statements and messages)."""
         out = fields
-        for key, value in fields.items():
+        memo = self._memo
+        for key, kind in _TEXT_FIELDS:
+            value = fields.get(key)
             if not isinstance(value, str) or not value:
                 continue
-            if key == "statement":
-                new = self.sql(value)
-            elif key in ("code", "command", "line", "output", "message", "error", "hint"):
-                new = self.code(value)  # messages and errors quote statements and values too
-            elif key == "resource":
-                new = scrub(value)
-            else:
-                continue
-            if new is not value:
+            new = memo.get((kind, value))
+            if new is None:
+                new = self.sql(value) if kind == "sql" else self.code(value) if kind == "code" else scrub(value)
+                if len(memo) >= 4096:
+                    memo.clear()
+                memo[(kind, value)] = new
+            if new != value:
                 if out is fields:
                     out = dict(fields)
                 out[key] = new
-        intents = fields.get("intents")
-        if isinstance(intents, list) and intents:
-            out = out if out is not fields else dict(fields)
-            out["intents"] = [self.fields(x) if isinstance(x, dict) else x for x in intents]
-        inside = fields.get("inside")
-        if isinstance(inside, list) and inside:
-            out = out if out is not fields else dict(fields)
-            out["inside"] = [self.fields(x) if isinstance(x, dict) else x for x in inside]
+        for key in ("intents", "inside"):
+            items = fields.get(key)
+            if isinstance(items, list) and items:
+                if out is fields:
+                    out = dict(fields)
+                out[key] = [self.fields(x) if isinstance(x, dict) else x for x in items]
         return out
+
+
+_TEXT_FIELDS = (("statement", "sql"), ("code", "code"), ("command", "code"), ("line", "code"), ("output", "code"),
+                ("message", "code"), ("error", "code"), ("hint", "code"), ("resource", "scrub"))
+"""The fields of a record that hold text to redact, and how (messages and errors quote statements too)."""
 
 
 def redactor(settings: Any, denied_columns: Iterable[str], known_names: Iterable[str] = ()) -> Redactor:
