@@ -78,7 +78,8 @@ class Guard:
         self.end_reason = "exit"
         """Why the session ends if nothing says otherwise (the extension sets shutdown / restart)."""
         self.audit.write("session", **header_fields({**policy.ref(), "mode": policy.mode, "lock": policy.lock}, actor,
-                                                    environment, session=self.session_id, audit_dir=audit_dir,
+                                                    environment, session=self.session_id,
+                                                    audit_dir=os.path.dirname(self.audit.path),
                                                     **(header or {})))
         # a kernel that is shut down never unloads the extension: end the audit file at exit
         # (its last record says the session ended; a killed process leaves no such record)
