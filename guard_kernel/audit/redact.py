@@ -37,8 +37,8 @@ def _secrets() -> tuple[tuple[re.Pattern[str], str], ...]:
     return (
         # scheme://user:password@host
         (re.compile(r"(?P<a>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s'\"]*:)[^@/\s'\"]+(?P<b>@)"), rf"\g<a>{MASK}\g<b>"),
-        # password='x', "token": "x", api_key = "x"
-        (re.compile(rf"(?i)(?P<a>['\"]?\b(?:{_KEYS})\w*['\"]?\s*[=:]\s*(?P<q>['\"]))(?:(?!(?P=q)).)+(?P=q)"),
+        # password='x', "token": "x", db_api_key = "x" (a name that ends in a key word)
+        (re.compile(rf"(?i)(?P<a>['\"]?\b\w*?(?:{_KEYS})['\"]?\s*[=:]\s*(?P<q>['\"]))(?:(?!(?P=q)).)+(?P=q)"),
          rf"\g<a>{MASK}\g<q>"),
         # connection strings: password=x;  ?token=x&
         (re.compile(rf"(?i)(?P<a>(?:(?<=[;?&'\"\s])|^)(?:{_KEYS})=)[^;&'\"\s()\[\]{{}}]+(?=[;&'\"\s)]|$)"),

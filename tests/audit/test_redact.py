@@ -20,6 +20,7 @@ SCRUBBED = [
      'create_engine("postgresql://analyst:***@db.example.com/w")'),
     ("connect(host='h', password='hunter2', user='bob')", "connect(host='h', password='***', user='bob')"),
     ('cfg = {"api_key": "abcd1234efgh", "x": 1}', 'cfg = {"api_key": "***", "x": 1}'),
+    ("db_password = 'pw'; AWS_SECRET_ACCESS_KEY='abc'", "db_password = '***'; AWS_SECRET_ACCESS_KEY='***'"),
     ("Server=db;User Id=sa;Password=Pa55w0rd!;", "Server=db;User Id=sa;Password=***;"),
     ("host=db password=Pa55 dbname=w", "host=db password=*** dbname=w"),
     ("CREATE SECRET s (TYPE s3, KEY_ID 'AKIAIOSFODNN7EXAMPLE', SECRET 'wJalrXUtnFEMI')",
@@ -38,6 +39,9 @@ KEPT = [  # ordinary analysis code: nothing to scrub
     "df.groupby('region').agg(total=('amount', 'sum'))",
     "con.sql(\"SELECT region, count(*) FROM customers WHERE segment = 'smb' GROUP BY 1\")",
     "url = 'https://example.com/data.csv'",
+    "tokenizer = AutoTokenizer.from_pretrained('bert-base-uncased')",
+    "out = model.generate(ids, max_new_tokens=20, pad_token_id=0)",
+    "secrets_found = {'count': 3}",
 ]
 
 
