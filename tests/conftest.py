@@ -12,6 +12,8 @@ import os
 import re
 import shutil
 import sys
+import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +54,41 @@ def _matplotlib_font_cache() -> None:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     """A sample project: data/warehouse.duckdb, data/raw/*.csv|parquet, scratch/, policies/."""
-    return build_workspace(tmp_path_factory.mktemp("project"))
+    ws = build_workspace(tmp_path_factory.mktemp("project"))
+    _WAREHOUSES.append(ws.warehouse)
+    return ws
+
+
+_WAREHOUSES: list[Path] = []
+SECRETS = ("s3cr3t-Pa55-7f2c", "tok-9d8e7f6a5b4c3d2e")
+"""A connection password and a token the tests put in code (tests/integration/test_audit_kernel.py):
+no audit file may hold them."""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_secret_in_any_audit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the whole suite: no customer's ``ssn`` (a deny column of the sample warehouse) and no
+    test password appears in any audit file the suite's sessions wrote."""
+    started = time.time()
+    yield
+    if not _WAREHOUSES:
+        return
+    con = duckdb.connect(str(_WAREHOUSES[0]), read_only=True)
+    try:
+        ssns = {r[0] for r in con.execute("SELECT ssn FROM customers").fetchall()}
+    finally:
+        con.close()
+    files = list(tmp_path_factory.getbasetemp().rglob("*.jsonl"))
+    files += [f for d in Path(tempfile.gettempdir()).glob("guard-demo-*") if d.stat().st_mtime >= started - 1
+              for f in d.rglob("*.jsonl")]
+    leaks = []
+    for f in files:
+        text = f.read_text(errors="replace")
+        found = {m for m in re.findall(r"\d{3}-\d{2}-\d{4}", text) if m in ssns}
+        found |= {s for s in SECRETS if s in text}
+        if found:
+            leaks.append(f"{f}: {sorted(found)[:3]}")
+    assert not leaks, "values that must never enter the audit were found:\n" + "\n".join(leaks)
 
 
 def digest(path: Path) -> str:

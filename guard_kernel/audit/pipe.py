@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from guard_kernel.audit.chain import ENCODE
-from guard_kernel.audit.writer import AuditWriter
+from guard_kernel.audit.writer import AuditUnavailable, AuditWriter
 
 RESERVED = frozenset({"seq", "ts", "session", "actor", "environment", "policy", "kind", "prev", "hash"})
 """Fields only the writer sets: a message cannot forge them."""
@@ -68,8 +68,12 @@ class PipeSink:
         if len(data) > MAX_MESSAGE:  # still too large: say so rather than lose the record silently
             data = ENCODE({"kind": kind, "fields": {"message": "record too large to send", "bytes": len(data)},
                            "pid": os.getpid()}).encode()
-        with self._lock:  # threads of this process; other processes: each send is one whole message
-            self.sock.send(data)
+        try:
+            with self._lock:  # threads of this process; other processes: each send is one whole message
+                self.sock.send(data)
+        except OSError as exc:  # the launcher is gone: nothing can be recorded, so nothing may run
+            raise AuditUnavailable(self.path, f"the launcher that owns the audit does not answer: {exc}",
+                                   permanent=True) from None
         return {"kind": kind, **fields}
 
     def close(self) -> None:

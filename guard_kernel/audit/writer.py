@@ -1,26 +1,30 @@
 """The one audit writer: append-only JSON Lines, one file per session, hash-chained.
 
-Every record is copied into a shared memory map of the file (the OS's page cache) before
-the action it describes proceeds, so a killed kernel loses no completed record; ``fsync``
-runs every ``fsync_every`` records and at close, for power loss.  Each record carries
-``prev`` (the previous record's hash) and ``hash`` = SHA-256 of the previous hash and the
-record's canonical JSON (:mod:`guard_kernel.audit.chain`), so an edited, dropped or
-reordered record breaks the chain (:func:`guard_kernel.audit.integrity.verify`).
+Each record is written with one ``pwrite`` at the end of the file before the action it
+describes proceeds, so a killed kernel loses no completed record, and the file is plain JSON
+Lines at every moment (``tail``, ``grep``, ``jq``).  ``fsync`` runs every ``fsync_every``
+records (on a helper thread) and at close, for power loss.  Each record carries ``prev`` and
+``hash`` (:mod:`guard_kernel.audit.chain`), so an edited, dropped or reordered record breaks
+the chain (:func:`guard_kernel.audit.integrity.verify`).
 
-Why a memory map and not ``os.write``: a system call releases the GIL, and in a kernel the
-IOPub thread is usually waiting for it right after a cell, so each ``os.write`` cost ~100 µs
-of handing the GIL over and back (measured; ~10 µs outside a kernel).  A copy into the map
-keeps the GIL.  The price: the file is grown in 1 MiB steps, so while a writer is open (or
-after it was killed) the file ends in NUL bytes after the last record.  :func:`read_records`
-and :func:`verify` stop there; ``close()`` cuts the file to its records; a writer that
-reopens the file continues after the last complete record.
+Why ``pwrite`` and not a shared memory map (the previous design): a write into a map's
+unallocated page on a full disk raises SIGBUS and kills the kernel, where ``pwrite`` raises
+``ENOSPC`` that the guard turns into a denial; and a map needs the file grown ahead of its
+records, so the live file ended in NUL bytes that ``grep`` calls binary.
+
+**Fail closed.**  A record that cannot be written raises :class:`AuditUnavailable`; the
+guard denies the action the record describes.  The writer remembers the failure: while it
+lasts every write is refused; a transient one (disk full, I/O error) is retried by the next
+write, which first records an ``audit_gap`` (what was refused meanwhile, and why).  A file
+removed or replaced under the writer (its path no longer names the file it writes) is
+permanent: the session refuses until it ends.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
-import mmap
 import os
 import threading
 import time
@@ -47,8 +51,12 @@ class AuditSink(Protocol):
     def close(self) -> None: ...
 
 
-_CHUNK = 1 << 20
-"""The file grows by this much at a time (a sparse tail: no disk is used until written)."""
+class AuditUnavailable(OSError):
+    """A record could not be written: the action it describes must not proceed."""
+
+    def __init__(self, path: str, reason: str, *, permanent: bool) -> None:
+        super().__init__(f"the audit file {path} cannot be written: {reason}")
+        self.path, self.reason, self.permanent = path, reason, permanent
 
 
 def new_session_id() -> str:
@@ -94,6 +102,10 @@ class AuditWriter:
         self.fsync_every = fsync_every
         self._quiet = quiet
         self._lock = threading.Lock()
+        self.failure: AuditUnavailable | None = None
+        """Why the last write failed (None while records are written)."""
+        self._failed_at = ""
+        self._refused = 0
         with quiet():
             self._open()
         _open_writers.add(self)
@@ -102,15 +114,13 @@ class AuditWriter:
         self._pid = os.getpid()
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        st = os.fstat(self._fd)
         self._seq, self._prev, self._end = self._tail()
-        size = os.fstat(self._fd).st_size
-        if size > self._end:  # what follows the last readable record
+        if st.st_size > self._end:  # what follows the last readable record
             # lines that could not be read stay (verify reports them); an unfinished record
-            # or the NUL tail of a killed writer goes, so readers stop after our records
-            self._end += os.pread(self._fd, size - self._end, self._end).rfind(b"\n") + 1
+            # (or the NUL tail an older writer left) goes, so the file ends with our records
+            self._end += os.pread(self._fd, st.st_size - self._end, self._end).rfind(b"\n") + 1
             os.ftruncate(self._fd, self._end)
-        self._mm: mmap.mmap | None = None
-        self._map(self._end)
         self._since_sync = 0
         # fsync (power-loss durability) runs on a helper thread: every record is already in
         # the page cache before its action proceeds, so a killed kernel loses nothing, and
@@ -118,33 +128,14 @@ class AuditWriter:
         self._sync_wanted = threading.Event()
         self._syncer: threading.Thread | None = None
 
-    def _map(self, need: int) -> None:
-        """(Re)map the file with room past *need* bytes: a shared map, so what is copied into it
-        is in the page cache, which outlives this process.  Where the file system has no shared
-        maps, records are written with ``os.pwrite`` instead (slower in a kernel, as safe)."""
-        assert self._fd is not None
-        if self._mm is not None:
-            self._mm.close()  # remapped rather than resized: mremap is Linux-only
-            self._mm = None
-        try:
-            os.ftruncate(self._fd, need + _CHUNK)
-            self._mm = mmap.mmap(self._fd, 0)
-        except (OSError, ValueError):
-            os.ftruncate(self._fd, self._end)
-
     def _drop_inherited(self) -> None:
-        """In a forked child: let go of the parent's file (the map is shared: never write it)."""
-        with self._quiet():
-            if self._mm is not None:
-                self._mm.close()
-                self._mm = None
-            if self._fd is not None:
-                os.close(self._fd)
+        """In a forked child: let go of the parent's file descriptor (never write through it)."""
+        if self._fd is not None:
+            os.close(self._fd)
 
     def _forked(self) -> None:
-        """A forked child's first record: it goes to a file of its own.  The map is shared with
-        the parent, which keeps writing at the same offsets, so records of both would overwrite
-        each other.  Called with the lock held."""
+        """A forked child's first record: it goes to a file of its own (the parent keeps writing
+        at the same offsets, so records of both would overwrite each other).  Lock held."""
         parent, parent_seq = self.session, self._seq
         root, ext = os.path.splitext(self.path)
         self._drop_inherited()
@@ -193,19 +184,67 @@ class AuditWriter:
         return self._seq
 
     def write(self, kind: str, **fields: Any) -> dict[str, Any]:
-        """Append one record of *kind* with *fields*; returns the record as written."""
+        """Append one record of *kind* with *fields*; returns the record as written.
+
+        Raises :class:`AuditUnavailable` when it cannot be written (see the module's docstring)."""
         with self._lock:
             if self._fd is None:
                 raise ValueError("audit writer is closed")
             if self._pid != os.getpid():  # a forked child writes a file of its own
                 self._forked()
+            if self.failure is not None:
+                self._resume()
             return self._append(kind, fields)
 
+    def resume(self) -> None:
+        """Raise :class:`AuditUnavailable` unless the audit can be written (again); after a
+        failure, the first record written is an ``audit_gap``.  Cheap while nothing failed."""
+        if self.failure is None:
+            return
+        with self._lock:
+            if self._fd is None:
+                raise ValueError("audit writer is closed")
+            if self.failure is not None:
+                self._resume()
+
+    def _resume(self) -> None:
+        """Try to end a failure by recording it (the lock is held)."""
+        failure = self.failure
+        assert failure is not None
+        if failure.permanent:
+            self._refused += 1
+            raise failure
+        self._append("audit_gap", {"action": None, "resource": None, "decision": "deny", "rules": [],
+                                   "message": f"the audit could not be written from {self._failed_at}: "
+                                              f"{failure.reason}; {self._refused} action(s) were refused meanwhile",
+                                   "reason": failure.reason, "since": self._failed_at,
+                                   "refused": self._refused})
+        self.failure, self._refused = None, 0
+
+    def _fail(self, reason: str, *, permanent: bool) -> AuditUnavailable:
+        """Remember a failure (its first time, and each refusal it causes) and return it."""
+        exc = AuditUnavailable(self.path, reason, permanent=permanent)
+        self._refused += 1
+        if self.failure is None or (permanent and not self.failure.permanent):
+            self.failure, self._failed_at = exc, self._failed_at if self.failure else _utc_now()
+        return exc
+
+    def _check_place(self) -> None:
+        """The file is still where readers look for it: not removed, and not replaced by
+        another file (a rename or a delete drops the link count of the file this writer
+        writes to 0).  ``fstat`` and not ``stat(path)``: half the cost, same cases but a
+        second hard link made on purpose."""
+        assert self._fd is not None
+        if os.fstat(self._fd).st_nlink == 0:
+            raise self._fail("it was removed or replaced (its folder deleted, or the file moved or "
+                             "deleted); start a new session", permanent=True)
+
     def _append(self, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
-        """Write one record (the lock is held)."""
-        self._seq += 1
+        """Write one record (the lock is held); seq and chain move on only once it is written."""
+        self._check_place()
+        seq = self._seq + 1
         rec: dict[str, Any] = {
-            "seq": self._seq,
+            "seq": seq,
             "ts": _utc_now(),
             "session": self.session,
             "actor": self.actor,
@@ -219,17 +258,21 @@ class AuditWriter:
         digest = hashlib.sha256(self._prev.encode() + body).hexdigest()
         rec["hash"] = digest
         line = body[:-1] + b',"hash":"' + digest.encode() + b'"}\n'
-        end = self._end + len(line)
-        if self._mm is not None and end > len(self._mm):
-            with self._quiet():
-                self._map(end)
-        if self._mm is not None:
-            self._mm[self._end:end] = line
-        else:
-            assert self._fd is not None  # checked by write() under the lock
-            os.pwrite(self._fd, line, self._end)
-        self._end = end
-        self._prev = digest
+        fd = self._fd
+        assert fd is not None  # checked by write() under the lock
+        try:
+            done = os.pwrite(fd, line, self._end)
+            while done < len(line):  # a short write: the rest, or the error that cut it short
+                done += os.pwrite(fd, line[done:], self._end + done)
+        except OSError as exc:
+            try:  # the file keeps ending with a whole record
+                os.ftruncate(fd, self._end)
+            except OSError:
+                pass
+            permanent = exc.errno in (errno.EBADF, errno.EROFS)
+            raise self._fail(exc.strerror or str(exc), permanent=permanent) from None
+        self._seq, self._prev = seq, digest
+        self._end += len(line)
         self._since_sync += 1
         if self._since_sync >= self.fsync_every:
             self._request_sync()
@@ -250,11 +293,11 @@ class AuditWriter:
             self._sync_wanted.set()  # wakes the helper, which sees _fd is None and ends
             self._syncer.join()
         with self._quiet():
-            if self._mm is not None:
-                self._mm.close()
-                self._mm = None
-            os.ftruncate(fd, self._end)  # the file ends with its last record
-            os.fsync(fd)
+            try:
+                os.fsync(fd)
+            except OSError:  # a file system that cannot sync: the records are written already
+                pass
             os.close(fd)
 
 
+__all__ = ["AuditUnavailable", "AuditWriter", "new_session_id"]

@@ -1,36 +1,89 @@
-"""``guard-kernel verify``: audit files checked."""
+"""``guard-kernel audit verify | show | list`` (and ``verify``, the older spelling of ``audit verify``).
+
+Every verb streams the files: a 100,000-record audit is never loaded whole.  Exit codes:
+0 every chain intact; 1 a chain is broken (or a session file is damaged); 2 a file or folder
+that does not exist.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
+from guard_kernel.audit.integrity import verify
+from guard_kernel.audit.summary import chains, sessions, short, summarize, summary_text, table
+
+DEFAULT_DIR_ENV = "GUARD_KERNEL_AUDIT_DIR"
+
+
+def _missing(path: str) -> bool:
+    if not os.path.isfile(path):
+        print(f"{path}: no such file", file=sys.stderr)
+        return True
+    return False
+
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from guard_kernel.audit.integrity import verify
-
     status = 0
     for path in args.audit:
-        if not os.path.isfile(path):
-            print(f"{path}: no such file", file=sys.stderr)
+        if _missing(path):
             status = max(status, 2)
             continue
         res = verify(path)
         if res.ok:
-            print(f"{path}: ok, hash chain intact ({res.records} records)")
+            print(f"{path}: ok, hash chain intact ({res.records} records); {res.ended}")
         else:
-            print(f"{path}: BROKEN after {res.records} record(s): {res.problem}")
+            print(f"{path}: BROKEN after {res.records} good record(s): {res.problem}")
             status = max(status, 1)
     return status
 
 
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``verify``."""
-    v = sub.add_parser("verify", help="check the hash chain of audit files")
-    v.add_argument("audit", nargs="+", metavar="AUDIT.jsonl")
-    v.set_defaults(func=_cmd_verify)
+def _cmd_show(args: argparse.Namespace) -> int:
+    if _missing(args.audit):
+        return 2
+    s = summarize(args.audit)
+    print(json.dumps(s.as_dict(), indent=2) if args.json else summary_text(s))
+    return 0 if s.chain.ok else 1
 
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    folder = args.dir or os.environ.get(DEFAULT_DIR_ENV) or ".guard_audit"
+    if not os.path.isdir(folder):
+        print(f"{folder}: no such folder", file=sys.stderr)
+        return 2
+    found = sessions(folder)
+    if args.json:
+        print(json.dumps([[s.as_dict() for s in chain] for chain in chains(found)], indent=2))
+    else:
+        rows = []
+        for chain in chains(found):
+            for i, s in enumerate(chain):
+                rows.append((("└ " if i else "") + str(s.session), (s.started or "")[:19], str(s.actor),
+                             str(s.policy), str(s.cells), str(s.denial_count), str(s.truncations),
+                             "ok" if s.chain.ok else "BROKEN", short(s.ended, 48)))
+        print(table(rows, ("session", "started", "actor", "policy", "cells", "denials", "truncations",
+                            "chain", "ended")) if rows else f"{folder}: no sessions")
+    return 0 if all(s.chain.ok for s in found) else 1
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``audit`` (verify, show, list) and ``verify`` (an alias of ``audit verify``)."""
+    a = sub.add_parser("audit", help="verify, show and list session audit files")
+    verbs = a.add_subparsers(dest="verb", required=True)
+    for parser in (verbs.add_parser("verify", help="check the hash chain of audit files (exit 1 if one is broken)"),
+                   sub.add_parser("verify", help="check the hash chain of audit files (= audit verify)")):
+        parser.add_argument("audit", nargs="+", metavar="AUDIT.jsonl")
+        parser.set_defaults(func=_cmd_verify)
+    s = verbs.add_parser("show", help="a session's summary and its denials")
+    s.add_argument("audit", metavar="AUDIT.jsonl")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=_cmd_show)
+    li = verbs.add_parser("list", help="the sessions of an audit folder, restarts chained")
+    li.add_argument("dir", nargs="?", default=None, help=f"folder (default ${DEFAULT_DIR_ENV} or .guard_audit)")
+    li.add_argument("--json", action="store_true", help="print JSON")
+    li.set_defaults(func=_cmd_list)
 
 
 __all__ = ["add_parsers"]

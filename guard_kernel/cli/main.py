@@ -1,4 +1,5 @@
-"""Command line: ``python -m guard_kernel demo | run | install | kernels | verify | check-policy`` (one module per family).
+"""Command line: ``python -m guard_kernel demo | run | install | kernels | audit (verify | show | list) | verify |
+check-policy`` (one module per family).
 
 Exit codes: 0 success; 1 the run, audit or demo is not as expected; 2 bad input
 (a policy that does not validate, a missing file).

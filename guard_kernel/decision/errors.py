@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from guard_kernel.decision.evaluate import Decision
+from guard_kernel.decision.evaluate import Decision, Effect, RuleHit
+from guard_kernel.policy.actions import Action
 from guard_kernel.policy.model import PolicyError
 
 try:  # IPython is a dependency, but keep the core importable without it
@@ -65,10 +66,25 @@ class GuardLocked(PermissionError):
         return [f"guard_kernel: {self}"]
 
 
+def audit_unavailable(exc: OSError, refused: Decision | None, audit_path: str) -> Decision:
+    """The denial of an action whose audit record could not be written (fail closed)."""
+    what = f"{refused.action.value} on {refused.resource}" if refused is not None else "this action"
+    reason = getattr(exc, "reason", None) or str(exc)
+    return Decision(Effect.DENY, refused.action if refused is not None else Action.SQL_UNKNOWN,
+                    refused.resource if refused is not None else "audit",
+                    (RuleHit("audit-unavailable", "<guard>", 0),),
+                    f"{what} refused: the audit cannot be written ({reason}); nothing the guard cannot "
+                    f"record is allowed to run",
+                    f"Make {audit_path} writable again (free disk space, restore its folder); "
+                    "the session refuses every action until then, or start a new session.",
+                    refused.line if refused is not None else None, refused.code if refused is not None else None)
+
+
 def locked_message(policy_name: str) -> str:
     """Why a locked guard refused, and what to do instead."""
     return (f"policy {policy_name!r} is locked (lock: true): the guard cannot be unloaded, reloaded or "
             "re-configured from inside this session. Start a new session with another GUARD_KERNEL_POLICY.")
 
 
-__all__ = ["CellRejected", "GuardDenied", "GuardLocked", "ImportRefused", "PolicyError", "locked_message"]
+__all__ = ["CellRejected", "GuardDenied", "GuardLocked", "ImportRefused", "PolicyError", "audit_unavailable",
+           "locked_message"]

@@ -16,8 +16,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
-from guard_kernel.audit.writer import AuditSink, AuditWriter, new_session_id
-from guard_kernel.decision.errors import GuardDenied, GuardLocked, locked_message
+from guard_kernel.audit.redact import Redactor, redactor
+from guard_kernel.audit.session import MAX_INNER, end_fields, header_fields, inner_entry
+from guard_kernel.audit.writer import AuditSink, AuditUnavailable, AuditWriter, new_session_id
+from guard_kernel.decision.errors import GuardDenied, GuardLocked, audit_unavailable, locked_message
 from guard_kernel.decision.evaluate import Decision, Effect, decide
 from guard_kernel.decision.request import Request
 from guard_kernel.policy.actions import Action
@@ -53,10 +55,13 @@ class Guard:
     def __init__(self, policy: Policy, *, actor: str = "human", environment: str = "default",
                  audit_dir: str | None = None, session_id: str | None = None,
                  notify: Callable[[Decision], None] | None = None, lock: bool = False,
-                 audit: AuditSink | None = None, kernel: str = "extension") -> None:
+                 audit: AuditSink | None = None, kernel: str = "extension",
+                 header: Mapping[str, Any] | None = None) -> None:
         """*lock*: locked whatever the policy says (the guarded kernel); *audit*: where records go
         (default: an :class:`AuditWriter` of ``<audit_dir>/<session>.jsonl``); *kernel*: which
-        surface runs the session, for the audit (``extension`` or the kernel's name)."""
+        surface runs the session (``extension`` or the kernel's name); *header*: what the caller
+        knows for the session header (``kernel``, ``in_force``, ``confinement``:
+        :func:`guard_kernel.audit.session.header_fields`)."""
         check_applies(policy, actor, environment)
         self.policy = policy
         self.actor = actor
@@ -66,12 +71,16 @@ class Guard:
         self.session_id = session_id or new_session_id()
         audit_dir = audit_dir or os.path.join(os.getcwd(), ".guard_audit")
         self._local = threading.local()
+        self.redactor = _redactor(policy)
+        """What never enters the audit (credentials, values of denied columns): every record passes it."""
         self.audit: AuditSink = audit if audit is not None else AuditWriter(
             os.path.join(audit_dir, f"{self.session_id}.jsonl"), session=self.session_id, actor=actor,
             environment=environment, policy=policy.ref(), quiet=self.quiet)
         self.protected = (os.path.realpath(os.path.dirname(self.audit.path)),)
         """Folders no action of the session may write: the audit's."""
-        self.confinement: dict[str, Any] | None = None
+        header = dict(header or {})
+        header["kernel"] = {"name": kernel, **(header.get("kernel") or {})}
+        self.confinement: dict[str, Any] | None = header.get("confinement")
         """What the OS layer does for this session (the guarded kernel's launcher says; None: no launcher)."""
         self.request: dict[str, Any] = {}
         """The kernel request being served (msg id, session, username): added to cell records."""
@@ -83,10 +92,13 @@ class Guard:
         self.owned_files: set[str] = set()
         """Real paths of files this session created."""
         self._cache: dict[Request, Decision] = {}
-        self.audit.write("session", action=None, resource=None, decision="allow", rules=[],
-                         message=f"guard started: policy {policy.name} ({policy.mode}), actor {actor}",
-                         pid=os.getpid(), cwd=os.getcwd(), policy_file=policy.file, lock=self.locked,
-                         kernel=kernel)
+        self.cell_log: list[dict[str, Any]] | None = None
+        """While a cell runs: what was recorded inside it (the extension sets it per cell)."""
+        self.end_reason = "exit"
+        """Why the session ends if nothing says otherwise (the extension sets shutdown / restart)."""
+        self.audit.write("session", **header_fields({**policy.ref(), "mode": policy.mode, "lock": self.locked}, actor,
+                                                    environment, session=self.session_id,
+                                                    audit_dir=os.path.dirname(self.audit.path), **header))
         # a kernel that is shut down never unloads the extension: end the audit file at exit
         # (its last record says the session ended; a killed process leaves no such record)
         atexit.register(_close_at_exit, weakref.ref(self))
@@ -147,16 +159,21 @@ class Guard:
         decisions = [x if isinstance(x, Decision) else self.decide(x) for x, _, _ in items]
         blocked = [d for d in decisions if d.blocked]
         if blocked or record:
-            for d, (_, kind, extra) in zip(decisions, items, strict=True):
-                self.record_decision(d, kind, **extra)
+            try:
+                for d, (_, kind, extra) in zip(decisions, items, strict=True):
+                    self.record_decision(d, kind, **extra)
+            except GuardDenied as exc:  # the audit failed: the same error class, saying why
+                raise error(exc.decisions) from None
         if blocked:
             raise error(blocked)
         return decisions
 
     def record_decision(self, d: Decision, kind: str, **extra: Any) -> None:
-        """Write *d* to the audit, count it, remember it, and show warnings."""
-        with self.quiet():
-            self.audit.write(kind, **d.audit_fields, **extra)
+        """Write *d* to the audit, count it, remember it, and show warnings.
+
+        Fail closed: a decision that cannot be recorded raises :class:`GuardDenied` (the
+        action must not proceed unrecorded), whatever the decision was."""
+        self._write(kind, d, {**d.audit_fields, **extra})
         self.counts[d.effect.value] += 1
         if d.effect is not Effect.ALLOW or not self.last or self.last.effect is Effect.ALLOW:
             self.last = d
@@ -164,9 +181,36 @@ class Guard:
             self.notify(d)
 
     def record(self, kind: str, **fields: Any) -> dict[str, Any]:
-        """Write a record that is not a decision (cells, truncations, errors)."""
-        with self.quiet():
-            return self.audit.write(kind, **fields)
+        """Write a record that is not a decision (cells, truncations, errors); raises
+        :class:`GuardDenied` when the audit cannot be written."""
+        return self._write(kind, None, fields)
+
+    def _write(self, kind: str, d: Decision | None, fields: dict[str, Any]) -> dict[str, Any]:
+        try:
+            with self.quiet():
+                rec = self.audit.write(kind, **self.redactor.fields(fields))
+            log = self.cell_log
+            if log is not None and len(log) <= MAX_INNER:
+                log.append(inner_entry(rec))
+            return rec
+        except AuditUnavailable as exc:
+            self.counts["deny"] += 1
+            self.last = audit_unavailable(exc, d, self.audit_path)
+            raise GuardDenied(self.last) from None
+
+    def audit_ready(self) -> None:
+        """Raise :class:`GuardDenied` while the audit cannot be written (a cell gate asks
+        before anything runs: a cell whose record cannot be written must not run either)."""
+        resume = getattr(self.audit, "resume", None)
+        if resume is None:
+            return
+        try:
+            with self.quiet():
+                resume()
+        except AuditUnavailable as exc:
+            self.counts["deny"] += 1
+            self.last = audit_unavailable(exc, None, self.audit_path)
+            raise GuardDenied(self.last) from None
 
     def truncated(self, resource: str, *, returned: int, statement: str | None = None, via: str = "") -> None:
         """Record and show that a result was cut at the row cap."""
@@ -185,6 +229,7 @@ class Guard:
         """Switch to *policy* (callers check ``lock`` first); cached decisions are dropped."""
         check_applies(policy, self.actor, self.environment)
         self.policy = policy
+        self.redactor = _redactor(policy)
         self._cache.clear()
         self.audit.policy = {"name": policy.name, "sha256": policy.sha256}
 
@@ -201,12 +246,15 @@ class Guard:
                     message=f"{what} refused: {msg}")
         raise GuardLocked(msg)
 
-    def close(self) -> None:
-        """Record the end of the session and close the audit file (again: nothing)."""
+    def close(self, reason: str | None = None) -> None:
+        """Record the end of the session (*reason*, else :attr:`end_reason`) and close the audit
+        file (again: nothing)."""
         if self.audit.closed:
             return
-        self.record("session_end", action=None, resource=None, decision="allow", rules=[], message="guard stopped",
-                    counts=dict(self.counts))
+        try:
+            self.record("session_end", **end_fields(reason or self.end_reason, self.counts))
+        except GuardDenied:  # the audit is unavailable: readers report the missing end record
+            pass
         self.audit.close()
 
     def status(self) -> dict[str, Any]:
@@ -220,6 +268,11 @@ class Guard:
             "denied": self.counts["deny"], "would_deny": self.counts["would_deny"], "truncated": self.counts["truncate"],
             "confinement": self.confinement or {"state": "none (in-process layers only)"},
         }
+
+
+def _redactor(policy: Policy) -> Redactor:
+    names = [n for name, src in policy.sources.items() for n in (name, *src.tables)]
+    return redactor(policy.audit, policy.deny_columns(), names)
 
 
 def _close_at_exit(ref: weakref.ref[Guard]) -> None:
@@ -278,12 +331,14 @@ def policy_from_env(environ: Mapping[str, str] | None = None, root: str | None =
 
 def guard_from_env(default_actor: str = "human", environ: Mapping[str, str] | None = None, *,
                    lock: bool = False, kernel: str = "extension", audit: AuditSink | None = None,
-                   session_id: str | None = None) -> Guard:
-    """Build a guard from ``GUARD_KERNEL_*`` variables (policy, actor, environment, audit dir, root)."""
+                   session_id: str | None = None, header: Mapping[str, Any] | None = None) -> Guard:
+    """Build a guard from ``GUARD_KERNEL_*`` variables (policy, actor, environment, audit dir, root);
+    the keywords: see :class:`Guard`."""
     env = os.environ if environ is None else environ
     policy = policy_from_env(env)
     actor = env.get(ENV_ACTOR, default_actor)
     if actor not in ("agent", "human"):
         raise PolicyError("$" + ENV_ACTOR, None, ENV_ACTOR, f"actor must be 'agent' or 'human', not {actor!r}")
     return Guard(policy, actor=actor, environment=env.get(ENV_ENVIRONMENT, "default"),
-                 audit_dir=env.get(ENV_AUDIT_DIR), lock=lock, kernel=kernel, audit=audit, session_id=session_id)
+                 audit_dir=env.get(ENV_AUDIT_DIR), lock=lock, kernel=kernel, audit=audit, session_id=session_id,
+                 header=header)

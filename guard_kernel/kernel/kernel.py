@@ -70,10 +70,10 @@ class GuardedKernel(IPythonKernel):
             sink = None
             if env.get(launcher.ENV_AUDIT_FD):  # the launcher owns the audit file: records go to it
                 sink = PipeSink(int(env[launcher.ENV_AUDIT_FD]), env[launcher.ENV_AUDIT_PATH], {})
+            confinement = json.loads(env[launcher.ENV_CONFINEMENT]) if env.get(launcher.ENV_CONFINEMENT) else None
             guard = session.guard_from_env(default_actor="agent", lock=True, kernel=self.kernel_name, audit=sink,
-                                           session_id=env.get(launcher.ENV_SESSION))
-            if env.get(launcher.ENV_CONFINEMENT):
-                guard.confinement = json.loads(env[launcher.ENV_CONFINEMENT])
+                                           session_id=env.get(launcher.ENV_SESSION),
+                                           header={"confinement": confinement})
             session.set_current(guard)
             extension.load_ipython_extension(self.shell)
             extension.refuse_magics(REFUSED_MAGICS, "the guarded kernel runs no debugger")

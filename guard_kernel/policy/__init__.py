@@ -7,9 +7,18 @@ is the fast check for valid input — and build).  Imports nothing above it.
 
 from guard_kernel.policy.actions import Action, ActionClass
 from guard_kernel.policy.load import builtin_policy, load_policy, parse_policy, schema
-from guard_kernel.policy.model import Limits, Policy, PolicyError, Rule, Source, SourceTable, Where
+from guard_kernel.policy.model import (
+    AuditSettings,
+    Limits,
+    Policy,
+    PolicyError,
+    Rule,
+    Source,
+    SourceTable,
+    Where,
+)
 
 __all__ = [
-    "Action", "ActionClass", "Limits", "Policy", "PolicyError", "Rule", "Source", "SourceTable", "Where",
+    "Action", "ActionClass", "AuditSettings", "Limits", "Policy", "PolicyError", "Rule", "Source", "SourceTable", "Where",
     "builtin_policy", "load_policy", "parse_policy", "schema",
 ]

@@ -22,6 +22,7 @@ from guard_kernel.policy.actions import ALL_ACTIONS, ActionClass, valid_action_p
 from guard_kernel.policy.model import (
     DEFAULT_MESSAGE,
     MESSAGE_FIELDS,
+    AuditSettings,
     Limits,
     Policy,
     PolicyError,
@@ -217,6 +218,7 @@ def _build(data: dict[str, Any], node: yaml.Node | None, file: str, sha: str, ro
         rules=tuple(rules), applies_to_environments=tuple(applies.get("environments", ())),
         applies_to_actors=tuple(applies.get("actors", ())),
         confine_mode=confine.get("mode", "best_effort"), confine_exec=confine.get("exec", "allow"),
+        audit=AuditSettings(**(data.get("audit") or {})),
     )
 
 

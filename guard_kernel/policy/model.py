@@ -100,6 +100,18 @@ class Limits:
         return self.max_rows.get(actor, min(self.max_rows.values()))
 
 
+@dataclass(frozen=True)
+class AuditSettings:
+    """What the session audit keeps (the policy's ``audit:`` section; docs/audit.md)."""
+
+    redact_literals: bool = False
+    """SQL string literals in recorded statements become ``'***'`` (values of deny columns always do)."""
+    keep_outputs: bool = False
+    """Record each cell's value as text."""
+    max_output_bytes: int = 2048
+    """At most this many bytes of a cell's output are kept."""
+
+
 @dataclass(frozen=True, eq=False)
 class Policy:
     """A validated policy: the only input of :func:`guard_kernel.decision.evaluate.decide`."""
@@ -124,6 +136,11 @@ class Policy:
     """``confine: {mode}``: best_effort (confine where the OS can), required (refuse to run otherwise), off."""
     confine_exec: str = "allow"
     """``confine: {exec}``: deny starts no new program in the guarded kernel (only Python itself)."""
+    audit: AuditSettings = field(default_factory=AuditSettings)
+
+    def deny_columns(self) -> frozenset[str]:
+        """Every column name some source's table denies (lower case): the audit masks their values."""
+        return frozenset(c.lower() for s in self.sources.values() for t in s.tables.values() for c in t.deny_columns)
 
     def default_for(self, cls: ActionClass) -> str:
         """The effect when no rule matches an action of class *cls*."""

@@ -272,7 +272,8 @@ def test_records_of_a_kernel_session_verify(start: Start) -> None:
     records = list(read_records(str(files[0])))
     assert records[0]["kind"] == "launcher" and records[0]["confinement"]["state"] == "in force"
     header = next(r for r in records if r["kind"] == "session")
-    assert header["kernel"] == "guarded" and header["lock"] is True and header["pid"] != records[0]["pid"]
+    assert header["kernel"]["name"] == "guarded" and header["lock"] is True and header["pid"] != records[0]["pid"]
+    assert header["confinement"]["state"] == "in force"
     assert os.path.basename(str(files[0])).endswith(".jsonl")
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from guard_kernel.analysis.python.analyze import Intent, analyze_cell, analyze_source, analyze_tree
 from guard_kernel.analysis.python.scan import SQL_METHODS, WRITER_METHODS, hit_lines
 from guard_kernel.decision import guard as _session
-from guard_kernel.decision.errors import CellRejected
+from guard_kernel.decision.errors import CellRejected, GuardDenied
 from guard_kernel.decision.evaluate import Decision, Effect, RuleHit
 from guard_kernel.policy.actions import Action
 
@@ -96,6 +96,17 @@ class CellFrame:
     decisions: list[Decision] = field(default_factory=list)
     rejected: bool = False
     static_seconds: float = 0.0
+    log: list[dict[str, Any]] = field(default_factory=list)
+    """What was recorded while the cell ran (the guard's ``cell_log``)."""
+    outer_log: list[dict[str, Any]] | None = None
+    request: dict[str, Any] = field(default_factory=dict)
+    """The Jupyter request that ran the cell (msg_id, client session, username, tool)."""
+
+
+def _only_guard_magics(raw: str) -> bool:
+    """The cell is only ``%guard …`` lines: the guard's own status, shown even when its audit fails."""
+    lines = [x.strip() for x in raw.splitlines() if x.strip()]
+    return bool(lines) and all(x == "%guard" or x.startswith("%guard ") for x in lines)
 
 
 class _AliasNames:
@@ -159,6 +170,8 @@ class CellTransformer(ast.NodeTransformer):
         try:
             t0 = time.perf_counter()
             source, frame = self._source_for(node)
+            if not (frame is not None and _only_guard_magics(frame.raw)):  # %guard still says why
+                guard.audit_ready()  # fail closed: a cell whose record cannot be written does not run
             kw: dict[str, Any] = {}
             if source is not None and self.analyze is analyze_tree and source.isascii():
                 hits = kw["hits"] = hit_lines(source)
@@ -188,6 +201,11 @@ class CellTransformer(ast.NodeTransformer):
                 frame.rejected = True
                 frame.decisions = list(exc.decisions)
             raise
+        except GuardDenied as exc:  # the audit cannot be written
+            if frame is not None:
+                frame.rejected = True
+                frame.decisions = list(exc.decisions)
+            raise CellRejected(exc.decisions) from None
         except Exception as exc:  # fail closed: never let IPython drop the guard and run the cell
             d = guard_error(guard, exc)
             if frame is not None:

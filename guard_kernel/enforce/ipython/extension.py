@@ -26,6 +26,7 @@ from typing import Any
 
 from guard_kernel._package import PACKAGE
 from guard_kernel.analysis.python.scan import DEFAULT_ALIASES, magic_intent
+from guard_kernel.audit.session import MAX_INNER, worst
 from guard_kernel.decision import guard as session
 from guard_kernel.decision.errors import GuardDenied
 from guard_kernel.decision.evaluate import Decision, Effect, RuleHit
@@ -47,6 +48,15 @@ process audit hook comes last so the other layers' own imports are not judged as
 _ON_IMPORT = {"duckdb_gate": "duckdb"}
 """Layers that import their library: installed right after user code imports it (at once if it is
 imported already), so loading the guard does not import DuckDB (and sqlglot) for sessions without it."""
+
+IN_FORCE = (
+    {"layer": "cell_gate", "what": "each cell's code decided as a whole before any line runs"},
+    {"layer": "magics_and_shell", "what": "magics, aliases and !cmd decided before they run"},
+    {"layer": "duckdb_gate", "what": "every DuckDB connection and statement; row caps (once duckdb is imported)"},
+    {"layer": "dataframe", "what": "dataframe writers; row caps on source readers"},
+    {"layer": "runtime", "what": "sys.addaudithook: files, processes, sockets, imports"},
+)
+"""What ``%load_ext`` puts in force, as the session header lists it (in-process layers only)."""
 
 _SYSTEM_METHODS = ("system", "system_piped", "system_raw")
 _GUARDED_LINE_MAGICS = frozenset({"save", "logstart", "notebook", "store", "run", "unload_ext", "reload_ext"})
@@ -71,6 +81,7 @@ class _Loaded:
     find_wrapped: bool = False
     refused: dict[tuple[str, str], str] = field(default_factory=dict)
     """(kind, magic name) → why it is refused in this session (the guarded kernel's debugger magics)."""
+    kernel_wrapped: bool = False
 
 
 _loaded: _Loaded | None = None
@@ -114,7 +125,8 @@ def load_ipython_extension(ip: Any) -> None:
         _loaded = None
     existing = session.current()
     try:
-        guard = existing if existing is not None else session.guard_from_env(default_actor="human")
+        guard = existing if existing is not None else session.guard_from_env(
+            default_actor="human", header={"kernel": _kernel_info(ip), "in_force": IN_FORCE})
     except Exception as exc:  # fail closed: no guard, no cells (until %guard policy FILE loads one)
         unavailable.block(ip, f"{type(exc).__name__}: {exc}", lambda file: _load_with_policy(ip, file))
         raise
@@ -157,6 +169,40 @@ def _install(state: _Loaded) -> None:
     _wrap_shell(state)
     _wrap_find(state)
     ip.register_magic_function(_percent_guard, "line", "guard")
+    _wrap_shutdown(state)
+
+
+def _kernel_info(ip: Any) -> dict[str, Any]:
+    """The kernel this shell runs in, for the session header: its connection file, and its id
+    when the file is Jupyter's ``kernel-<id>.json``; nothing in a terminal IPython."""
+    info: dict[str, Any] = {"name": "extension", "id": None}
+    app = sys.modules.get("ipykernel.kernelapp")
+    try:
+        kernel_app = app.IPKernelApp if app is not None and app.IPKernelApp.initialized() else None
+        conn = kernel_app.instance().connection_file if kernel_app is not None else ""
+    except Exception:  # not a kernel, or one without a connection file
+        conn = ""
+    if conn:
+        base = os.path.basename(conn)
+        info["connection_file"] = os.path.abspath(conn)
+        if base.startswith("kernel-") and base.endswith(".json"):
+            info["id"] = base[len("kernel-"):-len(".json")]
+    return info
+
+
+def _wrap_shutdown(state: _Loaded) -> None:
+    """Note why the kernel stops (shutdown or restart) for the session's end record."""
+    kernel = getattr(state.ip, "kernel", None)
+    orig = getattr(kernel, "do_shutdown", None)
+    if orig is None:
+        return
+
+    def do_shutdown(restart: bool, *args: Any, **kwargs: Any) -> Any:
+        state.guard.end_reason = "restart" if restart else "shutdown"
+        return orig(restart, *args, **kwargs)
+
+    kernel.__dict__["do_shutdown"] = do_shutdown
+    state.kernel_wrapped = True
 
 
 def _percent_guard(line: str = "") -> None:
@@ -187,7 +233,7 @@ def unload_ipython_extension(ip: Any) -> None:
     if session.current() is state.guard:
         session.set_current(None)
     try:
-        state.guard.close()
+        state.guard.close("unload")
     except ValueError:  # already closed
         pass
     print("guard_kernel: unloaded; this session is no longer guarded.", file=sys.stderr)
@@ -214,6 +260,9 @@ def _teardown(state: _Loaded) -> None:
     if state.find_wrapped:
         ip.magics_manager.__dict__.pop("find", None)
         state.find_wrapped = False
+    if state.kernel_wrapped:
+        getattr(ip, "kernel", None).__dict__.pop("do_shutdown", None)
+        state.kernel_wrapped = False
     for layer in reversed(state.layers):
         try:
             layer.uninstall()
@@ -229,7 +278,11 @@ def _register_events(state: _Loaded) -> None:
     tr = state.transformer
 
     def pre_run_cell(info: Any) -> None:
-        tr.begin(getattr(info, "raw_cell", "") or "", getattr(info, "transformed_cell", None))
+        frame = tr.begin(getattr(info, "raw_cell", "") or "", getattr(info, "transformed_cell", None))
+        frame.request = _request_info(state.ip)
+        guard = session.current()
+        if guard is not None:
+            frame.outer_log, guard.cell_log = guard.cell_log, frame.log
         _heal(state)
         lazy.sweep()  # a guarded library imported around the post-import hook gets its layer now
 
@@ -238,6 +291,10 @@ def _register_events(state: _Loaded) -> None:
         guard = session.current()
         if frame is None or guard is None:
             return
+        if guard.cell_log is frame.log:
+            guard.cell_log = frame.outer_log
+            if frame.outer_log is not None:  # a cell run from a cell: its records are the outer cell's too
+                frame.outer_log.extend(frame.log)
         try:
             _record_cell(guard, frame, result)
         except Exception as exc:  # the cell has run; say the record is missing rather than hide it
@@ -314,34 +371,69 @@ def repair() -> None:
         _repair(_loaded)
 
 
+def _request_info(ip: Any) -> dict[str, Any]:
+    """Who asked for this cell: the Jupyter request's msg_id, client session and username, the
+    cell id, and the sending tool or client when the request's metadata names it."""
+    kernel = getattr(ip, "kernel", None)
+    try:
+        parent = kernel.get_parent() if kernel is not None else None
+    except Exception:  # an older or a stand-in kernel
+        parent = None
+    if not parent:
+        return {}
+    header, meta = parent.get("header") or {}, parent.get("metadata") or {}
+    info = {"msg_id": header.get("msg_id"), "session": header.get("session"), "username": header.get("username")}
+    if meta.get("cellId"):
+        info["cell_id"] = meta["cellId"]
+    for key in ("tool", "client", "agent", "origin"):
+        if isinstance(meta.get(key), str | int | float):
+            info[key] = meta[key]
+    return {k: v for k, v in info.items() if v is not None}
+
+
 def _record_cell(guard: session.Guard, frame: Any, result: Any) -> None:
     err = None
     count = None
+    status = "ok"
     if result is not None:
         count = getattr(result, "execution_count", None)
         exc = result.error_before_exec if result.error_before_exec is not None else result.error_in_exec
         if exc is not None:
             err = f"{type(exc).__name__}: {exc}"[:500]
-    effects = {d.effect for d in frame.decisions}
+            status = "error"
     if frame.rejected:
-        decision = Effect.DENY
-    else:
-        decision = next((e for e in (Effect.WOULD_DENY, Effect.WARN) if e in effects), Effect.ALLOW)
+        status = "rejected"
+    effects = [d.effect.value for d in frame.decisions] + [str(x.get("decision")) for x in frame.log]
+    decision = Effect(worst(effects)) if not frame.rejected else Effect.DENY
     shown = [d for d in frame.decisions if d.effect is decision] if decision is not Effect.ALLOW else []
     rules = list({r.id: r.as_dict() for d in shown for r in d.rules}.values())
+    inner = [x for x in frame.log if x.get("decision") == decision.value] if decision is not Effect.ALLOW else []
+    messages = [d.message for d in shown] + [str(x.get("message", "")) for x in inner if x.get("message")]
+    for x in inner:
+        for rid in x.get("rules", []):
+            if rid not in {r["id"] for r in rules}:
+                rules.append({"id": rid})
     intents = []
     for i, intent in enumerate(frame.intents):
         d = frame.decisions[i] if i < len(frame.decisions) and not frame.rejected else None
         intents.append({"action": intent.request.action.value, "resource": intent.request.resource,
                         "line": intent.request.line, "via": intent.via,
                         **({"decision": d.effect.value} if d is not None else {})})
+    output = None
+    if guard.redactor.keep_outputs and result is not None and getattr(result, "result", None) is not None:
+        try:  # the cell's value as text (what the notebook shows as text/plain), cut to the policy's size
+            output = guard.redactor.output(repr(result.result)[: guard.redactor.max_output_bytes * 4 + 16])
+        except Exception as exc:  # a value whose repr fails is not the audit's problem
+            output = f"<unprintable {type(result.result).__name__}: {type(exc).__name__}>"
     guard.record("cell", action=None, resource=f"cell[{count}]" if count is not None else "cell",
-                 decision=decision.value, rules=rules,
-                 message="; ".join(d.message for d in shown)[:1000] if shown else "",
-                 code=frame.raw, intents=intents, execution_count=count,
+                 decision=decision.value, rules=rules, message="; ".join(dict.fromkeys(messages))[:1000],
+                 code=frame.raw, intents=intents, execution_count=count, status=status,
                  duration_ms=round((time.perf_counter() - frame.started) * 1000, 3),
                  static_ms=round(frame.static_seconds * 1000, 3), error=err,
-                 **({"request": dict(guard.request)} if guard.request else {}))
+                 inside=frame.log[:MAX_INNER], **({"inside_more": len(frame.log) - MAX_INNER}
+                                                  if len(frame.log) > MAX_INNER else {}),
+                 **({"request": frame.request} if frame.request else {}),
+                 **({"output": output} if output is not None else {}))
 
 
 # -------------------------------------------------------------- shell commands

@@ -5,7 +5,7 @@ analysis and the magic wrappers alike.
 
 ``%guard status``            policy, mode, lock, actor, environment, counts, audit path
 ``%guard explain [--json]``  the last decision with the rules (file:line) that made it
-``%guard audit``             this session's audit file
+``%guard audit [--json]``    this session's audit: its path, counts, denials with their rules
 ``%guard policy FILE``       switch policy (only when the current one has ``lock: false``)
 """
 
@@ -67,6 +67,24 @@ def explain_text(guard: session.Guard) -> str:
     return "\n".join(out)
 
 
+def audit_text(guard: session.Guard, *, as_json: bool = False) -> str:
+    """This session's audit: its path, then its summary (counts, denials with their rules, chain)."""
+    from guard_kernel.audit.summary import summarize, summary_text
+
+    failure = getattr(guard.audit, "failure", None)
+    if not os.path.isfile(guard.audit_path):
+        return (f"audit:     {guard.audit_path}\nthe audit file is gone"
+                + (f": {failure}" if failure else "") + "; every action is refused. Start a new session.")
+    s = summarize(guard.audit_path)
+    if failure is not None and not as_json:
+        return f"{summary_text(s)}\n\nthe audit cannot be written now: {failure}; every action is refused until it can."
+    if as_json:
+        return json.dumps(s.as_dict(), indent=2)
+    folder = os.path.dirname(guard.audit_path)
+    return (f"{summary_text(s)}\n\nthe audit folder: {folder}\n"
+            f"read it with: guard-kernel audit show {guard.audit_path}   (or list {folder})")
+
+
 def switch_policy(guard: session.Guard, file: str) -> str:
     """Replace the guard's policy with *file* (refused under ``lock: true``); returns a summary."""
     if guard.locked:
@@ -84,7 +102,7 @@ def switch_policy(guard: session.Guard, file: str) -> str:
 @magic_arguments()
 @argument("command", nargs="?", default="status", help="status | explain | audit | policy")
 @argument("file", nargs="?", default=None, help="policy file (for `%%guard policy FILE`)")
-@argument("--json", action="store_true", help="print JSON (status, explain)")
+@argument("--json", action="store_true", help="print JSON (status, explain, audit)")
 def guard_magic(line: str = "") -> None:
     """``%guard``: show what the guard does in this session (registered by the extension)."""
     args = parse_argstring(guard_magic, line)
@@ -102,12 +120,12 @@ def guard_magic(line: str = "") -> None:
         else:
             print(explain_text(guard))
     elif args.command == "audit":
-        print(guard.audit_path)
+        print(audit_text(guard, as_json=args.json))
     else:
         if not args.file:
             raise UsageError("usage: %guard policy FILE")
         print(switch_policy(guard, os.path.expanduser(args.file)))
 
 
-__all__ = ["DEFAULT_ALIASES", "PACKAGE_MAGICS", "PYTHON_MAGICS", "SCRIPT_MAGICS", "explain_text", "guard_magic",
+__all__ = ["DEFAULT_ALIASES", "PACKAGE_MAGICS", "PYTHON_MAGICS", "SCRIPT_MAGICS", "audit_text", "explain_text", "guard_magic",
            "magic_intent", "status_text", "switch_policy"]

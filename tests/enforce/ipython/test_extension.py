@@ -353,7 +353,14 @@ def test_guard_magics(make_shell: Callable[..., Shell], capsys: Any) -> None:
     d = json.loads(capsys.readouterr().out)
     assert d["code"] == "policy_violation" and d["action"] == "shell.exec" and d["rules"][0]["id"] == "agent-no-egress"
     sh.run("%guard audit")
-    assert capsys.readouterr().out.strip() == sh.guard.audit_path
+    out = capsys.readouterr().out
+    assert out.startswith(f"audit:     {sh.guard.audit_path}\n")
+    assert "chain:     ok" in out and "denied 1" in out and "ended:     ended without a close record" in out
+    assert re.search(r"\n\d+ +\S+ +deny +shell +shell\.exec +ls +agent-no-egress ", out), out
+    sh.run("%guard audit --json")
+    d = json.loads(capsys.readouterr().out)
+    assert d["path"] == sh.guard.audit_path and d["denial_count"] == 1 and d["chain_ok"]
+    assert d["denials"][0]["rules"] == ["agent-no-egress"]
 
 
 def test_guard_policy_switch(make_shell: Callable[..., Shell], capsys: Any) -> None:
