@@ -84,6 +84,8 @@ class Source:
     tables: Mapping[str, SourceTable] = field(default_factory=dict)
     paths: tuple[PathGlob, ...] = ()
     line: int = 0
+    file: str = ""
+    """The policy file that declares it (a parent's, under ``extends``)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,6 +120,11 @@ class Policy:
     rules: tuple[Rule, ...] = ()
     applies_to_environments: tuple[str, ...] = ()
     applies_to_actors: tuple[str, ...] = ()
+    defaults_at: Mapping[ActionClass, tuple[str, int]] = field(default_factory=dict)
+    """Where each class default is written: (file, line of ``defaults.<class>``, else of ``defaults:``;
+    0 when the file leaves it to the built-in fallback)."""
+    extends: tuple[str, ...] = ()
+    """The files this policy extends, nearest parent first (``extends:``); its SHA-256 covers them all."""
 
     def default_for(self, cls: ActionClass) -> str:
         """The effect when no rule matches an action of class *cls*."""

@@ -72,7 +72,8 @@ def explain(policy: Policy, actor: str, environment: str = "default") -> dict[st
         "lock": policy.lock, "classes": {}, "not_for_this_actor": [],
         "sources": [{"name": s.name, "duckdb": s.duckdb, "paths": [g.text for g in s.paths],
                      "protected_columns": {t: sorted(st.deny_columns) for t, st in s.tables.items() if st.deny_columns},
-                     "file": policy.file, "line": s.line} for s in policy.sources.values()],
+                     "file": s.file or policy.file, "line": s.line} for s in policy.sources.values()],
+        "extends": list(policy.extends),
         "scratch": [g.text for g in policy.scratch],
         "max_rows": policy.limits.for_actor(actor), "on_exceed": policy.limits.on_exceed,
     }
@@ -88,8 +89,10 @@ def explain(policy: Policy, actor: str, environment: str = "default") -> dict[st
                 lines.append(RuleLine(r, mine))
         out["classes"][title] = {
             "default": policy.default_for(cls),
-            "default_rule": {"id": f"defaults.{cls.value}", "file": policy.file,
-                             "line": getattr(policy, "defaults_line", 0)} if cls is not ActionClass.NONE else None,
+            "default_rule": {"id": f"defaults.{cls.value}",
+                             "file": policy.defaults_at.get(cls, (policy.file, 0))[0],
+                             "line": policy.defaults_at.get(cls, (policy.file, 0))[1]}
+            if cls is not ActionClass.NONE else None,
             "actions": [a.value for a in acts],
             "rules": [x.as_dict() for x in lines],
             "_lines": lines,
@@ -110,7 +113,10 @@ def render(data: dict[str, Any]) -> str:
     pol = data["policy"]
     out = [f"policy {pol['name']} ({pol['file']}), actor {data['actor']}, environment {data['environment']}: "
            f"mode {data['mode']}{' (nothing is blocked, denials are recorded)' if data['mode'] == 'audit' else ''}, "
-           f"lock {'on' if data['lock'] else 'off'}", ""]
+           f"lock {'on' if data['lock'] else 'off'}"]
+    if data["extends"]:
+        out.append("extends " + " → ".join(data["extends"]) + " (each rule names the file it comes from)")
+    out.append("")
     srcs = data["sources"]
     for title, c in data["classes"].items():
         default = c["default"]
