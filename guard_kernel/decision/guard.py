@@ -12,7 +12,7 @@ import os
 import sys
 import threading
 import weakref
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
@@ -29,6 +29,8 @@ ENV_ACTOR = "GUARD_KERNEL_ACTOR"
 ENV_ENVIRONMENT = "GUARD_KERNEL_ENVIRONMENT"
 ENV_AUDIT_DIR = "GUARD_KERNEL_AUDIT_DIR"
 """The session is configured by these variables, read when the guard starts (see the README)."""
+HISTORY = 100
+"""How many recent decisions a guard keeps for ``%guard explain N``."""
 
 
 def _default_notify(decision: Decision) -> None:
@@ -61,6 +63,8 @@ class Guard:
                                  actor=actor, environment=environment, policy=policy.ref(), quiet=self.quiet)
         self.counts: Counter[str] = Counter()
         self.last: Decision | None = None
+        self.history: deque[Decision] = deque(maxlen=HISTORY)
+        """The latest recorded decisions, newest last (``%guard explain N``)."""
         self.notify = notify or _default_notify
         self.owned_tables: set[str] = set()
         """Lower-case ``catalog.name`` and ``name`` of tables/views this session created."""
@@ -136,6 +140,7 @@ class Guard:
         with self.quiet():
             self.audit.write(kind, **d.audit_fields, **extra)
         self.counts[d.effect.value] += 1
+        self.history.append(d)
         if d.effect is not Effect.ALLOW or not self.last or self.last.effect is Effect.ALLOW:
             self.last = d
         if d.effect in (Effect.WARN, Effect.WOULD_DENY):
@@ -154,6 +159,7 @@ class Guard:
                      None, statement)
         self.counts["truncate"] += 1
         self.last = d
+        self.history.append(d)
         self.record("truncate", action=Action.SQL_READ.value, resource=resource, decision="truncate", rules=[],
                     message=msg, returned=returned, max_rows=self.max_rows, via=via,
                     **({"statement": statement} if statement else {}))
