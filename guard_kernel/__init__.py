@@ -15,6 +15,7 @@ One subpackage per stage of the pipeline; each imports only the stages below it:
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from guard_kernel.audit import AuditWriter, read_records, verify
@@ -46,7 +47,7 @@ from guard_kernel.policy import (
 )
 
 if TYPE_CHECKING:
-    from guard_kernel.tools.preflight import Report
+    from guard_kernel.analysis.preflight import Report
 
 __version__ = "0.1.0"
 """The one place the version is written (``pyproject.toml`` reads it from here)."""
@@ -74,17 +75,20 @@ def unload_ipython_extension(ip: Any) -> None:
     _unload(ip)
 
 
-def check(code_or_sql: str, **kw: Any) -> Report:
-    """Would *code_or_sql* be allowed?  Decided without executing anything (see
-    :func:`guard_kernel.tools.preflight.check` for the keywords: policy, actor, environment, cwd…)."""
-    from guard_kernel.tools.preflight import check as _check  # IPython and sqlglot stay off import
+def check(code_or_sql: str, *, policy: Policy | str | os.PathLike[str] | None = None, actor: str | None = None,
+          environment: str | None = None, cwd: str | None = None, language: str = "auto",
+          database: str | None = None) -> Report:
+    """Would *code_or_sql* be allowed?  Decided by the session's own analysis and :func:`decide`
+    without executing anything; see :func:`guard_kernel.analysis.preflight.check`."""
+    from guard_kernel.analysis.preflight import check as _check  # IPython and sqlglot stay off import
 
-    return _check(code_or_sql, **kw)
+    return _check(code_or_sql, policy=policy, actor=actor, environment=environment, cwd=cwd, language=language,
+                  database=database)
 
 
 def __getattr__(name: str) -> Any:
     if name == "Report":  # the pre-flight's result type, imported on first use like check()
-        from guard_kernel.tools.preflight import Report
+        from guard_kernel.analysis.preflight import Report
 
         return Report
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -73,24 +73,35 @@ def _rule_field(i: int, key: str = "") -> str:
     return f"rules[{i}]" + (f".{key}" if key else "")
 
 
+def _local(policy: Policy) -> list[int]:
+    """Each rule's index in its own file (rules of an ``extends`` chain are numbered per file)."""
+    seen: dict[str, int] = {}
+    out = []
+    for r in policy.rules:
+        out.append(seen.get(r.file, 0))
+        seen[r.file] = out[-1] + 1
+    return out
+
+
 def _compile_checks(policy: Policy) -> list[Finding]:
     out: list[Finding] = []
-    globs = [("scratch", policy.scratch, 0)]
-    globs += [(f"sources.{s.name}.paths", s.paths, s.line) for s in policy.sources.values()]
-    globs += [(_rule_field(i, "where.path"), r.where.paths, r.line) for i, r in enumerate(policy.rules)]
-    for field, items, line in globs:
+    globs = [(policy.file, "scratch", policy.scratch, 0)]
+    globs += [(s.file or policy.file, f"sources.{s.name}.paths", s.paths, s.line) for s in policy.sources.values()]
+    loc = _local(policy)
+    globs += [(r.file, _rule_field(loc[i], "where.path"), r.where.paths, r.line) for i, r in enumerate(policy.rules)]
+    for file, field, items, line in globs:
         for g in items:
             try:
                 g.matches("/")
             except re.error as exc:
-                out.append(Finding(policy.file, line or None, field, f"glob {g.text!r} does not compile: {exc}",
+                out.append(Finding(file, line or None, field, f"glob {g.text!r} does not compile: {exc}",
                                    Severity.ERROR))
     for i, r in enumerate(policy.rules):
         for c in r.where.commands:
             try:
                 re.compile(c)
             except re.error as exc:
-                out.append(Finding(policy.file, r.line, _rule_field(i, "where.command"),
+                out.append(Finding(r.file, r.line, _rule_field(loc[i], "where.command"),
                                    f"pattern {c!r} does not compile: {exc}", Severity.ERROR))
     return out
 
@@ -105,7 +116,7 @@ def _source_checks(policy: Policy) -> list[Finding]:
             continue
         field = f"sources.{src.name}.duckdb"
         if not os.path.exists(src.duckdb):
-            out.append(Finding(policy.file, src.line or None, field,
+            out.append(Finding(src.file or policy.file, src.line or None, field,
                                f"{src.duckdb} does not exist (yet): its tables and columns are not checked"))
             opened_all = False
             continue
@@ -118,7 +129,7 @@ def _source_checks(policy: Policy) -> list[Finding]:
             finally:
                 con.close()
         except Exception as exc:  # locked by a writer, not a DuckDB file…: say so, check the rest
-            out.append(Finding(policy.file, src.line or None, field, f"cannot be opened read-only: {exc}"))
+            out.append(Finding(src.file or policy.file, src.line or None, field, f"cannot be opened read-only: {exc}"))
             opened_all = False
             continue
         cols: dict[str, set[str]] = {}
@@ -128,22 +139,23 @@ def _source_checks(policy: Policy) -> list[Finding]:
             known.setdefault(t, set()).update(cols[t])
         for name, table in src.tables.items():
             if name not in cols:
-                out.append(Finding(policy.file, src.line or None, f"sources.{src.name}.tables.{name}",
+                out.append(Finding(src.file or policy.file, src.line or None, f"sources.{src.name}.tables.{name}",
                                    f"no table {name!r} in {os.path.basename(src.duckdb)} "
                                    f"(tables: {', '.join(sorted(cols)) or 'none'})"))
                 continue
             for c in sorted(table.deny_columns - cols[name]):
-                out.append(Finding(policy.file, src.line or None, f"sources.{src.name}.tables.{name}.deny_columns",
+                out.append(Finding(src.file or policy.file, src.line or None, f"sources.{src.name}.tables.{name}.deny_columns",
                                    f"table {name!r} has no column {c!r}"))
     if known and opened_all:
+        loc = _local(policy)
         for i, r in enumerate(policy.rules):
             for c in r.where.columns:
                 tname, _, col = c.rpartition(".")
                 if tname and tname not in known:
-                    out.append(Finding(policy.file, r.line, _rule_field(i, "where.columns"),
+                    out.append(Finding(r.file, r.line, _rule_field(loc[i], "where.columns"),
                                        f"no source has a table {tname!r}: {c!r} never matches a source read"))
                 elif tname and col not in known[tname]:
-                    out.append(Finding(policy.file, r.line, _rule_field(i, "where.columns"),
+                    out.append(Finding(r.file, r.line, _rule_field(loc[i], "where.columns"),
                                        f"table {tname!r} has no column {col!r}"))
     return out
 
@@ -152,20 +164,20 @@ def _never_matches(policy: Policy, i: int, r: Rule) -> list[Finding]:
     out: list[Finding] = []
     acts = _actions(r.actions)
     if acts and acts <= _NEVER_DECIDED_BY_RULES:
-        out.append(Finding(policy.file, r.line, _rule_field(i, "actions"),
+        out.append(Finding(r.file, r.line, _rule_field(i, "actions"),
                            "sql.unknown is always denied before any rule: this rule never decides anything"))
     for attr, carriers in _CARRIERS.items():
         if getattr(r.where, attr) and not (acts & _actions(carriers)):
-            out.append(Finding(policy.file, r.line, _rule_field(i, f"where.{_WHERE_KEY[attr]}"),
+            out.append(Finding(r.file, r.line, _rule_field(i, f"where.{_WHERE_KEY[attr]}"),
                                f"none of the rule's actions ({', '.join(r.actions)}) carries a "
                                f"{_WHERE_KEY[attr]}: the rule never matches"))
     applies_actors = [a for a in policy.applies_to_actors if a != "*"]
     if r.actors and applies_actors and not set(r.actors) & set(applies_actors):
-        out.append(Finding(policy.file, r.line, _rule_field(i, "actors"),
+        out.append(Finding(r.file, r.line, _rule_field(i, "actors"),
                            f"applies_to.actors is {applies_actors}: actors {list(r.actors)} never use this policy"))
     envs = policy.applies_to_environments
     if r.environments and envs and not set(r.environments) & set(envs):
-        out.append(Finding(policy.file, r.line, _rule_field(i, "environments"),
+        out.append(Finding(r.file, r.line, _rule_field(i, "environments"),
                            f"applies_to.environments is {list(envs)}: environments {list(r.environments)} "
                            "never use this policy"))
     return out
@@ -176,7 +188,7 @@ def _unconditional(r: Rule) -> bool:
     return not (w.paths or w.tables or w.columns or w.modules or w.commands or w.hosts)
 
 
-def _shadowed(policy: Policy, i: int, r: Rule) -> list[Finding]:
+def _shadowed(policy: Policy, i: int, r: Rule, local: int) -> list[Finding]:
     """An allow/warn rule every request of which a broader, enforced deny also matches."""
     if r.effect == "deny":
         return []
@@ -190,7 +202,7 @@ def _shadowed(policy: Policy, i: int, r: Rule) -> list[Finding]:
             continue
         if d.environments and not (r.environments and set(r.environments) <= set(d.environments)):
             continue
-        return [Finding(policy.file, r.line, _rule_field(i),
+        return [Finding(r.file, r.line, _rule_field(local),
                         f"{r.effect} rule {r.id!r} never takes effect: deny rule {d.ref} matches everything it "
                         "does (any matching deny wins)")]
     return []
@@ -208,9 +220,10 @@ def lint_policy(path: str, root: str | None = None) -> list[Finding]:
 def lint(policy: Policy) -> list[Finding]:
     """Every finding beyond the schema for a loaded *policy*."""
     out = _compile_checks(policy) + _source_checks(policy)
+    loc = _local(policy)
     for i, r in enumerate(policy.rules):
-        out += _never_matches(policy, i, r)
-        out += _shadowed(policy, i, r)
+        out += _never_matches(policy, loc[i], r)
+        out += _shadowed(policy, i, r, loc[i])
     return sorted(out, key=lambda f: (f.file, f.line or 0, f.field))
 
 

@@ -132,3 +132,15 @@ def test_worst_file_decides_and_json_lists_each(tmp_path: Path, capsys: pytest.C
     data = json.loads(capsys.readouterr().out)
     assert [d["ok"] for d in data] == [True, False]
     assert data[1]["findings"][0]["line"] == 3 and data[1]["findings"][0]["field"] == "lock"
+
+
+def test_findings_in_a_parent_name_the_parents_file_and_index(tmp_path: Path) -> None:
+    (tmp_path / "parent.yaml").write_text(HEAD + "rules:\n  - {id: p0, effect: deny, actions: [shell.exec]}\n"
+                                          "  - {id: p1, effect: allow, actions: [sql.unknown]}\n")
+    (tmp_path / "child.yaml").write_text("version: 1\nname: c\nextends: parent.yaml\nrules:\n"
+                                         "  - {id: c0, effect: warn, actions: [shell.exec]}\n")
+    found = [str(f) for f in lint_policy(str(tmp_path / "child.yaml"))]
+    assert found == [f"{tmp_path / 'child.yaml'}:5: rules[0]: warning: warn rule 'c0' never takes effect: deny rule "
+                     "p0 (parent.yaml:4) matches everything it does (any matching deny wins)",
+                     f"{tmp_path / 'parent.yaml'}:5: rules[1].actions: warning: sql.unknown is always denied before "
+                     "any rule: this rule never decides anything"]
