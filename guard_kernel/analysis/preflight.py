@@ -42,6 +42,7 @@ from guard_kernel.analysis.python.scan import (
     WRITER_PATH_KW,
     call_arg,
     dotted,
+    is_duckdb_type,
     literal_str,
 )
 from guard_kernel.decision.evaluate import Decision, Effect, RuleHit, decide
@@ -220,14 +221,16 @@ def _transform(code: str) -> str:
 # --------------------------------------------------- what waits for run time
 
 
-def _undecided(tree: ast.AST, lines: Sequence[str], decided: set[int]) -> tuple[RuntimeNote, ...]:
+def _undecided(tree: ast.AST, lines: Sequence[str], decided: set[int], duck: Callable[[ast.AST], bool | None]
+               ) -> tuple[RuntimeNote, ...]:
     """Calls that write, run, connect or execute with a target the code computes: the analysis
-    cannot settle them, the session's runtime layers decide them (lines with a decision skipped)."""
+    cannot settle them, the session's runtime layers decide them (lines with a decision skipped).
+    *duck* says whether a receiver is a DuckDB connection (None: cannot tell)."""
     notes: list[RuntimeNote] = []
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call) or node.lineno in decided:
             continue
-        reason = _runtime_reason(node)
+        reason = _runtime_reason(node, duck)
         if reason is not None:
             code = lines[node.lineno - 1].strip() if 0 < node.lineno <= len(lines) else ast.unparse(node)
             notes.append(RuntimeNote(node.lineno, code, reason))
@@ -235,11 +238,30 @@ def _undecided(tree: ast.AST, lines: Sequence[str], decided: set[int]) -> tuple[
     return tuple(notes)
 
 
+def _duck_test(state: CellState | None, namespace: Mapping[str, Any] | None) -> Callable[[ast.AST], bool | None]:
+    """Whether a receiver is DuckDB, from the names earlier cells bound or the live namespace."""
+    def duck(node: ast.AST) -> bool | None:
+        while isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            node = node.func.value  # duckdb.connect(…).execute, con.cursor().execute
+        if not isinstance(node, ast.Name):
+            return None
+        if state is not None and (node.id in state.bindings.duckdb or state.bindings.modules.get(node.id) == "duckdb"):
+            return True
+        if namespace is not None and node.id in namespace:
+            v = namespace[node.id]
+            if getattr(v, "__name__", None) in ("duckdb", "_duckdb"):
+                return True
+            return is_duckdb_type(type(v), "DuckDBPyConnection") or is_duckdb_type(type(v), "DuckDBPyRelation")
+        return True if node.id == "duckdb" else None
+
+    return duck
+
+
 def _computed(node: ast.AST | None) -> bool:
     return node is not None and literal_str(node) is None
 
 
-def _runtime_reason(call: ast.Call) -> str | None:
+def _runtime_reason(call: ast.Call, duck: Callable[[ast.AST], bool | None]) -> str | None:
     parts = dotted(call.func) or []
     if parts and parts[0] in DEFAULT_ALIASES_OF_MODULES:
         parts = [*DEFAULT_ALIASES_OF_MODULES[parts[0]].split("."), *parts[1:]]
@@ -247,8 +269,9 @@ def _runtime_reason(call: ast.Call) -> str | None:
     method = call.func.attr if isinstance(call.func, ast.Attribute) else None
     if name in BUILTIN_NAMES - {"open"} and _computed(call_arg(call, 0, "source", "name")):
         return f"{name}() of a string built at run time"
-    if name == "getattr" and _computed(call_arg(call, 1, "name")):
-        return "getattr() of a name computed at run time"
+    inner = call.func
+    if isinstance(inner, ast.Call) and dotted(inner.func) == ["getattr"] and _computed(call_arg(inner, 1, "name")):
+        return "a call of getattr() with a name computed at run time"  # getattr(df, 'to_' + fmt)(path)
     if name in ("open", "io.open", "builtins.open", "os.open"):
         mode = call_arg(call, 1, "mode", "flags")
         writes = name == "os.open" or _computed(mode) or WRITE_MODE.search(literal_str(mode) or "r")
@@ -256,7 +279,11 @@ def _runtime_reason(call: ast.Call) -> str | None:
             return f"{name}() of a path or mode computed at run time"
         return None
     if method in SQL_METHODS and call.args and literal_str(call.args[0]) is None:
-        return f".{method}() of SQL built at run time (the DuckDB gate decides it)"
+        is_duck = duck(call.func.value) if isinstance(call.func, ast.Attribute) else None
+        # pandas has DataFrame.query: an unknown receiver of .query() is not taken for DuckDB
+        if is_duck or (is_duck is None and method != "query"):
+            return f".{method}() of SQL built at run time (the DuckDB gate decides it)"
+        return None
     if method in WRITER_METHODS and _computed(call_arg(call, 0, *WRITER_PATH_KW)):
         return f".{method}() to a path computed at run time"
     for table, what in ((FILE_FUNCS, "path"), (SHELL_FUNCS, "command"), (EXPORT_FUNCS, "path")):
@@ -315,7 +342,8 @@ def _check_python(code: str, index: int, facts: Any, decider: Decider, *, state:
     except Exception as exc:  # fail closed, as the cell gate does
         return Unit(index, "cell", code, (_internal_error(exc),))
     decided = {d.line for d in decisions if d.line is not None}
-    notes = _through_links(intents, links) + list(_undecided(tree, src.splitlines(), decided))
+    notes = _through_links(intents, links) + list(_undecided(tree, src.splitlines(), decided,
+                                                             _duck_test(state, namespace)))
     return Unit(index, "cell", code, decisions, tuple(sorted(notes, key=lambda n: n.line or 0)))
 
 

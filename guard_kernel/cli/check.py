@@ -21,6 +21,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if len(given) != 1:
         print("check: give exactly one of --code STR, --sql STR or FILE.py|FILE.ipynb", file=sys.stderr)
         return 2
+    if "-" in (args.code, args.sql):  # an agent pipes a cell or a statement in
+        text = sys.stdin.read()
+        args.code, args.sql = (text, None) if args.code == "-" else (None, text)
     common = {"policy": args.policy, "actor": args.actor, "environment": args.environment, "cwd": args.cwd}
     if args.file is not None:
         if not os.path.isfile(args.file):
@@ -46,8 +49,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                        description="Decide code, SQL, a .py file or a notebook's cells under a policy without "
                                    "executing anything. Exit 0 allowed, 3 denied, 4 decided at run time, 2 bad input.")
     c.add_argument("file", nargs="?", default=None, help="a .py file (one cell) or a .ipynb notebook")
-    c.add_argument("--code", default=None, help="Python (IPython syntax) to check")
-    c.add_argument("--sql", default=None, help="DuckDB SQL to check")
+    c.add_argument("--code", default=None, help="Python (IPython syntax) to check; - reads it from stdin")
+    c.add_argument("--sql", default=None, help="DuckDB SQL to check; - reads it from stdin")
     c.add_argument("--policy", default=None, help="policy file (default: $GUARD_KERNEL_POLICY or the built-in)")
     c.add_argument("--actor", default=os.environ.get(ENV_ACTOR, "agent"), choices=ACTORS)
     c.add_argument("--environment", default=os.environ.get(ENV_ENVIRONMENT, "default"))

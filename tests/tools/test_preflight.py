@@ -49,6 +49,12 @@ PYTHON: list[tuple[str, list[str], str, Outcome, list[str]]] = [
     ("link-then-write", ["import os\nos.symlink('/etc/hostname', 'scratch/l')\nopen('scratch/l', 'w')"], "agent",
      Outcome.RUNTIME, []),
     ("syntax-error", ["def f(:"], "agent", Outcome.RUNTIME, []),
+    ("pandas-query-is-not-sql", ["import pandas as pd\ndf = pd.DataFrame({'a': [1]})\ncol = 'a'\n"
+                                 "df.query(f'{col} > 0')"], "agent", Outcome.ALLOW, []),
+    ("duckdb-query-built", [CONNECT, "q = 'SELECT 1'\ncon.query(q)"], "agent", Outcome.RUNTIME, []),
+    ("getattr-value-is-fine", ["name = 'real'\nx = getattr(1, name)"], "agent", Outcome.ALLOW, []),
+    ("getattr-called", ["import pandas as pd\nfmt = 'csv'\ngetattr(pd.DataFrame(), 'to_' + fmt)('x')"], "agent",
+     Outcome.RUNTIME, []),
     ("denial-wins-over-runtime", ["exec(s)\n!ls"], "agent", Outcome.DENY, ["agent-no-egress"]),
 ]
 
@@ -190,3 +196,15 @@ def test_cwd_is_restored(ws: Workspace) -> None:
     here = os.getcwd()
     check("open('x', 'w')", policy=ws.policy("default"), cwd=str(ws.root))
     assert os.getcwd() == here
+
+
+def test_cli_reads_code_from_stdin(ws: Workspace, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("x = 1\nimport ctypes\n"))
+    assert main(["check", "--policy", str(ws.policy("default")), "--code", "-"]) == 3
+    assert "no-native-code" in capsys.readouterr().out
+    monkeypatch.setattr("sys.stdin", io.StringIO("SELECT 1; DELETE FROM orders"))
+    assert main(["check", "--policy", str(ws.policy("default")), "--cwd", str(ws.root), "--sql", "-", "--json"]) == 3
+    assert [u["outcome"] for u in json.loads(capsys.readouterr().out)["units"]] == ["allow", "deny"]
