@@ -468,4 +468,22 @@ def check(code_or_sql: str, *, policy: Policy | str | os.PathLike[str] | None = 
     return Report(s.policy.ref(), s.actor, s.environment, tuple(units))
 
 
-__all__ = ["Outcome", "Report", "RuntimeNote", "Unit", "check", "check_cells", "looks_like_python"]
+def answer_request(request: Any, *, guard: Guard | None, shell: Any = None) -> dict[str, Any]:
+    """What a kernel comm target (``guard_kernel.check``) sends back for *request* ``{code}`` (or
+    ``{sql}``, with an optional ``language``): ``{"ok": true, "report": …}`` with the :class:`Report` of
+    this live session, or ``{"ok": false, "error": …}``.  Never raises: a comm handler must not."""
+    if guard is None:
+        return {"ok": False, "error": "guard_kernel is not active in this session"}
+    if not isinstance(request, Mapping):
+        return {"ok": False, "error": "the request is a JSON object: {\"code\": \"…\"} or {\"sql\": \"…\"}"}
+    text = request.get("code", request.get("sql"))
+    language = request.get("language", "sql" if "sql" in request and "code" not in request else "auto")
+    if not isinstance(text, str) or language not in ("auto", "python", "sql"):
+        return {"ok": False, "error": "give code (or sql) as a string; language is auto, python or sql"}
+    try:
+        return {"ok": True, "report": check(text, guard=guard, shell=shell, language=language).as_dict()}
+    except Exception as exc:  # the answer says what went wrong; the session goes on
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+
+__all__ = ["Outcome", "Report", "RuntimeNote", "Unit", "answer_request", "check", "check_cells", "looks_like_python"]

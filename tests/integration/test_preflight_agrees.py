@@ -9,6 +9,7 @@ still refuse.  A live guard asked through ``check(code, guard=…)`` answers lik
 from __future__ import annotations
 
 import ast
+import json
 from typing import Any
 
 import pytest
@@ -116,3 +117,20 @@ def test_a_live_guard_answers_like_the_preflight(k: GuardedKernel, project: Work
     off = check_cells([SETUP, code], policy=project.policy("default"), actor="agent",
                       cwd=str(project.root)).units[1]
     assert ast.literal_eval(res.text) == [(off.outcome.value, [(d.effect.value, d.rules[0].id) for d in off.decisions])]
+
+
+def test_the_comm_answer_from_a_real_kernel(k: GuardedKernel) -> None:
+    """What the kernel's ``guard_kernel.check`` comm target will send (the kernel issue wires it)."""
+    res = k.run("import json\nfrom guard_kernel.analysis.preflight import answer_request\n"
+                "from guard_kernel.decision import current\n"
+                "json.dumps([answer_request({'code': \"small.to_csv('out.csv')\"}, guard=current(), shell=get_ipython()),"
+                " answer_request({'sql': 'SELECT ssn FROM customers'}, guard=current()),"
+                " answer_request({'code': 3}, guard=current()), answer_request({'code': '1'}, guard=None)])")
+    assert res.ok, res
+    py, sql, bad, off = json.loads(ast.literal_eval(res.text))
+    assert py["ok"] and py["report"]["outcome"] == "deny"
+    assert py["report"]["units"][0]["denial"]["rules"][0]["id"] == "defaults.export"
+    assert sql["ok"] and sql["report"]["units"][0]["kind"] == "statement"
+    assert sql["report"]["units"][0]["denial"]["rules"][0]["id"] == "source:warehouse.customers.deny_columns"
+    assert not bad["ok"] and "string" in bad["error"]
+    assert not off["ok"] and "not active" in off["error"]

@@ -104,3 +104,10 @@ def test_cli_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert main(["policy", "test", str(p)]) == 2
     assert ":1: [0].code:" in capsys.readouterr().err
     assert main(["policy", "test", str(p), str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_cli_malformed_policy_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = _policy_with_cases(tmp_path, "- {name: a, sql: SELECT 1, expect: {effect: allow}}\n")
+    p.write_text("version: 1\nname: p\nlock: perhaps\n")
+    assert main(["policy", "test", str(p)]) == 2
+    assert f"{p}:3: lock" in capsys.readouterr().err

@@ -80,3 +80,10 @@ def test_cli_text_json_and_bad_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert shell[0]["id"] == "human-shell" and shell[0]["effect"] == "warn" and shell[0]["file"].endswith("default.yaml")
     assert data["sources"][0]["protected_columns"] == {"customers": ["ssn"]}
     assert main(["policy", "explain", "nope.yaml"]) == 2
+
+
+def test_cli_malformed_policy_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nname: b\nrules:\n  - {id: a, effect: deny, actions: [sql.drop]}\n")
+    assert main(["policy", "explain", str(bad)]) == 2
+    assert f"{bad}:4: rules[0].actions[0]: unknown action 'sql.drop'" in capsys.readouterr().err
