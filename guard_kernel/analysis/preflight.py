@@ -121,6 +121,9 @@ class Report:
     actor: str
     environment: str
     units: tuple[Unit, ...] = ()
+    max_rows: int = 0
+    """The actor's row cap: a read that returns more is cut (or refused) when it runs."""
+    on_exceed: str = "truncate"
 
     @property
     def decisions(self) -> tuple[Decision, ...]:
@@ -146,7 +149,9 @@ class Report:
     def as_dict(self) -> dict[str, Any]:
         """JSON for agents."""
         return {"policy": dict(self.policy), "actor": self.actor, "environment": self.environment,
-                "outcome": self.outcome.value, "allowed": self.allowed, "units": [u.as_dict() for u in self.units]}
+                "outcome": self.outcome.value, "allowed": self.allowed,
+                "row_cap": {"max_rows": self.max_rows, "on_exceed": self.on_exceed},
+                "units": [u.as_dict() for u in self.units]}
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), indent=2)
@@ -167,6 +172,9 @@ class Report:
             if not u.decisions and not u.runtime:
                 lines.append("  nothing the guard decides before it runs")
         count = {o: sum(u.outcome is o for u in self.units) for o in Outcome}
+        if any(d.action is Action.SQL_READ and not d.blocked for d in self.decisions):
+            lines.append(f"reads return at most {self.max_rows} rows into Python for {self.actor} "
+                         f"({'cut there' if self.on_exceed == 'truncate' else 'more is refused'} when they run)")
         lines.append(f"{self.outcome.value}: {count[Outcome.ALLOW]} allowed, {count[Outcome.DENY]} denied, "
                      f"{count[Outcome.RUNTIME]} decided at run time")
         return "\n".join(lines)
@@ -439,7 +447,8 @@ def check_cells(cells: Sequence[str], *, policy: Policy | str | os.PathLike[str]
         units = tuple(_check_python(c, i, s.facts, s.decider, state=state, namespace=s.namespace,
                                     transform=s.transform, aliases=s.aliases, links=links)
                       for i, c in enumerate(cells, 1))
-    return Report(s.policy.ref(), s.actor, s.environment, units)
+    return Report(s.policy.ref(), s.actor, s.environment, units, s.policy.limits.for_actor(s.actor),
+                  s.policy.limits.on_exceed)
 
 
 def check(code_or_sql: str, *, policy: Policy | str | os.PathLike[str] | None = None, actor: str | None = None,
@@ -465,7 +474,8 @@ def check(code_or_sql: str, *, policy: Policy | str | os.PathLike[str] | None = 
     s = _setup(policy, actor, environment, cwd, guard, namespace, shell)
     with _in_dir(cwd):
         units = _check_sql(code_or_sql, s.facts, s.decider, database)
-    return Report(s.policy.ref(), s.actor, s.environment, tuple(units))
+    return Report(s.policy.ref(), s.actor, s.environment, tuple(units), s.policy.limits.for_actor(s.actor),
+                  s.policy.limits.on_exceed)
 
 
 def answer_request(request: Any, *, guard: Guard | None, shell: Any = None) -> dict[str, Any]:

@@ -110,11 +110,13 @@ def test_nothing_is_executed_or_recorded(ws: Workspace, tmp_path: Path) -> None:
 
 
 def test_the_package_exports_check_and_report(ws: Workspace) -> None:
-    r = guard_kernel.check("SELECT 1", policy=ws.policy("default"), cwd=str(ws.root))
+    r = guard_kernel.check("SELECT 1", policy=ws.policy("default"), actor="agent", cwd=str(ws.root))
     assert isinstance(r, guard_kernel.Report) and r.allowed and r.exit_code == 0
     assert "check" in guard_kernel.__all__ and "Report" in guard_kernel.__all__
     d = r.as_dict()
     assert d["allowed"] is True and d["units"][0]["decisions"][0]["action"] == "sql.read"
+    assert d["row_cap"] == {"max_rows": 500, "on_exceed": "truncate"}
+    assert "reads return at most 500 rows into Python for agent" in r.render()
 
 
 def test_json_is_the_kernels_denial_shape(ws: Workspace) -> None:
