@@ -1,8 +1,9 @@
 """Command line: ``python -m guard_kernel demo | run | install | kernels | audit (verify | show | list) | verify |
-check-policy`` (one module per family).
+check | policy … | check-policy`` (one module per family).
 
-Exit codes: 0 success; 1 the run, audit or demo is not as expected; 2 bad input
-(a policy that does not validate, a missing file).
+Exit codes: 0 success; 1 the run, audit or demo is not as expected, or ``policy check`` found
+errors; 2 bad input (a missing file, a policy that does not load where one is needed);
+``check``: 3 something denied, 4 something decided only at run time.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from guard_kernel.cli import audit, kernel, policy, run
+from guard_kernel.cli import audit, check, kernel, policy, run
 from guard_kernel.policy.model import PolicyError
 
 
@@ -20,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m guard_kernel",
                                 description="Access guardrails for Jupyter notebooks and AI agents.")
     sub = p.add_subparsers(dest="command", required=True)
-    for family in (run, kernel, audit, policy):
+    for family in (run, kernel, audit, policy, check):
         family.add_parsers(sub)
 
     return p

@@ -239,12 +239,14 @@ def _protections(policy: Policy, req: Request, protected: tuple[str, ...] = ()) 
                         "Change the policy outside the session, then start a new one.")
             for src, glob in policy.source_paths():
                 if glob.matches(req.path):
-                    return (RuleHit(f"source:{src.name}", _base(policy.file), src.line),
+                    return (RuleHit(f"source:{src.name}", _base(src.file or policy.file), src.line),
                             f"{req.action} on {req.resource}: source '{src.name}' ({glob.text}) is read-only.",
                             _source_hint(policy, req))
         for t in req.written:
             if t.source:
-                return (RuleHit(f"source:{t.source}", _base(policy.file), policy.sources[t.source].line if t.source in policy.sources else 0),
+                owner = policy.sources.get(t.source)
+                return (RuleHit(f"source:{t.source}", _base(owner.file or policy.file) if owner else _base(policy.file),
+                                owner.line if owner else 0),
                         f"{req.action} on {t}: source '{t.source}' is read-only.",
                         _source_hint(policy, req))
     for src in policy.sources.values():
@@ -258,7 +260,8 @@ def _protections(policy: Policy, req: Request, protected: tuple[str, ...] = ()) 
                              stars=req.stars, column_patterns=req.column_patterns)
             for col in sorted(table.deny_columns):
                 if _columns_hit(scoped, (f"{table.name}.{col}",)):
-                    return (RuleHit(f"source:{src.name}.{table.name}.deny_columns", _base(policy.file), src.line),
+                    return (RuleHit(f"source:{src.name}.{table.name}.deny_columns", _base(src.file or policy.file),
+                                    src.line),
                             f"Column {table.name}.{col} of source '{src.name}' may not be read (SELECT * and whole-row reads included).",
                             f"Name the columns you need, without {col}: SELECT * EXCLUDE ({col}) FROM {table.name}.")
     return None
@@ -319,7 +322,8 @@ def decide(policy: Policy, req: Request, actor: str, environment: str, protected
         in_scratch = bool(req.path and any_match(policy.scratch, req.path))
         if default != "allow" and cls in (ActionClass.WRITE, ActionClass.EXPORT) and (req.owned or in_scratch):
             default = "allow"  # the session's own objects and the scratch area
-        hits = (RuleHit(f"defaults.{cls.value}", _base(policy.file), 0),)
+        at_file, at_line = policy.defaults_at.get(cls, (policy.file, 0))
+        hits = (RuleHit(f"defaults.{cls.value}", _base(at_file), at_line),)
         if default == "deny":
             hint = _HINTS.get(req.action)
             if req.action in (Action.EXPORT_DATAFRAME, Action.FILE_WRITE, Action.SQL_EXPORT) and policy.scratch:

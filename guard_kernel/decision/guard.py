@@ -12,7 +12,7 @@ import os
 import sys
 import threading
 import weakref
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
@@ -34,6 +34,8 @@ ENV_ROOT = "GUARD_KERNEL_ROOT"
 ENV_POLICY_SHA256 = "GUARD_KERNEL_POLICY_SHA256"
 """The session is configured by these variables, read when the guard starts (see the README).
 ``GUARD_KERNEL_POLICY_SHA256`` pins the policy: a policy file whose SHA-256 differs is refused."""
+HISTORY = 100
+"""How many recent decisions a guard keeps for ``%guard explain N``."""
 
 
 def _default_notify(decision: Decision) -> None:
@@ -86,6 +88,8 @@ class Guard:
         """The kernel request being served (msg id, session, username): added to cell records."""
         self.counts: Counter[str] = Counter()
         self.last: Decision | None = None
+        self.history: deque[Decision] = deque(maxlen=HISTORY)
+        """The latest recorded decisions, newest last (``%guard explain N``)."""
         self.notify = notify or _default_notify
         self.owned_tables: set[str] = set()
         """Lower-case ``catalog.name`` and ``name`` of tables/views this session created."""
@@ -175,6 +179,7 @@ class Guard:
         action must not proceed unrecorded), whatever the decision was."""
         self._write(kind, d, {**d.audit_fields, **extra})
         self.counts[d.effect.value] += 1
+        self.history.append(d)
         if d.effect is not Effect.ALLOW or not self.last or self.last.effect is Effect.ALLOW:
             self.last = d
         if d.effect in (Effect.WARN, Effect.WOULD_DENY):
@@ -220,6 +225,7 @@ class Guard:
                      None, statement)
         self.counts["truncate"] += 1
         self.last = d
+        self.history.append(d)
         self.record("truncate", action=Action.SQL_READ.value, resource=resource, decision="truncate", rules=[],
                     message=msg, returned=returned, max_rows=self.max_rows, via=via,
                     **({"statement": statement} if statement else {}))

@@ -13,6 +13,7 @@ import json
 import os
 import string
 from collections.abc import Iterable
+from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
@@ -197,7 +198,7 @@ def _build(data: dict[str, Any], node: yaml.Node | None, file: str, sha: str, ro
         sources[name] = Source(
             name=name, duckdb=resolve(s["duckdb"], root) if s.get("duckdb") else None, tables=tables,
             paths=tuple(PathGlob.make(p, root) for p in s.get("paths", ())),
-            line=_line_of(node, ["sources", name]) or 0,
+            line=_line_of(node, ["sources", name]) or 0, file=file,
         )
     limits = data.get("limits") or {}
     max_rows = limits.get("max_rows", {"agent": 500, "human": 10000})
@@ -207,6 +208,9 @@ def _build(data: dict[str, Any], node: yaml.Node | None, file: str, sha: str, ro
         max_rows = {"agent": 500, "human": 10000, **max_rows}
     applies = data.get("applies_to") or {}
     confine = data.get("confine") or {}
+    defaults_line = _line_of(node, ["defaults"]) or 0 if "defaults" in data else 0
+    defaults_at: dict[ActionClass, tuple[str, int]] = {c: (file, (_line_of(node, ["defaults", c.value]) or 0) if c.value in defaults else defaults_line)
+                   for c in ActionClass if c is not ActionClass.NONE}
     return Policy(
         name=data["name"], file=file, sha256=sha, root=root, description=data.get("description", ""),
         mode=data.get("mode", "enforce"), lock=data.get("lock", True),
@@ -216,7 +220,7 @@ def _build(data: dict[str, Any], node: yaml.Node | None, file: str, sha: str, ro
         scratch=tuple(PathGlob.make(p, root) for p in data.get("scratch", ())),
         limits=Limits(max_rows=max_rows, on_exceed=limits.get("on_exceed", "truncate")),
         rules=tuple(rules), applies_to_environments=tuple(applies.get("environments", ())),
-        applies_to_actors=tuple(applies.get("actors", ())),
+        applies_to_actors=tuple(applies.get("actors", ())), defaults_at=defaults_at,
         confine_mode=confine.get("mode", "best_effort"), confine_exec=confine.get("exec", "allow"),
         audit=AuditSettings(**(data.get("audit") or {})),
     )
@@ -236,9 +240,93 @@ def parse_policy(text: str, file: str = "<string>", root: str | None = None) -> 
     """Validate policy *text* and build the model; raise :class:`PolicyError` if it is wrong.
 
     Relative paths resolve as :func:`policy_root` says."""
+    return _parse(text, file, root, ())
+
+
+def _parse(text: str, file: str, root: str | None, chain: tuple[str, ...]) -> Policy:
     data, node = _compose(text, file)
     _validate(data, node, file)
-    return _build(data, node, file, hashlib.sha256(text.encode()).hexdigest(), policy_root(data, file, root))
+    policy = _build(data, node, file, hashlib.sha256(text.encode()).hexdigest(), policy_root(data, file, root))
+    if "extends" in data:
+        policy = _extend(policy, data, node, root, chain)
+    return policy
+
+
+# ------------------------------------------------------------------ extends
+# A policy may extend another (a file, relative to its own folder, or the built-in one): the
+# child's keys are merged over the parent's — ``defaults``, ``sources``, ``limits`` and
+# ``applies_to`` entry by entry, other keys replaced — and the rules are concatenated, parent's
+# first (rule ids must not collide).  Each file is validated and built on its own, with its own
+# line numbers and its own root; the SHA-256 covers the whole chain.
+
+BUILTIN_NAMES = frozenset({"builtin", "builtin:default", "builtin-strict"})
+"""What ``extends:`` may name instead of a file: the strict built-in default."""
+
+
+def _parent_text(ref: str, child: str, line: int | None) -> tuple[str, str]:
+    """The text and file name of the parent *ref* that *child* extends."""
+    if ref in BUILTIN_NAMES:
+        return _package_text(BUILTIN_POLICY_FILE), f"<builtin:{BUILTIN_POLICY_FILE}>"
+    base = os.path.dirname(child) if os.path.isabs(child) else os.getcwd()
+    path = os.path.abspath(os.path.join(base, os.path.expanduser(ref)))
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read(), path
+    except OSError as exc:
+        raise PolicyError(child, line, "extends",
+                          f"cannot read the parent policy {path}: {exc.strerror}") from None
+
+
+def _extend(child: Policy, data: dict[str, Any], node: yaml.Node | None, root: str | None,
+            chain: tuple[str, ...]) -> Policy:
+    """*child* (built from *data*) merged over the policy its ``extends:`` names."""
+    line = _line_of(node, ["extends"])
+    text, parent_file = _parent_text(data["extends"], child.file, line)
+    seen = (*chain, child.file)
+    if parent_file in seen:
+        loop = " → ".join(os.path.basename(f) for f in (*seen, parent_file))
+        raise PolicyError(child.file, line, "extends",
+                          f"{parent_file} is already in the chain of parents: a cycle ({loop})")
+    parent = _parse(text, parent_file, root, seen)
+    return _merge(parent, child, data, node)
+
+
+def _merge(parent: Policy, child: Policy, data: dict[str, Any], node: yaml.Node | None) -> Policy:
+    ids = {r.id: r for r in parent.rules}
+    for i, r in enumerate(child.rules):
+        if r.id in ids:
+            first = ids[r.id]
+            raise PolicyError(child.file, _line_of(node, ["rules", i, "id"]), f"rules[{i}].id",
+                              f"rule id {r.id!r} is already defined in {first.file}:{first.line}")
+    set_defaults = data.get("defaults") or {}
+    limits = data.get("limits") or {}
+    max_rows = limits.get("max_rows", {})
+    if isinstance(max_rows, int):
+        max_rows = {"agent": max_rows, "human": max_rows}
+    applies = data.get("applies_to") or {}
+    sha = hashlib.sha256(f"{child.sha256}\n{parent.sha256}".encode()).hexdigest()
+    return replace(
+        child, sha256=sha,
+        description=child.description if "description" in data else parent.description,
+        mode=child.mode if "mode" in data else parent.mode,
+        lock=child.lock if "lock" in data else parent.lock,
+        defaults={**parent.defaults, **{c: v for c, v in child.defaults.items() if c.value in set_defaults}},
+        defaults_at={**parent.defaults_at,
+                     **{c: v for c, v in child.defaults_at.items() if c.value in set_defaults}},
+        message=child.message if "message" in set_defaults else parent.message,
+        sources={**parent.sources, **child.sources},
+        scratch=child.scratch if "scratch" in data else parent.scratch,
+        limits=Limits(max_rows={**parent.limits.max_rows, **max_rows},
+                      on_exceed=limits.get("on_exceed", parent.limits.on_exceed)),
+        rules=parent.rules + child.rules,
+        applies_to_environments=child.applies_to_environments if "environments" in applies
+        else parent.applies_to_environments,
+        applies_to_actors=child.applies_to_actors if "actors" in applies else parent.applies_to_actors,
+        extends=(parent.file, *parent.extends),
+        confine_mode=child.confine_mode if "confine" in data else parent.confine_mode,
+        confine_exec=child.confine_exec if "confine" in data else parent.confine_exec,
+        audit=child.audit if "audit" in data else parent.audit,
+    )
 
 
 def load_policy(path: str | os.PathLike[str], root: str | None = None) -> Policy:
@@ -261,4 +349,5 @@ def builtin_policy(root: str | None = None) -> Policy:
     return parse_policy(text, f"<builtin:{BUILTIN_POLICY_FILE}>", root)
 
 
-__all__ = ["BUILTIN_POLICY_FILE", "builtin_policy", "load_policy", "parse_policy", "policy_root", "schema"]
+__all__ = ["BUILTIN_NAMES", "BUILTIN_POLICY_FILE", "builtin_policy", "load_policy", "parse_policy", "policy_root",
+           "schema"]

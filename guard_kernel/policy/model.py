@@ -86,6 +86,8 @@ class Source:
     tables: Mapping[str, SourceTable] = field(default_factory=dict)
     paths: tuple[PathGlob, ...] = ()
     line: int = 0
+    file: str = ""
+    """The policy file that declares it (a parent's, under ``extends``)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -141,6 +143,11 @@ class Policy:
     def deny_columns(self) -> frozenset[str]:
         """Every column name some source's table denies (lower case): the audit masks their values."""
         return frozenset(c.lower() for s in self.sources.values() for t in s.tables.values() for c in t.deny_columns)
+    defaults_at: Mapping[ActionClass, tuple[str, int]] = field(default_factory=dict)
+    """Where each class default is written: (file, line of ``defaults.<class>``, else of ``defaults:``;
+    0 when the file leaves it to the built-in fallback)."""
+    extends: tuple[str, ...] = ()
+    """The files this policy extends, nearest parent first (``extends:``); its SHA-256 covers them all."""
 
     def default_for(self, cls: ActionClass) -> str:
         """The effect when no rule matches an action of class *cls*."""

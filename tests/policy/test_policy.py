@@ -200,7 +200,7 @@ def test_check_policy_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(HEAD + "rules:\n  - id: a\n    effect: deny\n    actions: [sql.drop]\n")
-    assert main(["check-policy", str(bad)]) == 2
+    assert main(["check-policy", str(bad)]) == 1  # like a linter: 1 errors, 2 a bad invocation
     err = capsys.readouterr().err
     assert f"{bad}:6: rules[0].actions[0]: unknown action 'sql.drop'" in err
 

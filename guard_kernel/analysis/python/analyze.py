@@ -20,7 +20,7 @@ import sys
 import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from guard_kernel.analysis.python.scan import (
@@ -55,7 +55,18 @@ from guard_kernel.policy.actions import Action
 from guard_kernel.policy.paths import resolve
 
 if TYPE_CHECKING:
-    from guard_kernel.decision.guard import Guard
+    from guard_kernel.policy.model import Policy
+
+
+class SessionFacts(Protocol):
+    """What the analysis reads of a session: the session's :class:`~guard_kernel.decision.guard.Guard`,
+    or the pre-flight's stand-in (:mod:`guard_kernel.tools.preflight`), which executes nothing."""
+
+    policy: Policy
+    owned_tables: set[str]
+    """Lower-case ``catalog.name`` and ``name`` of tables the session created."""
+    owned_files: set[str]
+    """Real paths of files the session created."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,16 @@ class _Bindings:
     """names assigned a literal ``Path(…)`` in the cell."""
 
 
+@dataclass
+class CellState:
+    """What earlier cells bound, carried into the next one when there is no live namespace (a
+    notebook checked before it runs): connections, literal paths, module names, tables created."""
+
+    bindings: _Bindings = field(default_factory=_Bindings)
+    owned_tables: set[str] = field(default_factory=set)
+    """Lower-case ``catalog.name`` and ``name`` of the tables earlier cells created."""
+
+
 # ------------------------------------------------------------------ analysis
 
 
@@ -94,7 +115,7 @@ class _Analyzer:
     """One pass over one cell (or a magic's body inside it)."""
 
     def __init__(self, *, source: str | None, first_line: int, namespace: Mapping[str, Any] | None,
-                 guard: Guard | None, aliases: Iterable[str] | None,
+                 guard: SessionFacts | None, aliases: Iterable[str] | None,
                  transform: Callable[[str], str] | None, depth: int = 0, display: str | None = None,
                  db_path: str | None = None) -> None:
         self.db_path = db_path
@@ -534,7 +555,7 @@ def _conn_key(conn: tuple[str, Any] | None, recv: ast.AST | None) -> tuple[str, 
     return (kind, id(value)) if kind == "ns" and value is not None else (kind, value)
 
 
-def _source_of(guard: Guard | None, real: str) -> str | None:
+def _source_of(guard: SessionFacts | None, real: str) -> str | None:
     if guard is None:
         return None
     for src in guard.policy.sources.values():
@@ -551,14 +572,15 @@ def _sql_module() -> Any:
 
 
 def analyze_tree(tree: ast.AST, source: str | None = None, *, first_line: int = 1,
-                 namespace: Mapping[str, Any] | None = None, guard: Guard | None = None,
+                 namespace: Mapping[str, Any] | None = None, guard: SessionFacts | None = None,
                  aliases: Iterable[str] | None = None, transform: Callable[[str], str] | None = None,
                  display: str | None = None, db_path: str | None = None,
-                 hits: list[int] | None = None) -> list[Intent]:
+                 hits: list[int] | None = None, state: CellState | None = None) -> list[Intent]:
     """Intents of an already-parsed cell; *source* (its text) lets the pre-filter skip most of the tree.
 
     *display* is the cell as typed (before IPython's transforms), used for the code shown in denials.
     *hits* is the pre-filter's answer for an ASCII *source* when the caller has already computed it.
+    *state* carries names and created tables from cell to cell (updated in place).
     """
     if source is None or not source.isascii():  # identifiers are NFKC-normalised: non-ASCII → walk all
         hits = None
@@ -568,20 +590,26 @@ def analyze_tree(tree: ast.AST, source: str | None = None, *, first_line: int = 
         return []
     a = _Analyzer(source=source, first_line=first_line, namespace=namespace, guard=guard, aliases=aliases,
                   transform=transform, display=display, db_path=db_path)
-    return a.run(tree, hits)
+    if state is None:
+        return a.run(tree, hits)
+    a.b = state.bindings
+    a.owned_sql |= state.owned_tables
+    out = a.run(tree, hits)
+    state.owned_tables |= a.owned_sql
+    return out
 
 
 def analyze_source(code: str, *, first_line: int = 1, namespace: Mapping[str, Any] | None = None,
-                   guard: Guard | None = None, aliases: Iterable[str] | None = None,
+                   guard: SessionFacts | None = None, aliases: Iterable[str] | None = None,
                    transform: Callable[[str], str] | None = None, display: str | None = None,
-                   db_path: str | None = None) -> list[Intent]:
+                   db_path: str | None = None, state: CellState | None = None) -> list[Intent]:
     """Intents of the Python source *code* (as IPython runs it); [] if it does not parse."""
     try:
         tree = ast.parse(code)
     except (SyntaxError, ValueError):
         return []  # Python reports it normally
     return analyze_tree(tree, code, first_line=first_line, namespace=namespace, guard=guard,
-                        aliases=aliases, transform=transform, display=display, db_path=db_path)
+                        aliases=aliases, transform=transform, display=display, db_path=db_path, state=state)
 
 
 analyze_cell = analyze_source

@@ -168,7 +168,7 @@ def _install(state: _Loaded) -> None:
     _register_events(state)
     _wrap_shell(state)
     _wrap_find(state)
-    ip.register_magic_function(_percent_guard, "line", "guard")
+    ip.register_magic_function(_percent_guard, "line_cell", "guard")
     _wrap_shutdown(state)
 
 
@@ -205,18 +205,19 @@ def _wrap_shutdown(state: _Loaded) -> None:
     state.kernel_wrapped = True
 
 
-def _percent_guard(line: str = "") -> None:
-    """What the guard does in this session: ``%guard status | explain [--json] | audit | policy FILE``.
+def _percent_guard(line: str = "", cell: str | None = None) -> None:
+    """What the guard does in this session: ``%guard status | explain [N] | audit | policy FILE | check CODE | help``.
 
     ``status`` (default): policy, mode, lock, actor, environment, counts, audit path;
-    ``explain``: the last decision and the rules (file:line) that made it; ``audit``: this
-    session's audit file; ``policy FILE``: switch policy (only when the current one has
-    ``lock: false``); ``--json``: the same as JSON (status, explain).
+    ``explain [N]``: the last (N-th last) decision and the rules (file:line) that made it; ``audit``:
+    this session's audit file; ``policy FILE``: switch policy (only when the current one has
+    ``lock: false``); ``check CODE`` (or a ``%%guard check`` cell): would it be allowed, decided
+    without running it; ``--json``: the same as JSON (status, explain, check).
     """
-    # its argument parser is built on first use, not at start-up
+    # loaded on first use, not at start-up
     from guard_kernel.enforce.ipython.magics import guard_magic
 
-    guard_magic(line)
+    guard_magic(line, cell)
 
 
 def unload_ipython_extension(ip: Any) -> None:

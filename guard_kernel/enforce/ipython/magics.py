@@ -3,19 +3,22 @@
 :func:`magic_intent` says which magics run shell commands or write files, for the cell
 analysis and the magic wrappers alike.
 
-``%guard status``            policy, mode, lock, actor, environment, counts, audit path
-``%guard explain [--json]``  the last decision with the rules (file:line) that made it
-``%guard audit [--json]``    this session's audit: its path, counts, denials with their rules
-``%guard policy FILE``       switch policy (only when the current one has ``lock: false``)
+``%guard status``              policy, mode, lock, actor, environment, counts, audit path
+``%guard explain [N] [--json]`` the last (or N-th last) decision with the rules (file:line) that made it
+``%guard audit [--json]``      this session's audit: its path, counts, denials with their rules
+``%guard policy FILE``         switch policy (only when the current one has ``lock: false``)
+``%guard check [--json] CODE`` the pre-flight in this session (``%%guard check`` for a cell)
+``%guard help`` / ``-h``       the usage; unknown sub-commands and stray arguments are usage errors
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
+from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from guard_kernel.analysis.python.scan import (
     DEFAULT_ALIASES,
@@ -25,9 +28,11 @@ from guard_kernel.analysis.python.scan import (
     magic_intent,
 )
 from guard_kernel.decision import guard as session
+from guard_kernel.decision.evaluate import Decision
 from guard_kernel.policy.load import load_policy
 
-SUBCOMMANDS = ("status", "explain", "audit", "policy")
+SUBCOMMANDS = ("status", "explain", "audit", "policy", "check")
+
 
 def status_text(guard: session.Guard) -> str:
     """The lines ``%guard status`` prints."""
@@ -46,9 +51,9 @@ def status_text(guard: session.Guard) -> str:
     return "\n".join(lines)
 
 
-def explain_text(guard: session.Guard) -> str:
-    """The last decision, rendered with its rules."""
-    d = guard.last
+def explain_text(guard: session.Guard, decision: Decision | None = None) -> str:
+    """A decision (default: the last one), rendered with its rules."""
+    d = decision if decision is not None else guard.last
     if d is None:
         return "No decision yet in this session."
     rules = "\n".join(f"  - {r}" for r in d.rules) or "  - (no rule: built-in default)"
@@ -99,33 +104,106 @@ def switch_policy(guard: session.Guard, file: str) -> str:
     return f"guard_kernel: policy switched from {old.name} to {new.name} ({new.mode}, lock: {str(new.lock).lower()})"
 
 
-@magic_arguments()
-@argument("command", nargs="?", default="status", help="status | explain | audit | policy")
-@argument("file", nargs="?", default=None, help="policy file (for `%%guard policy FILE`)")
-@argument("--json", action="store_true", help="print JSON (status, explain, audit)")
-def guard_magic(line: str = "") -> None:
+USAGE = """usage: %guard [SUBCOMMAND] [ARGS]
+  %guard status [--json]        policy, mode, lock, actor, environment, counts, audit path (the default)
+  %guard explain [N] [--json]   the last decision (N: the N-th last one recorded) and the rules that made it
+  %guard audit [--json]         this session's audit: its path, counts, denials with their rules
+  %guard policy FILE            switch policy (only when the current one has lock: false)
+  %guard check [--json] CODE    would CODE be allowed here? decided without running it (%%guard check: a cell)
+  %guard help | -h              this help"""
+
+
+def _usage(problem: str) -> UsageError:
+    return UsageError(f"%guard: {problem}\n{USAGE}")
+
+
+def _flags(words: list[str], allowed: tuple[str, ...], max_positional: int) -> tuple[set[str], list[str]]:
+    """The flags and positional words of a sub-command; anything else is a usage error."""
+    flags = {w for w in words if w.startswith("-")}
+    positional = [w for w in words if not w.startswith("-")]
+    bad = sorted(flags - set(allowed))
+    if bad:
+        raise _usage(f"unknown option {bad[0]!r}")
+    if len(positional) > max_positional:
+        raise _usage(f"unexpected argument {positional[max_positional]!r}")
+    return flags, positional
+
+
+def explain_nth(guard: session.Guard, n: int) -> Decision | None:
+    """The *n*-th last decision the session recorded (1: the latest), or None."""
+    return guard.history[-n] if 0 < n <= len(guard.history) else None
+
+
+def check_text(guard: session.Guard, code: str, *, as_json: bool, shell: Any = None) -> str:
+    """``%guard check``: the pre-flight for *code* in this session (nothing runs, nothing is recorded)."""
+    from guard_kernel.analysis.preflight import check  # loaded on first use, not at start-up
+
+    report = check(code, guard=guard, shell=shell)
+    return report.to_json() if as_json else report.render()
+
+
+def guard_magic(line: str = "", cell: str | None = None) -> None:
     """``%guard``: show what the guard does in this session (registered by the extension)."""
-    args = parse_argstring(guard_magic, line)
-    if args.command not in SUBCOMMANDS:
-        raise UsageError(f"%guard: unknown subcommand {args.command!r}; use one of {', '.join(SUBCOMMANDS)}")
+    line = line.strip()
+    command, _, rest = line.partition(" ")
+    command = command or "status"
+    if command in ("help", "-h", "--help"):
+        print(USAGE)
+        return
+    if command.startswith("-"):  # `%guard --json`: options of the default sub-command
+        command, rest = "status", line
+    if command not in SUBCOMMANDS:
+        raise _usage(f"unknown subcommand {command!r}")
+    if cell is not None and command != "check":
+        raise _usage(f"%%guard takes a cell only for check, not {command!r}")
+    if command == "check":
+        as_json = rest.lstrip().startswith("--json")
+        code = rest.lstrip()[len("--json"):] if as_json else rest
+        code = cell if cell is not None else code.strip()
+        if code.strip() in ("-h", "--help"):
+            print(USAGE)
+            return
+        if not code.strip():
+            raise _usage("check needs the code to check: %guard check CODE, or a %%guard check cell")
+    try:
+        words = shlex.split(rest) if command != "check" else []
+    except ValueError as exc:
+        raise _usage(str(exc)) from None
+    if "-h" in words or "--help" in words:
+        print(USAGE)
+        return
     guard = session.current()
     if guard is None:
         print("guard_kernel is not active in this session (use %load_ext guard_kernel).")
         return
-    if args.command == "status":
-        print(json.dumps(guard.status(), indent=2) if args.json else status_text(guard))
-    elif args.command == "explain":
-        if args.json:
-            print(json.dumps(guard.last.as_dict() if guard.last else None, indent=2))
+    if command == "status":
+        flags, _ = _flags(words, ("--json",), 0)
+        print(json.dumps(guard.status(), indent=2) if "--json" in flags else status_text(guard))
+    elif command == "explain":
+        flags, pos = _flags(words, ("--json",), 1)
+        if pos and not (pos[0].isdigit() and int(pos[0]) > 0):
+            raise _usage(f"explain takes a positive number (the N-th last decision), not {pos[0]!r}")
+        d = explain_nth(guard, int(pos[0])) if pos else guard.last
+        if "--json" in flags:
+            print(json.dumps(d.as_dict() if d else None, indent=2))
+        elif pos and d is None:
+            print(f"No decision {pos[0]} back: this session has recorded {len(guard.history)} "
+                  f"(the last {session.HISTORY} are kept).")
         else:
-            print(explain_text(guard))
-    elif args.command == "audit":
-        print(audit_text(guard, as_json=args.json))
+            print(explain_text(guard, d))
+    elif command == "audit":
+        flags, _ = _flags(words, ("--json",), 0)
+        print(audit_text(guard, as_json="--json" in flags))
+    elif command == "policy":
+        _, pos = _flags(words, (), 1)
+        if not pos:
+            raise _usage("policy needs a FILE: %guard policy FILE")
+        print(switch_policy(guard, os.path.expanduser(pos[0])))
     else:
-        if not args.file:
-            raise UsageError("usage: %guard policy FILE")
-        print(switch_policy(guard, os.path.expanduser(args.file)))
+        from IPython import get_ipython
+
+        print(check_text(guard, code, as_json=as_json, shell=get_ipython()))
 
 
-__all__ = ["DEFAULT_ALIASES", "PACKAGE_MAGICS", "PYTHON_MAGICS", "SCRIPT_MAGICS", "audit_text", "explain_text", "guard_magic",
-           "magic_intent", "status_text", "switch_policy"]
+__all__ = ["DEFAULT_ALIASES", "PACKAGE_MAGICS", "PYTHON_MAGICS", "SCRIPT_MAGICS", "USAGE", "audit_text", "check_text",
+           "explain_nth", "explain_text", "guard_magic", "magic_intent", "status_text", "switch_policy"]

@@ -375,6 +375,82 @@ def test_guard_policy_switch(make_shell: Callable[..., Shell], capsys: Any) -> N
     assert sh.guard.policy.name == "stricter"
 
 
+# (id, line, what the usage error says) — a finished command line: nothing is silently ignored
+MAGIC_USAGE_ERRORS: list[tuple[str, str, str]] = [
+    ("unknown-subcommand", "%guard stauts", "unknown subcommand 'stauts'"),
+    ("stray-argument-status", "%guard status now", "unexpected argument 'now'"),
+    ("stray-argument-explain", "%guard explain 2 3", "unexpected argument '3'"),
+    ("not-a-number", "%guard explain last", "positive number"),
+    ("zero", "%guard explain 0", "positive number"),
+    ("unknown-option", "%guard explain --yaml", "unknown option '--yaml'"),
+    ("audit-takes-nothing", "%guard audit x", "unexpected argument 'x'"),
+    ("policy-needs-a-file", "%guard policy", "policy needs a FILE"),
+    ("check-needs-code", "%guard check", "check needs the code"),
+    ("cell-only-for-check", "%%guard status\nx", "only for check"),
+]
+
+
+@pytest.mark.parametrize("line,message", [m[1:] for m in MAGIC_USAGE_ERRORS], ids=[m[0] for m in MAGIC_USAGE_ERRORS])
+def test_guard_magic_usage_errors(make_shell: Callable[..., Shell], capsys: Any, line: str, message: str) -> None:
+    from IPython.core.error import UsageError
+
+    sh = make_shell()
+    res = sh.run(line)
+    assert isinstance(res.error_in_exec, UsageError) or isinstance(res.error_before_exec, UsageError), res
+    err = res.error_in_exec or res.error_before_exec
+    assert message in str(err) and "usage: %guard" in str(err)
+
+
+@pytest.mark.parametrize("line", ["%guard help", "%guard -h", "%guard --help", "%guard explain -h"])
+def test_guard_magic_help(make_shell: Callable[..., Shell], capsys: Any, line: str) -> None:
+    sh = make_shell()
+    assert sh.run(line).success
+    out = capsys.readouterr().out
+    assert "usage: %guard" in out and "%guard check" in out and "%guard explain [N]" in out
+
+
+def test_guard_explain_n(make_shell: Callable[..., Shell], capsys: Any) -> None:
+    sh = make_shell()
+    sh.run("!ls")
+    sh.run("import ctypes")
+    capsys.readouterr()
+    sh.run("%guard explain 1")
+    assert "python.import on ctypes" in capsys.readouterr().out
+    sh.run("%guard explain 2")
+    assert "shell.exec on ls" in capsys.readouterr().out
+    sh.run("%guard explain 2 --json")
+    assert json.loads(capsys.readouterr().out)["action"] == "shell.exec"
+    sh.run("%guard explain 99")
+    assert "No decision 99 back" in capsys.readouterr().out
+
+
+def test_guard_check(make_shell: Callable[..., Shell], capsys: Any) -> None:
+    sh = make_shell()
+    mark = len(sh.records())
+    assert sh.run("%guard check import ctypes").success
+    out = capsys.readouterr().out
+    assert "DENY" in out and "no-native-code (policy.yaml:" in out
+    assert sh.run("%guard check --json open('scratch/x.txt', 'w')").success
+    d = json.loads(capsys.readouterr().out)
+    assert d["outcome"] == "allow" and d["units"][0]["decisions"][0]["rules"][0]["id"] == "scratch-writes"
+    assert sh.run("%%guard check\nimport os\nos.remove('data/raw/regions.csv')\n").success
+    assert "source:raw" in capsys.readouterr().out
+    assert (sh.root / "data" / "raw" / "regions.csv").exists()  # checked, not run
+    assert not (sh.root / "scratch" / "x.txt").exists()
+    assert [r["kind"] for r in sh.records()[mark:]] == ["cell"] * 3  # nothing decided was recorded
+
+
+def test_guard_check_knows_the_session(make_shell: Callable[..., Shell], capsys: Any) -> None:
+    """Names bound and tables created by earlier cells count, as they do when the code runs."""
+    sh = make_shell()
+    assert sh.run("import duckdb\nmem = duckdb.connect()\nmem.execute('CREATE TABLE t AS SELECT 1 AS a')").success
+    capsys.readouterr()
+    sh.run("%guard check mem.execute('DELETE FROM t')")
+    assert "ALLOW" in capsys.readouterr().out
+    sh.run("%guard check mem.execute('SELEKT 1')")
+    assert "sql-unknown" in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------------- audit
 
 
