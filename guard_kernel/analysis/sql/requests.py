@@ -64,6 +64,9 @@ class SqlContext:
     macros: frozenset[str] = frozenset()
     """Table macros this connection created in the session (lower-case): the only unknown table
     functions a statement may call."""
+    scratch_schemas: frozenset[str] = frozenset()
+    """Schemas of a database connection that the policy gives the session to write in
+    (lower-case): tables there are the session's own, not the source's."""
 
 
 def source_paths(policy: Policy) -> dict[str, str]:
@@ -79,9 +82,11 @@ def _path(p: str, root: str) -> str:
 
 
 def _place(t: TableRef, catalogs: Mapping[str, str | None], default: str,
-           owned: set[str]) -> tuple[str, str | None]:
+           owned: set[str], scratch: frozenset[str] = frozenset()) -> tuple[str, str | None]:
     """The catalog a table name lands in, and its source (an unknown qualifier is a schema)."""
     cat: str
+    if t.catalog and t.catalog in scratch:
+        return t.catalog, None  # a scratch schema of a database connection: the session's own
     if t.catalog and (t.catalog in catalogs or t.catalog in ("temp", "system")):
         cat = t.catalog
     elif not t.catalog and f"temp.{t.name}" in owned:
@@ -129,7 +134,7 @@ def _to_requests(stmts: Iterable[SqlStatement], ctx: SqlContext, line: int | Non
     macros = set(ctx.macros)
     for s in stmts:
         def place(t: TableRef, default: str = default) -> tuple[str, str | None]:
-            return _place(t, catalogs, default, owned_names)
+            return _place(t, catalogs, default, owned_names, ctx.scratch_schemas)
 
         def ref(t: TableRef) -> TableRef:
             cat, src = place(t)
@@ -140,7 +145,7 @@ def _to_requests(stmts: Iterable[SqlStatement], ctx: SqlContext, line: int | Non
         places = [place(t) for t in s.written]
         created = {(place(t)[0], t.name) for t in s.created}
         owned = bool(written) and all(
-            src is None and (cat in ("memory", "temp") or f"{cat}.{t.name}" in owned_names
+            src is None and (cat in ("memory", "temp") or cat in ctx.scratch_schemas or f"{cat}.{t.name}" in owned_names
                              or (cat, t.name) in created)
             for t, (cat, src) in zip(s.written, places, strict=True))
         path = None
@@ -164,6 +169,8 @@ def _to_requests(stmts: Iterable[SqlStatement], ctx: SqlContext, line: int | Non
         owned_names.update(f"{cat}.{name}" for cat, name in created)
         action = export_action if s.action is Action.SQL_EXPORT else s.action
         reason = s.reason
+        if s.unlocks and catalogs.get(default):  # lifting a source connection's lock writes to the source
+            written = (TableRef(s.resource, default, catalogs[default]),)
         strange = [m for m in s.macros if m not in macros]
         if strange and action is not Action.SQL_UNKNOWN:
             action = Action.SQL_UNKNOWN
