@@ -28,7 +28,7 @@ _SQL = "runs SQL held in a string, which the guard cannot see"
 
 _POSTGRES = Vocabulary(
     read_functions=frozenset({
-        "generate_subscripts", "jsonb_each", "jsonb_each_text", "json_each_text", "json_array_elements",
+        "generate_subscripts", "exploding_generate_series", "jsonb_each", "jsonb_each_text", "json_each_text", "json_array_elements",
         "jsonb_array_elements", "json_array_elements_text", "jsonb_array_elements_text", "json_to_recordset",
         "jsonb_to_recordset", "json_populate_recordset", "jsonb_populate_recordset", "json_object_keys",
         "jsonb_object_keys", "regexp_matches", "regexp_split_to_table", "string_to_table", "pg_get_keywords",
