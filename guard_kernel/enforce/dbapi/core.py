@@ -25,7 +25,8 @@ from guard_kernel.policy.model import Policy, Source
 if TYPE_CHECKING:  # the classifier (and sqlglot) load with the first statement, not with the layer
     from guard_kernel.analysis.sql import requests as _sql
 
-__all__ = ["DbState", "Pending", "Verdict", "after", "check", "server_source", "sqlite_source", "take", "take_one"]
+__all__ = ["DbState", "Pending", "Verdict", "after", "check", "precheck", "server_source", "sqlite_source", "take",
+           "take_one"]
 
 
 @dataclass
@@ -62,6 +63,9 @@ class Verdict:
     """(statement, resource) of a read whose rows reach Python, for the row cap."""
 
 
+_local = threading.local()
+
+
 def server_source(policy: Policy, key: tuple[str, int, str]) -> Source | None:
     """The source that is the database server *key* (host, port, database), if any."""
     return next((s for s in policy.sources.values() if s.server == key), None)
@@ -85,7 +89,7 @@ def _ctx(st: DbState, g: Guard, cwd: str) -> _sql.SqlContext:
     return ctx
 
 
-def _verdict(st: DbState, g: Guard, text: str, cwd: str, cap: bool) -> Verdict:
+def _verdict(st: DbState, g: Guard, text: str, cwd: str, cap: bool, limit: int) -> Verdict:
     from guard_kernel.analysis.sql import requests as _sql
 
     stmts = _sql.analyze(text, st.dialect)
@@ -95,23 +99,40 @@ def _verdict(st: DbState, g: Guard, text: str, cwd: str, cap: bool) -> Verdict:
     pending = (last.text.strip(), last.resource) if last is not None and last.returns_rows else None
     run = text
     if cap and len(stmts) == 1 and pending is not None:
-        run = _sql.cap_statement(stmts[0], g.max_rows + 1)
+        run = _sql.cap_statement(stmts[0], limit)
     return Verdict(run, stmts, decided, tuple(d for d in decided if d.blocked), g.policy,
                    frozenset(g.owned_tables), cwd, pending)
 
 
-def check(st: DbState, g: Guard, text: str, *, cap: bool = True, via: str = "") -> Verdict:
-    """Decide every statement of *text* before any runs; record them; raise GuardDenied on any denial."""
+def check(st: DbState, g: Guard, text: str, *, cap: bool = True, via: str = "", cursor: Any = None,
+          limit: int | None = None) -> Verdict:
+    """Decide every statement of *text* before any runs; record them; raise GuardDenied on any denial.
+
+    A single row-returning read is capped at *limit* rows (default max+1, the extra row telling
+    the fetch layer there was more).  A verdict another layer already reached for the same
+    text on the same *cursor* (SQLAlchemy's hook, then the driver's cursor) is not made twice.
+    """
+    pre = getattr(_local, "pre", None)
+    if pre is not None and cursor is not None:
+        _local.pre = None
+        if pre[0] is cursor and pre[1] == text:
+            return pre[2]  # type: ignore[no-any-return]
     cwd = os.getcwd()
-    v = st.checked.get(text)
+    key = text if limit is None and cap else f"{limit}:{int(cap)}:{text}"
+    v = st.checked.get(key)
     if v is None or v.policy is not g.policy or v.owned != g.owned_tables or v.cwd != cwd:
-        v = _verdict(st, g, text, cwd, cap)
+        v = _verdict(st, g, text, cwd, cap, g.max_rows + 1 if limit is None else limit)
         if len(st.checked) >= 512:
             st.checked.clear()
-        st.checked[text] = v
+        st.checked[key] = v
     extra = {"via": via, "database": st.shown} if via else {"database": st.shown}
     g.check_all(((d, "sql", extra) for d in v.decided), record=True)
     return v
+
+
+def precheck(cursor: Any, v: Verdict) -> None:
+    """*v* stands for the next statement this thread runs on *cursor* with the text ``v.text``."""
+    _local.pre = (cursor, v.text, v)
 
 
 def after(st: DbState, g: Guard, stmts: Iterable[_sql.SqlStatement]) -> None:
@@ -141,9 +162,6 @@ class Pending:
     resource: str
     delivered: int = 0
     reported: bool = False
-
-
-_local = threading.local()
 
 
 def pending_for(v: Verdict, g: Guard) -> Pending | None:

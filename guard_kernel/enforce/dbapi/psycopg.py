@@ -129,7 +129,7 @@ def _checked(cur: Any, query: Any, *, cap: bool, via: str) -> tuple[Guard | None
         return None, query, None
     st = _state(cur.connection, g)
     text = _text(query, cur)
-    v = core.check(st, g, text, cap=cap, via=via)
+    v = core.check(st, g, text, cap=cap, via=via, cursor=cur)
     _PENDING.pop(cur, None)
     return g, (v.text if v.text != text else query), v
 

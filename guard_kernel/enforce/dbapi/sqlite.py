@@ -64,7 +64,7 @@ class GuardedCursor(sqlite3.Cursor):
         if g is None or st is None or not isinstance(sql, str):
             method(self, sql, *args)
             return self
-        v = core.check(st, g, sql, cap=cap, via="sqlite3")
+        v = core.check(st, g, sql, cap=cap, via="sqlite3", cursor=self)
         self._guard_pending = None
         with g.quiet():
             method(self, v.text if cap else sql, *args)  # each returns the cursor itself

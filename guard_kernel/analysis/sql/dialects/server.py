@@ -60,6 +60,8 @@ _SQLITE = Vocabulary(
         "foreign_key_list", "database_list", "collation_list", "function_list", "module_list", "pragma_list",
         "compile_options", "encoding", "page_count", "page_size", "freelist_count", "schema_version",
         "user_version", "application_id", "data_version", "foreign_keys", "journal_mode", "query_only",
+        "read_uncommitted", "busy_timeout", "cache_size", "synchronous", "temp_store", "auto_vacuum", "locking_mode",
+        "recursive_triggers", "automatic_index", "mmap_size", "max_page_count", "defer_foreign_keys",
         "integrity_check", "quick_check", "foreign_key_check",
     }),
 )
