@@ -286,6 +286,11 @@ def _connect(database: Any = ":memory:", read_only: bool = False, config: dict[s
     source = _source_of(path)
     if source is not None:
         read_only = True  # sources are never opened for writing
+    g = _active()
+    if g is not None and path and not read_only and not os.path.exists(path):
+        # connecting creates the file: a file.write at its path, decided before it appears
+        g.check(Request(Action.FILE_WRITE, path, path=path, code=f"duckdb.connect({path!r})"), "connect")
+        g.owned_files.add(path)
     con = orig(duckdb, "connect")(database, read_only, config or {}, **kwargs)
     _configure(con)
     st = ConnState()

@@ -125,7 +125,8 @@ def test_the_server_holds_a_source_read_only_too(guard: Guard, pg_server: PgServ
 def test_deny_columns_hold(guard: Guard, pg_server: PgServer) -> None:
     with psycopg.connect(pg_server.dsn()) as con:
         for sql in ("SELECT ssn FROM customers", "SELECT * FROM customers", "SELECT upper(ssn) FROM customers",
-                    "SELECT c.* FROM customers c", "SELECT name FROM customers ORDER BY ssn"):
+                    "SELECT c.* FROM customers c", "SELECT name FROM customers ORDER BY ssn",
+                    "SELECT c FROM customers c", "SELECT row_to_json(c) FROM customers c", "SELECT md5(ssn) FROM customers"):
             with pytest.raises(GuardDenied):
                 con.execute(sql)
         assert len(con.execute("SELECT id, name FROM customers").fetchall()) == MAX
