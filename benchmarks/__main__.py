@@ -12,13 +12,14 @@ import time
 import traceback
 from collections.abc import Callable
 
-from . import bench_audit, bench_duckdb, bench_kernel, bench_runtime, bench_sql, bench_static
+from . import bench_audit, bench_databases, bench_duckdb, bench_kernel, bench_runtime, bench_sql, bench_static
 from .harness import Config, Result
 from .report import load_average, machine_info, print_machine, table, write_chart, write_json
 
 GROUPS: dict[str, Callable[[Config], list[Result]]] = {
     "sql": bench_sql.run,
     "duckdb": bench_duckdb.run,
+    "databases": bench_databases.run,
     "kernel": bench_kernel.run,
     "runtime": bench_runtime.run,
     "static": bench_static.run,

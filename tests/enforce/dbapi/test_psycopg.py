@@ -16,7 +16,7 @@ from guard_kernel.decision import GuardDenied
 from guard_kernel.decision.guard import Guard, set_current
 from guard_kernel.enforce.dbapi import psycopg as psycopg_layer
 from guard_kernel.policy import load_policy
-from tests.enforce.dbapi.conftest import PgServer
+from tests.enforce.dbapi.pg_server import PgServer
 
 MAX = 5
 

@@ -20,7 +20,7 @@ from guard_kernel.enforce.dbapi import psycopg as psycopg_layer
 from guard_kernel.enforce.dbapi import sqlalchemy as sqlalchemy_layer
 from guard_kernel.enforce.dbapi import sqlite as sqlite_layer
 from guard_kernel.policy import load_policy
-from tests.enforce.dbapi.conftest import PgServer
+from tests.enforce.dbapi.pg_server import PgServer
 
 MAX = 5
 
