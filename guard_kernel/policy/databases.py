@@ -10,12 +10,13 @@ is :func:`redact`-ed.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from guard_kernel.policy.paths import resolve
 
-__all__ = ["DatabaseURL", "loopback", "parse_url", "redact", "server_key"]
+__all__ = ["DatabaseURL", "loopback", "parse_url", "redact", "redact_text", "server_key", "server_of"]
 
 _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1", "[::1]", "ip6-localhost"})
 PG_PORT = 5432
@@ -79,3 +80,38 @@ def redact(url: str) -> str:
     scheme, rest = url.split("://", 1)
     netloc, sep, tail = rest.partition("/")
     return f"{scheme}://{netloc.rsplit('@', 1)[1]}{sep}{tail}"
+
+
+_SECRET_KV = re.compile(r"""\b(password|passwd|pwd|sslpassword)(\s*=\s*)(''[^']*''|'(?:[^']|'')*'|"[^"]*"|[^\s;'")]+)""", re.I)
+_SECRET_URL = re.compile(r"(://[^/\s:@'\"]+):[^@/\s'\"]+@")
+
+
+def redact_text(text: str) -> str:
+    """*text* (a statement, a connection string) with passwords replaced by ``***``:
+    ``password=…`` pairs of a libpq conninfo and ``user:password@`` of a URL."""
+    low = text.lower()
+    if "pass" not in low and "pwd" not in low and "@" not in text:
+        return text
+    return _SECRET_URL.sub(r"\1:***@", _SECRET_KV.sub(r"\1\2***", text))
+
+
+_KV = re.compile(r"(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S+)")
+
+
+def server_of(conninfo: str) -> tuple[str, int, str]:
+    """(host, port, database) of a libpq connection string or ``postgresql://`` URL (libpq's
+    defaults from the environment for what it leaves out)."""
+    host: str | None
+    port: int | str | None
+    db: str | None
+    user: str | None
+    if "://" in conninfo:
+        parts = urlsplit(conninfo)
+        host, port, db, user = parts.hostname, parts.port, unquote(parts.path.lstrip("/")), parts.username
+    else:
+        kv = {k.lower(): v.strip("'") for k, v in _KV.findall(conninfo)}
+        host, port, db, user = kv.get("host") or kv.get("hostaddr"), kv.get("port"), kv.get("dbname"), kv.get("user")
+    host = host or os.environ.get("PGHOST")
+    port = port or os.environ.get("PGPORT")
+    user = user or os.environ.get("PGUSER")
+    return server_key(host, port, db or os.environ.get("PGDATABASE") or user)

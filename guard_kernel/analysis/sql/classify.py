@@ -53,6 +53,10 @@ class Attach:
     """Whether an option list was given at all (a READ_ONLY rewrite is only safe without one)."""
     verb: str = "attach"
     """attach, detach or use."""
+    engine: str = "duckdb"
+    """What the file or string is: ``duckdb``, ``sqlite`` or ``postgres`` (DuckDB's scanners:
+    ``TYPE sqlite``/``TYPE postgres`` or a ``sqlite:``/``postgres:`` prefix); *path* is then
+    the SQLite file or the libpq connection string."""
 
 
 @dataclass(frozen=True)
@@ -485,11 +489,23 @@ def _classify(text: str, kind: str, tree: exp.Expr, read_functions: frozenset[st
         path = target.this
         opts = [o.sql("duckdb").upper().replace(" ", "") for o in tree.expressions]
         ro = any(o in ("READ_ONLY", "READ_ONLYTRUE", "READ_ONLY=TRUE") for o in opts)
+        types = [o[4:].strip("'\"").lower() for o in opts if o.startswith("TYPE")]
+        engine = types[0] if types else "duckdb"
+        prefix, _, rest = path.partition(":")
+        if prefix.lower() in ("sqlite", "postgres", "postgresql") and not rest.startswith("//"):
+            engine, path = prefix.lower(), rest  # DuckDB's scanner prefixes
+        elif prefix.lower() in ("postgres", "postgresql"):
+            engine = "postgres"  # a postgresql:// URL
+        engine = {"postgresql": "postgres", "postgres_scanner": "postgres", "sqlite_scanner": "sqlite"}.get(
+            engine, engine)
+        if engine not in ("duckdb", "sqlite", "postgres"):
+            return SqlStatement(text, Action.SQL_UNKNOWN, kind,
+                                reason=f"ATTACH of TYPE {engine} reaches a database the guard does not judge")
         if alias is None:
             base = os.path.basename(path.split(":", 1)[-1]) if ":" in path and not URL.match(path) else \
                 os.path.basename(path)
             alias = (base.split(".", 1)[0] or "memory").lower()
-        attach = Attach(path, alias, ro, bool(opts))
+        attach = Attach(path, alias, ro, bool(opts), engine=engine)
     elif isinstance(tree, exp.Detach):
         action = Action.SQL_ATTACH
         attach = Attach(None, tree.this.name.lower() if tree.this else None, True, verb="detach")

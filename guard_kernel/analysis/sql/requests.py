@@ -31,6 +31,7 @@ from guard_kernel.analysis.sql.classify import Attach, SqlStatement, analyze
 from guard_kernel.decision.evaluate import Decision
 from guard_kernel.decision.request import Request, TableRef
 from guard_kernel.policy.actions import Action
+from guard_kernel.policy.databases import redact_text, server_of
 from guard_kernel.policy.paths import remote_host, resolve
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Attach", "SqlContext", "SqlStatement", "analyze", "cap", "cap_statement", "check_sql", "source_paths",
-    "to_requests",
+    "source_servers", "to_requests",
 ]
 
 
@@ -60,7 +61,9 @@ class SqlContext:
     catalog_paths: Mapping[str, str] = field(default_factory=dict)
     """Catalog alias → real path of its database file (writes are judged against it)."""
     source_paths: Mapping[str, str] = field(default_factory=dict)
-    """Real path of a source DuckDB file → source name (for ATTACH earlier in the same string)."""
+    """Real path of a source DuckDB or SQLite file → source name (for ATTACH earlier in the same string)."""
+    source_servers: Mapping[tuple[str, int, str], str] = field(default_factory=dict)
+    """(host, port, database) of a source database server → source name (DuckDB's postgres scanner)."""
     macros: frozenset[str] = frozenset()
     """Table macros this connection created in the session (lower-case): the only unknown table
     functions a statement may call."""
@@ -70,8 +73,26 @@ class SqlContext:
 
 
 def source_paths(policy: Policy) -> dict[str, str]:
-    """Real path of each source DuckDB file → source name (for :attr:`SqlContext.source_paths`)."""
-    return {s.duckdb: s.name for s in policy.sources.values() if s.duckdb}
+    """Real path of each source DuckDB or SQLite file → source name (for :attr:`SqlContext.source_paths`)."""
+    return {p: s.name for s in policy.sources.values() for p in (s.duckdb, s.sqlite) if p}
+
+
+def source_servers(policy: Policy) -> dict[tuple[str, int, str], str]:
+    """(host, port, database) of each source server → source name (for :attr:`SqlContext.source_servers`)."""
+    return {s.server: s.name for s in policy.sources.values() if s.server}
+
+
+def _server_attach(a: Attach, ctx: SqlContext, line: int | None, code: str) -> Request:
+    """DuckDB's postgres scanner, one request as every statement has: a declared source is an
+    attach that must be READ_ONLY; any other server is ``net.connect`` to its host (its tables
+    are then nobody's source, and writes to them follow the ``write`` default)."""
+    key = server_of(a.path or "")
+    shown = f"postgresql://{key[0]}:{key[1]}/{key[2]}"
+    src = ctx.source_servers.get(key)
+    if src is None:
+        return Request(Action.NET_CONNECT, shown, host=key[0], line=line, code=code)
+    written = () if a.read_only else (TableRef(a.alias or "*", None, src),)
+    return Request(Action.SQL_ATTACH, shown, written=written, read_only=a.read_only, line=line, code=code)
 
 
 # ------------------------------------------------------------------- requests
@@ -151,7 +172,7 @@ def _to_requests(stmts: Iterable[SqlStatement], ctx: SqlContext, line: int | Non
         path = None
         if s.export_path:
             path = _path(s.export_path, ctx.root)
-        elif s.attach is not None and s.attach.path:
+        elif s.attach is not None and s.attach.path and s.attach.engine != "postgres":
             path = _path(s.attach.path, ctx.root)
         elif written and s.action in (Action.SQL_WRITE, Action.SQL_DDL):
             db_paths = {paths.get(cat) for cat, _ in places}
@@ -181,9 +202,12 @@ def _to_requests(stmts: Iterable[SqlStatement], ctx: SqlContext, line: int | Non
         # an option-less ATTACH of a source is run as ATTACH … (READ_ONLY) by the DuckDB gate
         read_only = bool(a and (a.read_only or (a.verb == "attach" and not a.options
                                                 and path is not None and path in ctx.source_paths)))
-        code = s.text.strip()
+        code = redact_text(s.text.strip())  # a conninfo or URL in a statement keeps no password
+        if a is not None and a.engine == "postgres" and action is Action.SQL_ATTACH:
+            out.append(_server_attach(a, ctx, line, code))
+            continue
         out.append(Request(
-            action, s.resource, path=path, tables=tables, written=written, columns=s.columns, stars=s.stars,
+            action, redact_text(s.resource), path=path, tables=tables, written=written, columns=s.columns, stars=s.stars,
             column_patterns=s.column_patterns, owned=owned,
             read_only=read_only, reason=reason, line=line, code=code,
         ))

@@ -119,3 +119,21 @@ def test_row_caps_in_the_dialect() -> None:
     s = analyze("SELECT * FROM orders FETCH FIRST 50 ROWS ONLY", "postgres")[0]
     assert cap_statement(s, 6).endswith("LIMIT 6")
     assert cap_statement(analyze("SELECT * FROM orders", "sqlite")[0], 6).endswith("LIMIT 6")
+
+
+def test_duckdb_scanners_are_judged_as_the_database_they_reach() -> None:
+    ctx = SqlContext(source_servers={("db.example", 5432, "shop"): "shop"}, source_paths={"/p/x.sqlite": "lite"})
+
+    def req(sql: str) -> tuple[str, bool, tuple[TableRef, ...]]:
+        (r,) = to_requests(analyze(sql), ctx)
+        return r.action.value, r.read_only, r.written
+
+    assert req("ATTACH 'host=10.1.2.3 dbname=x' AS pg (TYPE postgres, READ_ONLY)")[0] == "net.connect"
+    assert req("ATTACH 'postgres:dbname=shop host=db.example' AS pg (READ_ONLY)") == ("sql.attach", True, ())
+    action, ro, written = req("ATTACH 'postgres:dbname=shop host=db.example' AS pg")
+    assert (action, ro) == ("sql.attach", False) and written[0].source == "shop"
+    r = to_requests(analyze("ATTACH 'sqlite:/p/x.sqlite' AS s"), ctx)[0]
+    assert r.path == "/p/x.sqlite"
+    assert analyze("ATTACH 'x' AS m (TYPE mysql)")[0].action is Action.SQL_UNKNOWN
+    r = to_requests(analyze("ATTACH 'host=h dbname=d password=hunter2' AS p (TYPE postgres)"), ctx)[0]
+    assert "hunter2" not in (r.code or "") and "hunter2" not in r.resource
