@@ -3,13 +3,14 @@ drivers no hook sees are refused to agents by the shipped policy."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from guard_kernel.demo import Workspace
 from tests.conftest import GuardedKernel, blocked
+from tests.enforce.dbapi.pg_server import PgServer, Unavailable, running
 
 
 @pytest.fixture(scope="module")
@@ -46,3 +47,58 @@ def test_psycopg_connect_elsewhere_is_decided_before_the_socket(k: GuardedKernel
     new = [r for r in k.since(mark) if r.get("kind") != "cell"]  # (the cell record holds the code as typed)
     assert any(r.get("action") == "net.connect" and r.get("decision") == "deny" for r in new)
     assert "hunter2" not in str(new)
+
+
+# ------------------------------------------------ a real PostgreSQL server, in a real kernel
+
+PG_POLICY = """
+version: 1
+name: kernel-pg
+defaults: {read: allow, write: deny, export: deny, network: deny, shell: deny}
+sources:
+  shop:
+    url: "postgresql://localhost:%(port)d/shop"
+    tables:
+      customers: {deny_columns: [ssn]}
+limits: {max_rows: {agent: 7, human: 7}, on_exceed: truncate}
+"""
+
+
+@pytest.fixture(scope="module")
+def pg_server() -> Iterator[PgServer]:
+    """A private server for this module (tests/enforce/dbapi has its own for the session)."""
+    try:
+        with running() as server:
+            yield server
+    except Unavailable as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def pg_kernel(kernel_factory: Callable[..., GuardedKernel], project: Workspace, pg_server: PgServer,
+              tmp_path_factory: pytest.TempPathFactory) -> GuardedKernel:
+    policy = tmp_path_factory.mktemp("pg-policy") / "pg.yaml"
+    policy.write_text(PG_POLICY % {"port": pg_server.port})
+    kern = kernel_factory(policy=policy, actor="agent")
+    assert kern.load_result is not None and kern.load_result.ok, kern.load_result
+    return kern
+
+
+def test_postgres_through_psycopg_and_sqlalchemy_in_a_kernel(pg_kernel: GuardedKernel, pg_server: PgServer) -> None:
+    k = pg_kernel
+    setup = k.run(f"import psycopg\ncon = psycopg.connect({pg_server.dsn()!r}, autocommit=True)\n"
+                  "import sqlalchemy as sa, pandas as pd\n"
+                  f"engine = sa.create_engine({pg_server.url()!r})")
+    assert setup.ok, setup
+    assert k.value("len(con.execute('SELECT oid FROM orders').fetchall())") == 7
+    assert k.value("len(pd.read_sql('SELECT oid, amount FROM orders', engine))") == 7
+    assert k.value("sum(len(c) for c in pd.read_sql('SELECT oid FROM orders', engine, chunksize=3))") == 7
+    for bad in ("con.execute('DELETE FROM orders')", "con.execute('SELECT 1; COMMIT; DROP TABLE orders')",
+                "pd.read_sql('SELECT * FROM customers', engine)",
+                "with engine.begin() as c:\n    c.execute(sa.text('DROP TABLE customers'))"):
+        assert blocked(k.run(bad)), bad
+    import psycopg
+
+    with psycopg.connect(pg_server.dsn()) as raw:  # this process is not guarded: the server's truth
+        assert raw.execute("SELECT count(*) FROM orders").fetchone() == (100,)
+        assert raw.execute("SELECT count(*) FROM customers").fetchone() == (20,)

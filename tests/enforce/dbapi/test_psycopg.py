@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 import psycopg
+import psycopg.sql
 import pytest
 
 from guard_kernel.analysis.sql.requests import analyze
@@ -104,6 +105,10 @@ def test_destructive_statements_leave_the_tables_and_rows(guard: Guard, pg_serve
             assert e.value.decisions[0].message, sql  # every denial explains itself
         with pytest.raises(GuardDenied):
             con.read_only = False
+        with pytest.raises(GuardDenied):  # composed SQL is read as the text it renders to
+            con.execute(psycopg.sql.SQL("DELETE FROM {}").format(psycopg.sql.Identifier("orders")))
+        with pytest.raises(GuardDenied):
+            con.execute(b"TRUNCATE orders")
         with pytest.raises(GuardDenied), con.cursor().copy("COPY customers FROM STDIN") as cp:
             cp.write_row((99, "x", "y", None))
         with pytest.raises(GuardDenied), con.cursor().copy("COPY orders TO STDOUT"):
