@@ -11,8 +11,9 @@ and database, never by the text of a URL, and no user name or password is record
 Cursor methods are replaced on the classes (psycopg's are Python classes): ``execute``,
 ``executemany``, ``copy`` and ``stream`` of ``Cursor`` (``ClientCursor`` inherits them, and
 ``Connection.execute`` goes through them) and ``ServerCursor``; every fetch path of both is
-capped.  ``read_only = False`` on a source connection is denied (psycopg would begin each
-transaction ``READ WRITE``).  Async connections are not covered yet: denied at connect.
+capped; the same for ``AsyncConnection``, ``AsyncCursor`` and ``AsyncServerCursor``.
+``read_only = False`` on a source connection is denied (psycopg would begin each transaction
+``READ WRITE``).
 """
 
 from __future__ import annotations
@@ -71,11 +72,8 @@ def _shown(key: tuple[str, int, str]) -> str:
     return f"postgresql://{key[0]}:{key[1]}/{key[2]}"
 
 
-def _connect(cls: Any, /, conninfo: str = "", **kwargs: Any) -> Any:
-    original = _orig(psycopg.Connection, "connect").__func__
-    g = _active()
-    if g is None:
-        return original(cls, conninfo, **kwargs)
+def _decide_connect(g: Guard, conninfo: str, kwargs: dict[str, Any]) -> core.DbState:
+    """Decide opening a connection (raise if denied); lock a source's session (in *kwargs*); its state."""
     params = _conninfo.conninfo_to_dict(
         _conninfo.make_conninfo(conninfo, **{k: v for k, v in kwargs.items() if k not in _NOT_PARAMS}))
     keys = _target(params)
@@ -88,10 +86,19 @@ def _connect(cls: Any, /, conninfo: str = "", **kwargs: Any) -> Any:
         kwargs["options"] = f"{params.get('options', '')} {_LOCK}".strip()
     # (a source with scratch schemas is held by the guard alone: a read-only server session
     # would refuse the writes there; give such a session a role that may write nowhere else)
+    return _new_state(keys[0], source.name if source else None,
+                      frozenset(source.scratch_schemas) if source else frozenset())
+
+
+def _connect(cls: Any, /, conninfo: str = "", **kwargs: Any) -> Any:
+    original = _orig(psycopg.Connection, "connect").__func__
+    g = _active()
+    if g is None:
+        return original(cls, conninfo, **kwargs)
+    st = _decide_connect(g, conninfo, kwargs)
     with g.quiet():
         conn = original(cls, conninfo, **kwargs)
-    _STATES[conn] = _new_state(keys[0], source.name if source else None,
-                               frozenset(source.scratch_schemas) if source else frozenset())
+    _STATES[conn] = st
     return conn
 
 
@@ -201,12 +208,60 @@ def _set_read_only_gen(self: Any, value: bool | None) -> Any:
     return _orig(psycopg.BaseConnection, "_set_read_only_gen")(self, value)
 
 
-def _async_connect(cls: Any, /, conninfo: str = "", **kwargs: Any) -> Any:
+async def _async_connect(cls: Any, /, conninfo: str = "", **kwargs: Any) -> Any:
+    original = _orig(psycopg.AsyncConnection, "connect").__func__
     g = _active()
-    if g is not None:  # not guarded statement by statement yet: fail closed
-        g.check(Request(Action.NET_CONNECT, "psycopg.AsyncConnection", reason="async connections are not guarded yet",
-                        code="AsyncConnection.connect(...)"), "connect")
-    return _orig(psycopg.AsyncConnection, "connect").__func__(cls, conninfo, **kwargs)
+    if g is None:
+        return await original(cls, conninfo, **kwargs)
+    st = _decide_connect(g, conninfo, kwargs)
+    conn = await original(cls, conninfo, **kwargs)  # (not quiet across an await: other tasks run meanwhile)
+    _STATES[conn] = st
+    return conn
+
+
+def _async_execute(owner: Any, name: str, *, cap: bool) -> Callable[..., Any]:
+    async def method(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        original = _orig(owner, name)
+        g, run, v = _checked(self, query, cap=cap, via=f"psycopg async {name}")
+        out = await original(self, run, *args, **kwargs)
+        if g is not None and v is not None:
+            _done(self, g, v, cap=cap)
+        return out
+
+    method.__name__ = name
+    return method
+
+
+def _async_fetch(owner: Any, name: str) -> Callable[..., Any]:
+    async def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        out = await _orig(owner, name)(self, *args, **kwargs)
+        p = _PENDING.get(self)
+        if p is None:
+            return out
+        if name == "fetchone":
+            return core.take_one(_guard, p, out, name)
+        if name == "__anext__":
+            if core.take_one(_guard, p, out, "iteration") is None:
+                raise StopAsyncIteration
+            return out
+        return core.take(_guard, p, out, name)
+
+    method.__name__ = name
+    return method
+
+
+def _async_copy(self: Any, statement: Any, *args: Any, **kwargs: Any) -> Any:
+    _g, run, _v = _checked(self, statement, cap=False, via="psycopg async copy")
+    return _orig(psycopg.AsyncCursor, "copy")(self, run, *args, **kwargs)
+
+
+async def _async_stream(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+    g, run, v = _checked(self, query, cap=True, via="psycopg async stream")
+    p = core.pending_for(v, g) if g is not None and v is not None else None
+    async for row in _orig(psycopg.AsyncCursor, "stream")(self, run, *args, **kwargs):
+        if core.take_one(g, p, row, "stream") is None:
+            return
+        yield row
 
 
 def _patch(owner: Any, name: str, value: Any) -> None:
@@ -234,6 +289,13 @@ def install(guard: Guard) -> None:
             _patch(owner, name, _fetch(owner, name))
     _patch(psycopg.Cursor, "copy", _copy)
     _patch(psycopg.Cursor, "stream", _stream)
+    for aowner in (psycopg.AsyncCursor, psycopg.AsyncServerCursor):
+        _patch(aowner, "execute", _async_execute(aowner, "execute", cap=True))
+        _patch(aowner, "executemany", _async_execute(aowner, "executemany", cap=False))
+        for name in ("fetchone", "fetchmany", "fetchall", "__anext__"):
+            _patch(aowner, name, _async_fetch(aowner, name))
+    _patch(psycopg.AsyncCursor, "copy", _async_copy)
+    _patch(psycopg.AsyncCursor, "stream", _async_stream)
 
 
 def uninstall() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -199,3 +200,30 @@ def test_classifier_statement_kinds_match_the_server(guard: Guard, pg_server: Pg
     """Every statement of the benign set is one read in the classifier and runs on the server."""
     for sql in BENIGN:
         assert [s.action.value for s in analyze(sql, "postgres")] == ["sql.read"], sql
+
+
+def test_async_connections_are_guarded_alike(guard: Guard, pg_server: PgServer) -> None:
+    async def session() -> None:
+        async with await psycopg.AsyncConnection.connect(pg_server.dsn(), autocommit=True) as con:
+            cur = await con.execute("SELECT oid FROM orders")
+            assert len(await cur.fetchall()) == MAX
+            cur = await con.execute("SELECT oid FROM orders")
+            assert len([r async for r in cur]) == MAX
+            async with con.cursor(name="async_server", withhold=True) as sc:
+                await sc.execute("SELECT oid FROM orders")
+                got: list[Any] = []
+                while batch := await sc.fetchmany(2):
+                    got += batch
+                assert len(got) == MAX
+            assert len([r async for r in con.cursor().stream("SELECT oid FROM orders")]) == MAX
+            for sql in ("DELETE FROM orders", "SELECT 1; COMMIT; DROP TABLE orders", "SELECT ssn FROM customers"):
+                with pytest.raises(GuardDenied):
+                    await con.execute(sql)
+            original = psycopg_layer._orig(psycopg.AsyncCursor, "execute")
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):  # the server holds the lock too
+                await original(con.cursor(), "DELETE FROM orders")
+        with pytest.raises(GuardDenied):
+            await psycopg.AsyncConnection.connect(pg_server.dsn("postgres"))
+
+    asyncio.run(session())
+    assert _raw(pg_server, "SELECT count(*) FROM orders") == [(100,)]
