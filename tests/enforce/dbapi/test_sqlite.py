@@ -203,3 +203,21 @@ def test_policy_sources_name_databases_without_credentials(tmp_path: Path) -> No
         parse_policy("version: 1\nname: x\nsources:\n  pg:\n    url: postgresql://u:secret@h/db\n")
     with pytest.raises(PolicyError):
         parse_policy("version: 1\nname: x\nsources:\n  pg:\n    url: mysql://h/db\n")
+
+
+def test_a_source_is_matched_by_real_path(guard: Guard, tmp_path: Path) -> None:
+    (tmp_path / "scratch" / "alias.sqlite").symlink_to(tmp_path / "data" / "shop.sqlite")
+    con = sqlite3.connect("scratch/alias.sqlite")  # a link in scratch is still the source
+    with pytest.raises(GuardDenied):
+        con.execute("DELETE FROM orders")
+    assert con.execute("SELECT count(*) FROM orders").fetchone() == (100,)
+
+
+def test_on_exceed_deny_refuses_the_rows(guard: Guard, tmp_path: Path) -> None:
+    strict = tmp_path / "scratch" / "strict.yaml"  # scratch: the runtime hook may be in place (whole suite)
+    strict.write_text((POLICY % {"max": MAX}).replace("on_exceed: truncate", "on_exceed: deny"))
+    guard.set_policy(load_policy(strict, root=str(tmp_path)))
+    con = sqlite3.connect("data/shop.sqlite")
+    assert len(con.execute("SELECT oid FROM orders LIMIT 4").fetchall()) == 4
+    with pytest.raises(GuardDenied):
+        con.execute("SELECT oid FROM orders").fetchall()
