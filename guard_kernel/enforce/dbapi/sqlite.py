@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote
 
 from guard_kernel.decision.guard import Guard
-from guard_kernel.decision.request import Request, TableRef
+from guard_kernel.decision.request import Request, StarRef, TableRef
 from guard_kernel.enforce.dbapi import core
 from guard_kernel.policy.actions import Action
 from guard_kernel.policy.paths import resolve
@@ -152,6 +152,20 @@ class GuardedConnection(sqlite3.Connection):
             g.check(Request(Action.SQL_EXPORT, dst.shown, path=dst.path, written=written, code="backup(...)"),
                     "sql", database=dst.shown)
         super().backup(target, *args, **kwargs)
+
+    def serialize(self, *args: Any, **kwargs: Any) -> bytes:
+        """The whole database as bytes: every row of every table, past the row cap and column rules."""
+        g = _active()
+        st = _state(self)
+        if g is not None and st is not None:
+            g.check(Request(Action.SQL_EXPORT, st.shown, stars=(StarRef(),), code="serialize()",
+                            reason="the whole database as bytes"), "sql", database=st.shown)
+        return super().serialize(*args, **kwargs)
+
+    def deserialize(self, *args: Any, **kwargs: Any) -> None:
+        """Replaces the whole database: a write to every table."""
+        _config(self, "deserialize", Action.SQL_WRITE)
+        super().deserialize(*args, **kwargs)
 
     def blobopen(self, table: str, column: str, row: int, /, *, readonly: bool = False, name: str = "main") -> Any:
         g = _active()

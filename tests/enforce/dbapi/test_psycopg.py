@@ -74,6 +74,27 @@ BENIGN = [
     "SELECT pg_catalog.version()",
     "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'",
     "SELECT * FROM other.accounts",
+    "SELECT cid, oid, amount, sum(amount) OVER (PARTITION BY cid ORDER BY oid) AS running FROM orders WHERE cid = 7",
+    "SELECT * FROM (SELECT cid, oid, row_number() OVER (PARTITION BY cid ORDER BY amount DESC) AS rn FROM orders) t "
+    "WHERE rn <= 2",
+    "WITH top AS (SELECT cid, sum(amount) AS s FROM orders GROUP BY 1 ORDER BY 2 DESC LIMIT 10) "
+    "SELECT t.cid, c.name, t.s FROM top t JOIN customers c ON c.id = t.cid",
+    "SELECT date_trunc('month', dob) AS m, count(*) FROM customers GROUP BY 1 ORDER BY 1",
+    "SELECT CASE WHEN amount > 100 THEN 'big' ELSE 'small' END AS size, count(*) FROM orders GROUP BY 1",
+    "SELECT cid, count(*) FROM orders GROUP BY cid HAVING count(*) > 4 ORDER BY cid",
+    "SELECT DISTINCT cid FROM orders WHERE amount BETWEEN 10 AND 20",
+    "SELECT id FROM customers UNION SELECT cid FROM orders ORDER BY 1",
+    "SELECT name FROM customers c WHERE EXISTS (SELECT 1 FROM orders o WHERE o.cid = c.id AND o.amount > 140)",
+    "SELECT c.name, o.amount FROM customers c CROSS JOIN LATERAL "
+    "(SELECT amount FROM orders WHERE cid = c.id ORDER BY amount DESC LIMIT 1) o",
+    "SELECT cid, array_agg(oid ORDER BY oid) FROM orders GROUP BY cid",
+    "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY amount) FROM orders",
+    "SELECT count(*) FILTER (WHERE amount > 50), count(*) FROM orders",
+    "SELECT upper(name), length(name), substr(name, 1, 3) FROM customers WHERE name LIKE 'name1%'",
+    "SELECT o.cid, round(avg(o.amount), 2)::float AS avg_amount FROM orders o GROUP BY o.cid",
+    "SELECT json_build_object('id', id, 'name', name) FROM customers WHERE id < 3",
+    "SELECT d::date FROM generate_series(DATE '2024-01-01', DATE '2024-01-05', INTERVAL '1 day') d",
+    "SELECT count(*) FROM orders WHERE cid IN (SELECT id FROM customers WHERE name LIKE 'name%')",
 ]
 
 

@@ -106,6 +106,10 @@ def test_destructive_statements_on_a_source_leave_the_rows(guard: Guard, tmp_pat
         con.executescript("SELECT 1; DELETE FROM customers;")
     with pytest.raises(GuardDenied):
         con.set_authorizer(None)
+    with pytest.raises(GuardDenied):  # every row of every table, past the cap and the column rules
+        con.serialize()
+    with pytest.raises(GuardDenied):
+        con.deserialize(b"")
     sqlite_layer.uninstall()
     assert _count(tmp_path / "data/shop.sqlite", "customers") == 20
     assert _count(tmp_path / "data/shop.sqlite", "orders") == 100
