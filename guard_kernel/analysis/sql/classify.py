@@ -22,7 +22,9 @@ from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
 
 from guard_kernel.analysis.sql import dialects
+from guard_kernel.analysis.sql.cap import cap_plan
 from guard_kernel.analysis.sql.dialects.base import SqlDialect
+from guard_kernel.analysis.sql.dialects.duckdb import parse_pivot
 from guard_kernel.analysis.sql.refs import (
     READ_FUNCS,
     Facts,
@@ -256,7 +258,7 @@ def _statement(text: str, kind: str) -> SqlStatement:
     try:
         trees = [t for t in _parse(text) if t is not None]
     except sqlglot.errors.SqlglotError as e:
-        trees = _parse_pivot(text) if first in ("PIVOT", "UNPIVOT") else []
+        trees = parse_pivot(text) if first in ("PIVOT", "UNPIVOT") else []
         if not trees:
             return unknown(f"sqlglot could not parse it: {str(e).splitlines()[0][:200]}")
     if len(trees) != 1:
@@ -381,23 +383,6 @@ def _server_copy(text: str, tree: exp.Copy, d: SqlDialect) -> SqlStatement:
 def _pivots(tree: exp.Expr) -> bool:
     """Whether *tree* holds a PIVOT (not an UNPIVOT): what makes DuckDB run a query as MULTI."""
     return any(not p.args.get("unpivot") for p in tree.find_all(exp.Pivot))
-
-
-_PIVOT_TAIL = re.compile(r"(?:\s+ORDER\s+BY\s+[\w\s,.\"]+?)?(?:\s+LIMIT\s+\d+)?(?:\s+OFFSET\s+\d+)?[\s;]*\Z", re.I)
-
-
-def _parse_pivot(text: str) -> list[exp.Expr]:
-    """sqlglot does not read ORDER BY/LIMIT after a PIVOT statement; they only order and cut
-    the pivot's own output (no new columns), so parse the statement without them."""
-    body = _PIVOT_TAIL.sub("", text)
-    if body == text:
-        return []
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return [t for t in sqlglot.parse(body, dialect="duckdb") if t is not None]
-    except sqlglot.errors.SqlglotError:
-        return []
 
 
 def _classify(text: str, kind: str, tree: exp.Expr, read_functions: frozenset[str] = frozenset()) -> SqlStatement:
@@ -539,7 +524,7 @@ def _classify(text: str, kind: str, tree: exp.Expr, read_functions: frozenset[st
     created_macros, dropped_macros = _macro_ddl(tree)
     written = tuple(facts.written)
     tables = tuple(dict.fromkeys((*facts.tables, *written)))
-    cap_append, own_limit = _cap_plan(tree) if returns_rows and isinstance(tree, exp.Select) else (False, None)
+    cap_append, own_limit = cap_plan(tree) if returns_rows and isinstance(tree, exp.Select) else (False, None)
     return SqlStatement(
         text, action, kind, tables, written, tuple(facts.created), tuple(facts.columns), tuple(facts.stars),
         tuple(facts.patterns), tuple(facts.files), export_path, attach, returns_rows, temporary, reason,
@@ -558,27 +543,6 @@ def _macro_ddl(tree: exp.Expr) -> tuple[tuple[str, ...], tuple[str, ...]]:
     if isinstance(tree, exp.Drop):
         return (), tuple(str(t.name).lower() for t in tree.args.get("tables") or [] if isinstance(t, exp.Table))
     return (), ()
-
-
-def _cap_plan(tree: exp.Select) -> tuple[bool, int | None]:
-    """How the row cap applies to a SELECT: (append ``LIMIT n``?, its own literal LIMIT).
-
-    (False, None) means wrap as a subquery: a CTE, OFFSET, a LIMIT that is a percentage, WITH
-    TIES, a parameter or an expression, a parameter anywhere next to a LIMIT, locks or INTO.
-    """
-    if tree.args.get("with_") is not None or tree.args.get("offset"):
-        return False, None
-    lim = tree.args.get("limit")
-    if lim is None:
-        return not (tree.args.get("locks") or tree.args.get("into")), None
-    if tree.find(exp.Placeholder) is not None:
-        return False, None
-    value = lim.expression
-    opts = lim.args.get("limit_options")
-    if (isinstance(value, exp.Literal) and not value.is_string and value.this.isdigit()
-            and not (opts and (opts.args.get("percent") or opts.args.get("with_ties")))):
-        return False, int(value.this)
-    return False, None
 
 
 @lru_cache(maxsize=4096)

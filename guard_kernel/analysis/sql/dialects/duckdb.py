@@ -9,10 +9,14 @@ anything else goes through DuckDB's parser (``duckdb.extract_statements``).
 from __future__ import annotations
 
 import re
+import warnings
+
+import sqlglot
+from sqlglot import exp
 
 from guard_kernel.analysis.sql.dialects.base import Piece, Vocabulary
 
-__all__ = ["DUCKDB", "DuckDBDialect", "query_texts"]
+__all__ = ["DUCKDB", "DuckDBDialect", "parse_pivot", "query_texts"]
 
 _QUERY_START = frozenset({"SELECT", "FROM", "WITH", "VALUES", "TABLE", "DESCRIBE", "SHOW", "SUMMARIZE", "UNPIVOT"})
 """First keywords that make a DuckDB statement a SELECT, given no keyword of :data:`_NOT_QUERY`."""
@@ -69,6 +73,23 @@ def query_texts(text: str) -> list[str] | None:
     elif out:  # DuckDB keeps what follows the last `;` (blanks, comments) with the last statement
         out[-1] += text[start:]
     return out or None
+
+
+_PIVOT_TAIL = re.compile(r"(?:\s+ORDER\s+BY\s+[\w\s,.\"]+?)?(?:\s+LIMIT\s+\d+)?(?:\s+OFFSET\s+\d+)?[\s;]*\Z", re.I)
+
+
+def parse_pivot(text: str) -> list[exp.Expr]:
+    """sqlglot does not read ORDER BY/LIMIT after a PIVOT statement; they only order and cut
+    the pivot's own output (no new columns), so parse the statement without them."""
+    body = _PIVOT_TAIL.sub("", text)
+    if body == text:
+        return []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return [t for t in sqlglot.parse(body, dialect="duckdb") if t is not None]
+    except sqlglot.errors.SqlglotError:
+        return []
 
 
 class DuckDBDialect:
