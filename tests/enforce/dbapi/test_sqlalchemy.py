@@ -84,6 +84,8 @@ def test_read_sql_on_postgres_is_capped_once_per_read(guard: Guard, pg_server: P
         pd.read_sql("SELECT * FROM customers", engine)
     reads = [r for r in _sql_records(guard) if r.get("statement", "").startswith("SELECT oid, amount")]
     assert len(reads) == 1  # decided once, not again by the driver's layer
+    pl = pytest.importorskip("polars")
+    assert pl.read_database("SELECT oid FROM orders", engine).height == MAX
     engine.dispose()
 
 

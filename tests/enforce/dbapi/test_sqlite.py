@@ -225,3 +225,11 @@ def test_on_exceed_deny_refuses_the_rows(guard: Guard, tmp_path: Path) -> None:
     assert len(con.execute("SELECT oid FROM orders LIMIT 4").fetchall()) == 4
     with pytest.raises(GuardDenied):
         con.execute("SELECT oid FROM orders").fetchall()
+
+
+def test_polars_read_database_goes_through_the_guarded_cursor(guard: Guard) -> None:
+    pl = pytest.importorskip("polars")
+    con = sqlite3.connect("data/shop.sqlite")
+    assert pl.read_database("SELECT oid, amount FROM orders", con).height == MAX
+    with pytest.raises(GuardDenied):
+        pl.read_database("SELECT ssn FROM customers", con)
