@@ -110,6 +110,8 @@ def server_of(conninfo: str) -> tuple[str, int, str]:
         host, port, db, user = parts.hostname, parts.port, unquote(parts.path.lstrip("/")), parts.username
     else:
         kv = {k.lower(): v.strip("'") for k, v in _KV.findall(conninfo)}
+        if kv.get("service") or os.environ.get("PGSERVICE"):  # its host is in a file: never a source
+            return f"service:{kv.get('service') or os.environ.get('PGSERVICE')}", 0, kv.get("dbname", "")
         host, port, db, user = kv.get("host") or kv.get("hostaddr"), kv.get("port"), kv.get("dbname"), kv.get("user")
     host = host or os.environ.get("PGHOST")
     port = port or os.environ.get("PGPORT")

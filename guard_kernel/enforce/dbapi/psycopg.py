@@ -59,8 +59,15 @@ def _orig(owner: Any, name: str) -> Any:
 
 
 def _target(params: dict[str, Any]) -> list[tuple[str, int, str]]:
-    """The (host, port, database) of every host a conninfo may reach (libpq's defaults from the environment)."""
-    hosts = str(params.get("host") or params.get("hostaddr") or os.environ.get("PGHOST", "")).split(",")
+    """The (host, port, database) of every host a conninfo may reach (libpq's defaults from the environment).
+
+    A ``service`` (pg_service.conf) names its host in a file libpq reads: it never matches a
+    source, and connecting to it is ``net.connect`` on ``service:<name>``."""
+    service = params.get("service") or os.environ.get("PGSERVICE")
+    if service:
+        return [(f"service:{service}", 0, str(params.get("dbname") or ""))]
+    hosts = str(params.get("host") or params.get("hostaddr") or os.environ.get("PGHOST")
+                or os.environ.get("PGHOSTADDR", "")).split(",")
     ports = str(params.get("port") or os.environ.get("PGPORT", "")).split(",")
     user = params.get("user") or os.environ.get("PGUSER") or getpass.getuser()
     db = str(params.get("dbname") or os.environ.get("PGDATABASE") or user)

@@ -201,6 +201,8 @@ def test_connecting_elsewhere_is_net_connect_without_credentials(guard: Guard, p
     assert "hunter2" not in text and "net.connect" in text
     with pytest.raises(GuardDenied):
         psycopg.Connection.connect(host="10.0.0.1", dbname="shop", connect_timeout=1)
+    with pytest.raises(GuardDenied):  # a service file could name any host: never a source
+        psycopg.connect("service=shop dbname=shop")
 
 
 def test_scratch_schemas_are_the_sessions_own(guard: Guard, pg_server: PgServer) -> None:
