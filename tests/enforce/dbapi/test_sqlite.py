@@ -209,6 +209,14 @@ def test_policy_sources_name_databases_without_credentials(tmp_path: Path) -> No
         parse_policy("version: 1\nname: x\nsources:\n  pg:\n    url: mysql://h/db\n")
 
 
+def test_a_source_asked_for_read_write_by_uri_is_opened_read_only(guard: Guard, tmp_path: Path) -> None:
+    con = sqlite3.connect(f"file:{tmp_path / 'data/shop.sqlite'}?mode=rw", uri=True)
+    raw = sqlite3.Connection.cursor(con)
+    with pytest.raises(sqlite3.DatabaseError):
+        sqlite3.Cursor.execute(raw, "DELETE FROM orders")
+    assert con.execute("SELECT count(*) FROM orders").fetchone() == (100,)
+
+
 def test_a_source_is_matched_by_real_path(guard: Guard, tmp_path: Path) -> None:
     (tmp_path / "scratch" / "alias.sqlite").symlink_to(tmp_path / "data" / "shop.sqlite")
     con = sqlite3.connect("scratch/alias.sqlite")  # a link in scratch is still the source
