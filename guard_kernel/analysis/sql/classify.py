@@ -351,6 +351,10 @@ def _server_statement(text: str, d: SqlDialect) -> SqlStatement:
         return SqlStatement(text, Action.SQL_ATTACH, kind, attach=Attach(path, None, False, True))
     if isinstance(tree, exp.Select) and tree.args.get("into") is not None:
         return unknown("SELECT … INTO creates a table: use CREATE TABLE … AS SELECT")
+    if kind == "SELECT" and tree.find(exp.Insert, exp.Update, exp.Delete, exp.Merge) is not None:
+        return unknown("a query with a data-modifying WITH clause: run the write as a statement of its own")
+    if isinstance(tree, exp.Create) and str(tree.args.get("kind") or "").upper() in ("TRIGGER", "RULE", "POLICY"):
+        return unknown("a trigger, rule or policy runs code on another table's reads and writes")
     return _classify(text, kind, tree, vocab.read_functions)
 
 

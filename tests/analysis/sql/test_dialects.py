@@ -59,6 +59,10 @@ ALWAYS_DENIED_PG = [
     "SELECT query_to_xml('DROP TABLE customers', true, true, '')", "CREATE EXTENSION dblink", "LISTEN x",
     "ALTER SYSTEM SET fsync = off", "SELECT * INTO copy FROM customers", "EXPLAIN ANALYZE DELETE FROM orders",
     "SELECT nextval('s')", "VACUUM",
+    "WITH d AS (DELETE FROM customers RETURNING *) SELECT * FROM d",
+    "WITH u AS (UPDATE orders SET amount = 0 RETURNING oid) SELECT count(*) FROM u",
+    "CREATE TRIGGER t BEFORE INSERT ON customers FOR EACH ROW EXECUTE FUNCTION f()",
+    "LOAD 'auto_explain'", "LOCK TABLE customers", "NOTIFY ch",
 ]
 
 
@@ -68,7 +72,8 @@ def test_postgres_statements_the_guard_cannot_hold_are_unknown(sql: str) -> None
     assert stmts[0].action is Action.SQL_UNKNOWN and stmts[0].reason
 
 
-ALWAYS_DENIED_SQLITE = ["SELECT load_extension('x')", "SELECT writefile('x', 'y')", "VACUUM INTO 'x.db'", "REINDEX"]
+ALWAYS_DENIED_SQLITE = ["SELECT load_extension('x')", "SELECT writefile('x', 'y')", "VACUUM INTO 'x.db'", "REINDEX",
+                        "CREATE TRIGGER tr AFTER INSERT ON customers BEGIN DELETE FROM orders; END"]
 
 
 @pytest.mark.parametrize("sql", ALWAYS_DENIED_SQLITE)
