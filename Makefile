@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean postgres
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check guard_kernel jupyter_ext tests benchmarks
 	$(BIN)/mypy
 
-test: lint
+# The database tests start a private PostgreSQL server (tests/enforce/dbapi/conftest.py): install
+# Debian's binaries when pg_ctl is nowhere (as root; otherwise the tests say why they skip).
+postgres:
+	@command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null; } || \
+	  echo "warning: could not install postgresql; the PostgreSQL tests will be skipped"
+
+test: lint postgres
 	$(BIN)/python -m pytest -p no:cacheprovider --nbval-lax tests notebooks
 
 $(VENV)/.bench: $(STAMP)

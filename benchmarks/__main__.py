@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from . import (
     bench_audit,
+    bench_databases,
     bench_duckdb,
     bench_guarded_kernel,
     bench_kernel,
@@ -27,6 +28,7 @@ from .report import load_average, machine_info, print_machine, table, write_char
 GROUPS: dict[str, Callable[[Config], list[Result]]] = {
     "sql": bench_sql.run,
     "duckdb": bench_duckdb.run,
+    "databases": bench_databases.run,
     "kernel": bench_kernel.run,
     "guarded": bench_guarded_kernel.run,
     "runtime": bench_runtime.run,

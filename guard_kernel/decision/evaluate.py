@@ -122,7 +122,7 @@ class Decision:
 # ------------------------------------------------------------------- matching
 
 WRITE_LIKE = frozenset({
-    Action.SQL_WRITE, Action.SQL_DDL, Action.FILE_WRITE, Action.FILE_DELETE,
+    Action.SQL_WRITE, Action.SQL_DDL, Action.SQL_CONFIG, Action.FILE_WRITE, Action.FILE_DELETE,
     Action.EXPORT_DATAFRAME, Action.SQL_EXPORT, Action.SQL_ATTACH, Action.EXPORT_CLIPBOARD,
 })
 

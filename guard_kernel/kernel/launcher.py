@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     writer.write("launcher", action=None, resource="guard_kernel", decision="deny" if unavailable else "allow",
                  rules=[], message=unavailable or f"guarded kernel launched; confinement {plan.state.value}",
                  pid=os.getpid(), confinement=plan.describe(), kernel=args.name)
-    cmd = [sys.executable, "-I", "-m", "guard_kernel.kernel.app", "--name", args.name, *rest]
+    cmd = [sys.executable, "-I", "-B", "-m", "guard_kernel.kernel.app", "--name", args.name, *rest]
     try:
         proc = subprocess.Popen(cmd, env=env, pass_fds=(child_sock.fileno(),),
                                 preexec_fn=lambda: _child_setup(plan))

@@ -53,7 +53,8 @@ def kernel_json(*, name: str = DEFAULT_NAME, display_name: str = DEFAULT_DISPLAY
         fixed[ENV_AUDIT_DIR] = os.path.abspath(audit_dir)
     options = {ENV_POLICY: "--policy", ENV_POLICY_SHA256: "--policy-sha256", ENV_ROOT: "--root",
                ENV_ACTOR: "--actor", ENV_ENVIRONMENT: "--environment", ENV_AUDIT_DIR: "--audit-dir"}
-    argv = [python or sys.executable, "-I", "-m", "guard_kernel.kernel", "--name", name]
+    # -I: no PYTHONPATH, PYTHONSTARTUP or user site-packages; -B: no bytecode written into the environment
+    argv = [python or sys.executable, "-I", "-B", "-m", "guard_kernel.kernel", "--name", name]
     for var, value in fixed.items():
         argv += [options[var], value]
     return {

@@ -20,6 +20,7 @@ from typing import Any
 from guard_kernel._package import PACKAGE, package_path
 from guard_kernel.policy._yaml import yaml
 from guard_kernel.policy.actions import ALL_ACTIONS, ActionClass, valid_action_pattern
+from guard_kernel.policy.databases import parse_url
 from guard_kernel.policy.model import (
     DEFAULT_MESSAGE,
     MESSAGE_FIELDS,
@@ -167,6 +168,27 @@ def _as_tuple(v: Any) -> tuple[str, ...]:
     return (v,) if isinstance(v, str) else tuple(v)
 
 
+def _database(s: dict[str, Any], node: yaml.Node | None, file: str, root: str, path: list[Any]) -> dict[str, Any]:
+    """The database fields of a source with a ``url`` (none without one)."""
+    if not s.get("url"):
+        if s.get("dialect") or s.get("scratch_schemas"):
+            raise PolicyError(file, _line_of(node, path), _field_path(path), "dialect and scratch_schemas need a url")
+        return {}
+    try:
+        db = parse_url(s["url"], root)
+    except ValueError as exc:
+        raise PolicyError(file, _line_of(node, [*path, "url"]), _field_path([*path, "url"]), str(exc)) from None
+    if db.password:
+        raise PolicyError(file, _line_of(node, [*path, "url"]), _field_path([*path, "url"]),
+                          "credentials are never stored in a policy: take the password from the environment "
+                          "(PGPASSWORD, ~/.pgpass) or the connection call")
+    if s.get("dialect", db.dialect) != db.dialect:
+        raise PolicyError(file, _line_of(node, [*path, "dialect"]), _field_path([*path, "dialect"]),
+                          f"the url is a {db.dialect} database")
+    return {"url": db.shown, "dialect": db.dialect, "server": db.server, "sqlite": db.path,
+            "scratch_schemas": tuple(x.lower() for x in s.get("scratch_schemas", ()))}
+
+
 def _build(data: dict[str, Any], node: yaml.Node | None, file: str, sha: str, root: str) -> Policy:
     defaults = data.get("defaults") or {}
     rules = []
@@ -198,7 +220,7 @@ def _build(data: dict[str, Any], node: yaml.Node | None, file: str, sha: str, ro
         sources[name] = Source(
             name=name, duckdb=resolve(s["duckdb"], root) if s.get("duckdb") else None, tables=tables,
             paths=tuple(PathGlob.make(p, root) for p in s.get("paths", ())),
-            line=_line_of(node, ["sources", name]) or 0, file=file,
+            line=_line_of(node, ["sources", name]) or 0, file=file, **_database(s, node, file, root, ["sources", name]),
         )
     limits = data.get("limits") or {}
     max_rows = limits.get("max_rows", {"agent": 500, "human": 10000})

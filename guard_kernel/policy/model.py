@@ -88,6 +88,16 @@ class Source:
     line: int = 0
     file: str = ""
     """The policy file that declares it (a parent's, under ``extends``)."""
+    url: str | None = None
+    """A database's URL as written, without credentials (``postgresql://host:5432/db``, ``sqlite:///x``)."""
+    dialect: str | None = None
+    """SQL dialect of the database (``postgres``, ``sqlite``)."""
+    server: tuple[str, int, str] | None = None
+    """(host, port, database) of a database server: connections are matched by these, not by URL text."""
+    sqlite: str | None = None
+    """Real path of a SQLite database file."""
+    scratch_schemas: tuple[str, ...] = ()
+    """Schemas of the database the session may write in (lower-case)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -162,6 +172,9 @@ class Policy:
                 yield src, PathGlob(src.duckdb, src.duckdb)
                 # the engine's write-ahead log is part of the database
                 yield src, PathGlob(src.duckdb + ".wal", src.duckdb + ".wal")
+            if src.sqlite:  # and SQLite's journals
+                for suffix in ("", "-wal", "-journal", "-shm"):
+                    yield src, PathGlob(src.sqlite + suffix, src.sqlite + suffix)
 
     def ref(self) -> dict[str, str]:
         """Name, file and SHA-256, as written to every audit record."""

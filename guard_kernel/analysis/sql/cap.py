@@ -16,10 +16,12 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from sqlglot import exp
+
 if TYPE_CHECKING:
     from guard_kernel.analysis.sql.classify import SqlStatement
 
-__all__ = ["cap", "cap_statement"]
+__all__ = ["cap", "cap_plan", "cap_statement"]
 
 def _strip(text: str) -> str:
     """*text* without trailing whitespace and semicolons (a regex ``[\\s;]+\\Z`` retries at every
@@ -61,3 +63,24 @@ def _rewrite(s: SqlStatement, limit: int) -> str | None:
         return None  # already within the cap
     body = _strip(s.text)
     return f"{body}\nLIMIT {limit}" if s.cap_append else _wrap(body, limit)
+
+
+def cap_plan(tree: exp.Select) -> tuple[bool, int | None]:
+    """How the row cap applies to a SELECT: (append ``LIMIT n``?, its own literal LIMIT).
+
+    (False, None) means wrap as a subquery: a CTE, OFFSET, a LIMIT that is a percentage, WITH
+    TIES, a parameter or an expression, a parameter anywhere next to a LIMIT, locks or INTO.
+    """
+    if tree.args.get("with_") is not None or tree.args.get("offset"):
+        return False, None
+    lim = tree.args.get("limit")
+    if lim is None:
+        return not (tree.args.get("locks") or tree.args.get("into")), None
+    if tree.find(exp.Placeholder) is not None:
+        return False, None
+    value = lim.expression
+    opts = lim.args.get("limit_options")
+    if (isinstance(value, exp.Literal) and not value.is_string and value.this.isdigit()
+            and not (opts and (opts.args.get("percent") or opts.args.get("with_ties")))):
+        return False, int(value.this)
+    return False, None

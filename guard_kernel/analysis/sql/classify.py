@@ -1,8 +1,10 @@
-"""Statement classification: DuckDB's lexer or parser for type and count, sqlglot for the contents.
+"""Statement classification, in any dialect: the dialect splits and types, sqlglot reads the contents.
 
-:func:`analyze` is the entry point (re-exported by :mod:`guard_kernel.analysis.sql.requests`); it never raises.
-Which DuckDB statement type maps to which action, and the sqlglot expression types that must
-agree with it, live here.  Tables, columns, stars and files are read by :mod:`.sql_refs`.
+:func:`analyze` is the entry point (re-exported by :mod:`guard_kernel.analysis.sql.requests`); it
+never raises.  How a string splits into statements is the dialect's (:mod:`.dialects`: DuckDB's
+own lexer and parser, sqlglot's tokenizer for PostgreSQL and SQLite).  When the dialect names the
+statement type (DuckDB), sqlglot's tree must agree with it; otherwise the type is sqlglot's.
+Tables, columns, stars and files are read by :mod:`.refs`.
 """
 
 from __future__ import annotations
@@ -13,11 +15,16 @@ import threading
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any, cast
 
 import sqlglot
 from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
 
+from guard_kernel.analysis.sql import dialects
+from guard_kernel.analysis.sql.cap import cap_plan
+from guard_kernel.analysis.sql.dialects.base import SqlDialect
+from guard_kernel.analysis.sql.dialects.duckdb import parse_pivot
 from guard_kernel.analysis.sql.refs import (
     READ_FUNCS,
     Facts,
@@ -48,6 +55,10 @@ class Attach:
     """Whether an option list was given at all (a READ_ONLY rewrite is only safe without one)."""
     verb: str = "attach"
     """attach, detach or use."""
+    engine: str = "duckdb"
+    """What the file or string is: ``duckdb``, ``sqlite`` or ``postgres`` (DuckDB's scanners:
+    ``TYPE sqlite``/``TYPE postgres`` or a ``sqlite:``/``postgres:`` prefix); *path* is then
+    the SQLite file or the libpq connection string."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +103,10 @@ class SqlStatement:
     """Table macros this statement creates (``CREATE [TEMP] MACRO m(…) AS TABLE …``)."""
     dropped_macros: tuple[str, ...] = ()
     """Macros this statement drops, or replaces with a scalar macro."""
+    unlocks: bool = False
+    """Would undo a read-only lock the guard put on the connection (``SET
+    default_transaction_read_only = off``, ``BEGIN READ WRITE``, ``PRAGMA query_only = OFF``,
+    ``RESET ALL``…): on a source connection it is a write to the source."""
 
     @property
     def resource(self) -> str:
@@ -140,18 +155,21 @@ _AGREE: dict[str, tuple[type[exp.Expr], ...]] = {
     "TRANSACTION": (exp.Transaction, exp.Commit, exp.Rollback),
     "VACUUM": (exp.Analyze,),
 }
-_DIALECT = Dialect.get_or_raise("duckdb")
 _WORD = re.compile(r"\s*(?:(?:--[^\n]*\n?)|(?:/\*.*?\*/)|\s)*([A-Za-z_]+)", re.S)
 _tls = threading.local()
 
 
-def _parse(text: str) -> list[exp.Expr | None]:
-    """``_DIALECT.parse(text)`` with the tokenizer and parser kept per thread: both reset
-    themselves on every call, and building them anew costs ~10 µs a statement."""
-    pair = getattr(_tls, "pair", None)
+def _parse(text: str, dialect: str = "duckdb") -> list[exp.Expr | None]:
+    """``Dialect.parse(text)`` with the tokenizer and parser kept per thread and dialect: both
+    reset themselves on every call, and building them anew costs ~10 µs a statement."""
+    pairs: dict[str, tuple[Any, Any]] = _tls.__dict__.setdefault("pairs", {})
+    pair = pairs.get(dialect)
     if pair is None:
-        pair = _tls.pair = (_DIALECT.tokenizer(), _DIALECT.parser())
-    return pair[1].parse(pair[0].tokenize(text), text)
+        d = Dialect.get_or_raise(dialect)
+        pair = pairs[dialect] = (d.tokenizer(), d.parser())
+    with warnings.catch_warnings():  # sqlglot warns before falling back to exp.Command
+        warnings.simplefilter("ignore")
+        return cast("list[exp.Expr | None]", pair[1].parse(pair[0].tokenize(text), text))
 
 
 def _words(text: str, n: int = 3) -> list[str]:
@@ -240,7 +258,7 @@ def _statement(text: str, kind: str) -> SqlStatement:
     try:
         trees = [t for t in _parse(text) if t is not None]
     except sqlglot.errors.SqlglotError as e:
-        trees = _parse_pivot(text) if first in ("PIVOT", "UNPIVOT") else []
+        trees = parse_pivot(text) if first in ("PIVOT", "UNPIVOT") else []
         if not trees:
             return unknown(f"sqlglot could not parse it: {str(e).splitlines()[0][:200]}")
     if len(trees) != 1:
@@ -256,30 +274,123 @@ def _statement(text: str, kind: str) -> SqlStatement:
     return _classify(text, kind, tree)
 
 
+_UNLOCK = re.compile(r"\bREAD\s+WRITE\b|\b(?:default_)?transaction_read_only\b|\bquery_only\b|"
+                     r"\bRESET\s+ALL\b|\bSESSION\s+AUTHORIZATION\b|\bROLE\b", re.I)
+"""Words of a SET/RESET/BEGIN/START/PRAGMA that could lift the read-only lock on a source connection."""
+_KINDS = tuple((types, kind) for kind, types in _AGREE.items() if kind != "MULTI")
+_EXPLAIN = re.compile(r"\s*(?:(?:--[^\n]*\n?)|(?:/\*.*?\*/)|\s)*EXPLAIN\s+(\(([^)]*)\)\s*|ANALY[SZ]E\s+)?", re.I | re.S)
+_PRAGMA = re.compile(r"\s*PRAGMA\s+(?:\"?(\w+)\"?\s*\.\s*)?(\w+)\s*(=|\()?\s*[\"'`]?(\w*)", re.I)
+
+
+def _server_statement(text: str, d: SqlDialect) -> SqlStatement:
+    """Classify one statement of a server dialect (PostgreSQL, SQLite): its kind is sqlglot's."""
+    words = _words(text, 3)
+    first = words[0] if words else ""
+
+    def unknown(reason: str) -> SqlStatement:
+        return SqlStatement(text, Action.SQL_UNKNOWN, first or "EMPTY", reason=reason)
+
+    if (first in ("SET", "RESET", "BEGIN", "START", "PRAGMA", "DISCARD") and _UNLOCK.search(text)
+            and (first != "PRAGMA" or re.search(r"query_only\s*(=|\()", text, re.I))):
+        return SqlStatement(text, Action.SQL_CONFIG, first, unlocks=True,
+                            reason="it would lift the read-only lock the guard put on the connection")
+    if first in ("RESET", "DISCARD"):
+        return SqlStatement(text, Action.SQL_CONFIG, first)
+    if first in ("START", "SAVEPOINT", "RELEASE") or (first == "ROLLBACK" and "TO" in words):
+        return SqlStatement(text, Action.SQL_READ, "TRANSACTION", reason="transaction control")
+    if d.name == "postgres" and first == "SHOW":  # a setting's value
+        return SqlStatement(text, Action.SQL_READ, "SHOW", returns_rows=True)
+    if first == "EXPLAIN":
+        m = _EXPLAIN.match(text)
+        if not m:
+            return unknown("EXPLAIN not understood")
+        runs = bool(m.group(1)) and ("ANALY" in m.group(1).upper())  # EXPLAIN ANALYZE runs the statement
+        inner = analyze(text[m.end():], d.name)
+        if len(inner) != 1 or inner[0].action is Action.SQL_UNKNOWN:
+            return unknown(inner[0].reason or "EXPLAIN of an unknown statement" if inner else "empty EXPLAIN")
+        s = inner[0]
+        if runs and s.action is not Action.SQL_READ:
+            return unknown("EXPLAIN ANALYZE runs the statement it explains; explain a read, or run it plainly")
+        return SqlStatement(text, Action.SQL_READ, "EXPLAIN", s.tables, columns=s.columns, stars=s.stars,
+                            returns_rows=True, macros=s.macros)
+    if d.name == "sqlite" and first == "PRAGMA":
+        m = _PRAGMA.match(text)
+        if not m:
+            return unknown("PRAGMA not understood")
+        name, op, arg = m.group(2).lower(), m.group(3), m.group(4).lower()
+        if name in d.vocabulary.read_pragmas and op != "=":
+            tables = (TableRef(arg, m.group(1).lower() if m.group(1) else None),) if op == "(" and arg else ()
+            return SqlStatement(text, Action.SQL_READ, "PRAGMA", tables, returns_rows=True)
+        return SqlStatement(text, Action.SQL_CONFIG, "PRAGMA")
+    try:
+        trees = [t for t in _parse(text, d.name) if t is not None]
+    except sqlglot.errors.SqlglotError as e:
+        return unknown(f"sqlglot ({d.name}) could not parse it: {str(e).splitlines()[0][:200]}")
+    if len(trees) != 1:
+        return unknown(f"one statement expected, sqlglot ({d.name}) read {len(trees)}")
+    tree = trees[0]
+    if isinstance(tree, exp.Command):
+        return unknown(f"{tree.name} statements are not understood by the guard ({d.name})")
+    kind = next((k for types, k in _KINDS if isinstance(tree, types)), None)
+    if kind is None or isinstance(tree, (exp.Install, exp.Use, exp.Summarize, exp.Pivot, exp.Show)):
+        return unknown(f"{type(tree).__name__} is not a statement the guard knows in {d.name}")
+    vocab = d.vocabulary
+    for f in tree.find_all(exp.Func):
+        name = func_name(f)
+        why = vocab.denied_functions.get(name) or next((w for p, w in vocab.denied_prefixes if name.startswith(p)),
+                                                       None)
+        if why:
+            return unknown(f"{name}() {why}")
+    if isinstance(tree, exp.Copy):
+        return _server_copy(text, tree, d)
+    if isinstance(tree, exp.Attach):  # SQLite: a file the guard cannot hold to read-only
+        target = tree.this.this if isinstance(tree.this, exp.Alias) else tree.this
+        path = target.this if isinstance(target, exp.Literal) and target.is_string else None
+        if path is None:
+            return unknown("ATTACH needs a literal path")
+        return SqlStatement(text, Action.SQL_ATTACH, kind, attach=Attach(path, None, False, True))
+    if isinstance(tree, exp.Select) and tree.args.get("into") is not None:
+        return unknown("SELECT … INTO creates a table: use CREATE TABLE … AS SELECT")
+    if kind == "SELECT" and tree.find(exp.Insert, exp.Update, exp.Delete, exp.Merge) is not None:
+        return unknown("a query with a data-modifying WITH clause: run the write as a statement of its own")
+    if isinstance(tree, exp.Create) and str(tree.args.get("kind") or "").upper() in ("TRIGGER", "RULE", "POLICY"):
+        return unknown("a trigger, rule or policy runs code on another table's reads and writes")
+    return _classify(text, kind, tree, vocab.read_functions)
+
+
+def _server_copy(text: str, tree: exp.Copy, d: SqlDialect) -> SqlStatement:
+    """PostgreSQL COPY: only STDIN (a write of the table) and STDOUT (an export of rows the row
+    cap cannot count) stay on the client's side; a server file or PROGRAM does not."""
+    files = tree.args.get("files") or []
+    ends = [f.name.upper() for f in files if isinstance(f, exp.Identifier)]
+    if len(files) != 1 or len(ends) != 1 or ends[0] not in ("STDIN", "STDOUT"):
+        what = "runs a program on the database server" if "PROGRAM" in ends else \
+            "reaches a file on the database server, which the guard cannot judge"
+        return SqlStatement(text, Action.SQL_UNKNOWN, "COPY", reason=f"COPY {what}; use COPY … TO STDOUT / FROM STDIN")
+    facts = Facts(inner=analyze)
+    target = tree.this.this if isinstance(tree.this, exp.Schema) else tree.this
+    if ends[0] == "STDIN":
+        if not isinstance(target, exp.Table):
+            return SqlStatement(text, Action.SQL_UNKNOWN, "COPY", reason="COPY FROM STDIN needs a table")
+        ref = table_ref(target)
+        return SqlStatement(text, Action.SQL_WRITE, "COPY", (ref,), (ref,))
+    if isinstance(tree.this, exp.Table):
+        star_of(tree.this, facts)
+    else:
+        collect(tree.this, facts)
+    if facts.unknown:
+        return SqlStatement(text, Action.SQL_UNKNOWN, "COPY", reason=facts.unknown)
+    return SqlStatement(text, Action.SQL_EXPORT, "COPY", tuple(facts.tables), columns=tuple(facts.columns),
+                        stars=tuple(facts.stars), reason="COPY … TO STDOUT: rows leave past the row cap")
+
+
 def _pivots(tree: exp.Expr) -> bool:
     """Whether *tree* holds a PIVOT (not an UNPIVOT): what makes DuckDB run a query as MULTI."""
     return any(not p.args.get("unpivot") for p in tree.find_all(exp.Pivot))
 
 
-_PIVOT_TAIL = re.compile(r"(?:\s+ORDER\s+BY\s+[\w\s,.\"]+?)?(?:\s+LIMIT\s+\d+)?(?:\s+OFFSET\s+\d+)?[\s;]*\Z", re.I)
-
-
-def _parse_pivot(text: str) -> list[exp.Expr]:
-    """sqlglot does not read ORDER BY/LIMIT after a PIVOT statement; they only order and cut
-    the pivot's own output (no new columns), so parse the statement without them."""
-    body = _PIVOT_TAIL.sub("", text)
-    if body == text:
-        return []
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return [t for t in sqlglot.parse(body, dialect="duckdb") if t is not None]
-    except sqlglot.errors.SqlglotError:
-        return []
-
-
-def _classify(text: str, kind: str, tree: exp.Expr) -> SqlStatement:
-    facts = Facts(inner=analyze)
+def _classify(text: str, kind: str, tree: exp.Expr, read_functions: frozenset[str] = frozenset()) -> SqlStatement:
+    facts = Facts(inner=analyze, read_functions=read_functions)
     action = Action.SQL_READ
     export_path = None
     attach = None
@@ -310,7 +421,9 @@ def _classify(text: str, kind: str, tree: exp.Expr) -> SqlStatement:
         target = tree.this.this if isinstance(tree.this, exp.Schema) else tree.this
         props = tree.args.get("properties")
         temporary = bool(props and any(isinstance(p, exp.TemporaryProperty) for p in props.expressions))
-        if isinstance(target, exp.Table):
+        if isinstance(target, exp.Index) and isinstance(target.args.get("table"), exp.Table):
+            facts.written[table_ref(target.args["table"])] = None  # an index changes the table it is on
+        elif isinstance(target, exp.Table):
             ref = table_ref(target)
             if temporary and ref.catalog is None:
                 ref = TableRef(ref.name, "temp")
@@ -365,11 +478,23 @@ def _classify(text: str, kind: str, tree: exp.Expr) -> SqlStatement:
         path = target.this
         opts = [o.sql("duckdb").upper().replace(" ", "") for o in tree.expressions]
         ro = any(o in ("READ_ONLY", "READ_ONLYTRUE", "READ_ONLY=TRUE") for o in opts)
+        types = [o[4:].strip("'\"").lower() for o in opts if o.startswith("TYPE")]
+        engine = types[0] if types else "duckdb"
+        prefix, _, rest = path.partition(":")
+        if prefix.lower() in ("sqlite", "postgres", "postgresql") and not rest.startswith("//"):
+            engine, path = prefix.lower(), rest  # DuckDB's scanner prefixes
+        elif prefix.lower() in ("postgres", "postgresql"):
+            engine = "postgres"  # a postgresql:// URL
+        engine = {"postgresql": "postgres", "postgres_scanner": "postgres", "sqlite_scanner": "sqlite"}.get(
+            engine, engine)
+        if engine not in ("duckdb", "sqlite", "postgres"):
+            return SqlStatement(text, Action.SQL_UNKNOWN, kind,
+                                reason=f"ATTACH of TYPE {engine} reaches a database the guard does not judge")
         if alias is None:
             base = os.path.basename(path.split(":", 1)[-1]) if ":" in path and not URL.match(path) else \
                 os.path.basename(path)
             alias = (base.split(".", 1)[0] or "memory").lower()
-        attach = Attach(path, alias, ro, bool(opts))
+        attach = Attach(path, alias, ro, bool(opts), engine=engine)
     elif isinstance(tree, exp.Detach):
         action = Action.SQL_ATTACH
         attach = Attach(None, tree.this.name.lower() if tree.this else None, True, verb="detach")
@@ -403,7 +528,7 @@ def _classify(text: str, kind: str, tree: exp.Expr) -> SqlStatement:
     created_macros, dropped_macros = _macro_ddl(tree)
     written = tuple(facts.written)
     tables = tuple(dict.fromkeys((*facts.tables, *written)))
-    cap_append, own_limit = _cap_plan(tree) if returns_rows and isinstance(tree, exp.Select) else (False, None)
+    cap_append, own_limit = cap_plan(tree) if returns_rows and isinstance(tree, exp.Select) else (False, None)
     return SqlStatement(
         text, action, kind, tables, written, tuple(facts.created), tuple(facts.columns), tuple(facts.stars),
         tuple(facts.patterns), tuple(facts.files), export_path, attach, returns_rows, temporary, reason,
@@ -424,107 +549,24 @@ def _macro_ddl(tree: exp.Expr) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return (), ()
 
 
-def _cap_plan(tree: exp.Select) -> tuple[bool, int | None]:
-    """How the row cap applies to a SELECT: (append ``LIMIT n``?, its own literal LIMIT).
-
-    (False, None) means wrap as a subquery: a CTE, OFFSET, a LIMIT that is a percentage, WITH
-    TIES, a parameter or an expression, a parameter anywhere next to a LIMIT, locks or INTO.
-    """
-    if tree.args.get("with_") is not None or tree.args.get("offset"):
-        return False, None
-    lim = tree.args.get("limit")
-    if lim is None:
-        return not (tree.args.get("locks") or tree.args.get("into")), None
-    if tree.find(exp.Placeholder) is not None:
-        return False, None
-    value = lim.expression
-    opts = lim.args.get("limit_options")
-    if (isinstance(value, exp.Literal) and not value.is_string and value.this.isdigit()
-            and not (opts and (opts.args.get("percent") or opts.args.get("with_ties")))):
-        return False, int(value.this)
-    return False, None
-
-
-_QUERY_START = frozenset({"SELECT", "FROM", "WITH", "VALUES", "TABLE", "DESCRIBE", "SHOW", "SUMMARIZE", "UNPIVOT"})
-"""First keywords that make a DuckDB statement a SELECT, given no keyword of :data:`_NOT_QUERY`."""
-_NOT_QUERY = re.compile(
-    r"\b(?:INSERT|UPDATE|DELETE|MERGE|TRUNCATE|COPY|CREATE|DROP|ALTER|ATTACH|DETACH|EXPORT|IMPORT|INSTALL|"
-    r"LOAD|PRAGMA|CALL|CHECKPOINT|VACUUM|EXECUTE|PREPARE|DEALLOCATE|EXPLAIN|RETURNING|PIVOT)\b")
-"""Words that start (or, after a ``WITH`` clause, make) a statement other than a query.  Searched
-in the upper-cased raw text, strings and comments included: a false match only costs the full
-parse.  (Upper-casing first is ~4x faster than ``re.I``.)"""
-_KEYWORD = re.compile(r"[A-Za-z_]+")
-
-
-def _query_texts(text: str) -> list[str] | None:
-    """The statements of *text*, split as DuckDB splits them, when every one is a query; None
-    when DuckDB's full parser must say (anything else, or anything unusual).
-
-    DuckDB's tokenizer (the lexer its parser uses, ~10x cheaper than ``extract_statements``)
-    finds the ``;`` between statements, skipping strings, quoted names and nested comments
-    exactly as the parser does.  A statement whose first keyword is one of :data:`_QUERY_START`
-    is a SELECT in DuckDB's grammar unless a WITH clause leads into a write, and a write needs
-    one of the words of :data:`_NOT_QUERY`, which must then appear nowhere in the text.
-    (PIVOT is not among them, and in :data:`_NOT_QUERY`: DuckDB runs a PIVOT without an ``IN``
-    list, even inside a query, as several statements, the first creating an ENUM type.)
-    """
-    import duckdb  # see analyze()
-
-    if _NOT_QUERY.search(text.upper()):
-        return None
-    try:
-        tokens = duckdb.tokenize(text)
-    except Exception:
-        return None
-    comment = duckdb.token_type.comment
-    single = ";" not in text  # one statement: only its first token matters
-    out: list[str] = []
-    start = 0
-    started = False
-    for pos, kind in tokens:
-        if kind == comment:
-            continue
-        if not started:
-            m = _KEYWORD.match(text, pos)
-            if m is None or m.group(0).upper() not in _QUERY_START:
-                return None  # a statement that starts otherwise, or an empty one (`;;`)
-            if single:
-                return [text]
-            started = True
-        elif text[pos] == ";":  # only the `;` operator token starts with `;`
-            out.append(text[start:pos + 1])
-            start = pos + 1
-            started = False
-    if started:
-        out.append(text[start:])
-    elif out:  # DuckDB keeps what follows the last `;` (blanks, comments) with the last statement
-        out[-1] += text[start:]
-    return out or None
-
-
 @lru_cache(maxsize=4096)
-def analyze(text: str) -> tuple[SqlStatement, ...]:
-    """Classify every statement of *text* (cached by text; never raises)."""
-    queries = _query_texts(text)
-    if queries is not None:
-        return tuple(_checked(q, "SELECT") for q in queries)
-    # imported here, not at module top: importing duckdb runs the guard's post-import hook,
-    # which installs the DuckDB gate, which imports this module
-    import duckdb
-
+def analyze(text: str, dialect: str = "duckdb") -> tuple[SqlStatement, ...]:
+    """Classify every statement of *text* in *dialect* (cached by both; never raises)."""
     try:
-        parsed = duckdb.extract_statements(text)
-    except Exception as e:  # DuckDB's parser refuses it: nothing can run anyway, say why
-        return (SqlStatement(text, Action.SQL_UNKNOWN, "INVALID", reason=f"DuckDB cannot parse it: {_first(e)}"),)
-    if not parsed:
-        return ()
-    return tuple(_checked(st.query, st.type.name) for st in parsed)
+        d = dialects.get(dialect)
+    except KeyError:
+        return (SqlStatement(text, Action.SQL_UNKNOWN, "INVALID", reason=f"unknown SQL dialect {dialect!r}"),)
+    pieces = d.split(text)
+    if isinstance(pieces, str):  # the statements cannot be told apart: nothing runs
+        return (SqlStatement(text, Action.SQL_UNKNOWN, "INVALID", reason=pieces),)
+    return tuple(_checked(p.text, p.kind, d) for p in pieces)
 
 
-def _checked(text: str, kind: str) -> SqlStatement:
-    """:func:`_statement`, with an analysis bug turned into a denial instead of a crash."""
+def _checked(text: str, kind: str, d: SqlDialect) -> SqlStatement:
+    """:func:`_statement` (or :func:`_server_statement`), with an analysis bug turned into a
+    denial instead of a crash."""
     try:
-        return _statement(text, kind)
+        return _statement(text, kind) if kind else _server_statement(text, d)
     except Exception as e:
         return SqlStatement(text, Action.SQL_UNKNOWN, kind, reason=f"classifier error {type(e).__name__}: {_first(e)}")
 

@@ -50,6 +50,8 @@ class Facts:
     macros: dict[str, None] = field(default_factory=dict)
     """Table functions the guard does not know: callable only as the session's own table macros."""
     unknown: str | None = None
+    read_functions: frozenset[str] = frozenset()
+    """Table functions of the statement's dialect that only produce rows."""
     inner: Callable[[str], tuple[Any, ...]] | None = field(default=None, compare=False)
     """How the statement inside ``query('…')`` is classified: the classifier passes its own entry
     point (this module sits below it and does not import it)."""
@@ -444,7 +446,7 @@ def table_function(f: exp.Expr, facts: Facts) -> None:
             ref = TableRef(a.lower().rsplit(".", 1)[-1], a.lower().rsplit(".", 1)[0] if "." in a else None)
             facts.tables[ref] = None
             facts.stars[StarRef(ref.name)] = None
-    elif name in READ_FUNCS or name.startswith("duckdb_"):
+    elif name in READ_FUNCS or name in facts.read_functions or name.startswith("duckdb_"):
         pass
     else:  # a table macro the session made on this connection, or unknown: to_requests decides
         facts.macros[name] = None

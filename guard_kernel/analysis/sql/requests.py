@@ -31,6 +31,7 @@ from guard_kernel.analysis.sql.classify import Attach, SqlStatement, analyze
 from guard_kernel.decision.evaluate import Decision
 from guard_kernel.decision.request import Request, TableRef
 from guard_kernel.policy.actions import Action
+from guard_kernel.policy.databases import redact_text, server_of
 from guard_kernel.policy.paths import remote_host, resolve
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Attach", "SqlContext", "SqlStatement", "analyze", "cap", "cap_statement", "check_sql", "source_paths",
-    "to_requests",
+    "source_servers", "to_requests",
 ]
 
 
@@ -60,15 +61,38 @@ class SqlContext:
     catalog_paths: Mapping[str, str] = field(default_factory=dict)
     """Catalog alias → real path of its database file (writes are judged against it)."""
     source_paths: Mapping[str, str] = field(default_factory=dict)
-    """Real path of a source DuckDB file → source name (for ATTACH earlier in the same string)."""
+    """Real path of a source DuckDB or SQLite file → source name (for ATTACH earlier in the same string)."""
+    source_servers: Mapping[tuple[str, int, str], str] = field(default_factory=dict)
+    """(host, port, database) of a source database server → source name (DuckDB's postgres scanner)."""
     macros: frozenset[str] = frozenset()
     """Table macros this connection created in the session (lower-case): the only unknown table
     functions a statement may call."""
+    scratch_schemas: frozenset[str] = frozenset()
+    """Schemas of a database connection that the policy gives the session to write in
+    (lower-case): tables there are the session's own, not the source's."""
 
 
 def source_paths(policy: Policy) -> dict[str, str]:
-    """Real path of each source DuckDB file → source name (for :attr:`SqlContext.source_paths`)."""
-    return {s.duckdb: s.name for s in policy.sources.values() if s.duckdb}
+    """Real path of each source DuckDB or SQLite file → source name (for :attr:`SqlContext.source_paths`)."""
+    return {p: s.name for s in policy.sources.values() for p in (s.duckdb, s.sqlite) if p}
+
+
+def source_servers(policy: Policy) -> dict[tuple[str, int, str], str]:
+    """(host, port, database) of each source server → source name (for :attr:`SqlContext.source_servers`)."""
+    return {s.server: s.name for s in policy.sources.values() if s.server}
+
+
+def _server_attach(a: Attach, ctx: SqlContext, line: int | None, code: str) -> Request:
+    """DuckDB's postgres scanner, one request as every statement has: a declared source is an
+    attach that must be READ_ONLY; any other server is ``net.connect`` to its host (its tables
+    are then nobody's source, and writes to them follow the ``write`` default)."""
+    key = server_of(a.path or "")
+    shown = f"postgresql://{key[0]}:{key[1]}/{key[2]}"
+    src = ctx.source_servers.get(key)
+    if src is None:
+        return Request(Action.NET_CONNECT, shown, host=key[0], line=line, code=code)
+    written = () if a.read_only else (TableRef(a.alias or "*", None, src),)
+    return Request(Action.SQL_ATTACH, shown, written=written, read_only=a.read_only, line=line, code=code)
 
 
 # ------------------------------------------------------------------- requests
@@ -79,9 +103,11 @@ def _path(p: str, root: str) -> str:
 
 
 def _place(t: TableRef, catalogs: Mapping[str, str | None], default: str,
-           owned: set[str]) -> tuple[str, str | None]:
+           owned: set[str], scratch: frozenset[str] = frozenset()) -> tuple[str, str | None]:
     """The catalog a table name lands in, and its source (an unknown qualifier is a schema)."""
     cat: str
+    if t.catalog and t.catalog in scratch:
+        return t.catalog, None  # a scratch schema of a database connection: the session's own
     if t.catalog and (t.catalog in catalogs or t.catalog in ("temp", "system")):
         cat = t.catalog
     elif not t.catalog and f"temp.{t.name}" in owned:
@@ -129,7 +155,7 @@ def _to_requests(stmts: Iterable[SqlStatement], ctx: SqlContext, line: int | Non
     macros = set(ctx.macros)
     for s in stmts:
         def place(t: TableRef, default: str = default) -> tuple[str, str | None]:
-            return _place(t, catalogs, default, owned_names)
+            return _place(t, catalogs, default, owned_names, ctx.scratch_schemas)
 
         def ref(t: TableRef) -> TableRef:
             cat, src = place(t)
@@ -140,13 +166,13 @@ def _to_requests(stmts: Iterable[SqlStatement], ctx: SqlContext, line: int | Non
         places = [place(t) for t in s.written]
         created = {(place(t)[0], t.name) for t in s.created}
         owned = bool(written) and all(
-            src is None and (cat in ("memory", "temp") or f"{cat}.{t.name}" in owned_names
+            src is None and (cat in ("memory", "temp") or cat in ctx.scratch_schemas or f"{cat}.{t.name}" in owned_names
                              or (cat, t.name) in created)
             for t, (cat, src) in zip(s.written, places, strict=True))
         path = None
         if s.export_path:
             path = _path(s.export_path, ctx.root)
-        elif s.attach is not None and s.attach.path:
+        elif s.attach is not None and s.attach.path and s.attach.engine != "postgres":
             path = _path(s.attach.path, ctx.root)
         elif written and s.action in (Action.SQL_WRITE, Action.SQL_DDL):
             db_paths = {paths.get(cat) for cat, _ in places}
@@ -164,6 +190,8 @@ def _to_requests(stmts: Iterable[SqlStatement], ctx: SqlContext, line: int | Non
         owned_names.update(f"{cat}.{name}" for cat, name in created)
         action = export_action if s.action is Action.SQL_EXPORT else s.action
         reason = s.reason
+        if s.unlocks and catalogs.get(default):  # lifting a source connection's lock writes to the source
+            written = (TableRef(s.resource, default, catalogs[default]),)
         strange = [m for m in s.macros if m not in macros]
         if strange and action is not Action.SQL_UNKNOWN:
             action = Action.SQL_UNKNOWN
@@ -174,9 +202,12 @@ def _to_requests(stmts: Iterable[SqlStatement], ctx: SqlContext, line: int | Non
         # an option-less ATTACH of a source is run as ATTACH … (READ_ONLY) by the DuckDB gate
         read_only = bool(a and (a.read_only or (a.verb == "attach" and not a.options
                                                 and path is not None and path in ctx.source_paths)))
-        code = s.text.strip()
+        code = redact_text(s.text.strip())  # a conninfo or URL in a statement keeps no password
+        if a is not None and a.engine == "postgres" and action is Action.SQL_ATTACH:
+            out.append(_server_attach(a, ctx, line, code))
+            continue
         out.append(Request(
-            action, s.resource, path=path, tables=tables, written=written, columns=s.columns, stars=s.stars,
+            action, redact_text(s.resource), path=path, tables=tables, written=written, columns=s.columns, stars=s.stars,
             column_patterns=s.column_patterns, owned=owned,
             read_only=read_only, reason=reason, line=line, code=code,
         ))

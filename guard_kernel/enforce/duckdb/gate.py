@@ -55,6 +55,7 @@ from guard_kernel.enforce.duckdb.rows import (
     orig,
 )
 from guard_kernel.policy.actions import Action
+from guard_kernel.policy.databases import server_of
 from guard_kernel.policy.paths import resolve
 
 __all__ = ["context", "install", "installed", "repair", "tampered", "uninstall"]
@@ -119,7 +120,7 @@ def _source_of(path: str | None) -> str | None:
     if not path or _guard is None:
         return None
     for src in _guard.policy.sources.values():
-        if src.duckdb and src.duckdb == path:
+        if path in (src.duckdb, src.sqlite):  # a SQLite source through DuckDB's sqlite scanner too
             return src.name
     return None
 
@@ -173,7 +174,8 @@ def _ctx(con: Any, g: Guard, cwd: str | None = None) -> _sql.SqlContext:
     owned = frozenset(g.owned_tables)
     ctx = _sql.SqlContext(root=cwd, catalogs=dict(st.catalogs), default_catalog=st.default_catalog,
                           owned_tables=owned, catalog_paths=dict(st.paths),
-                          source_paths=_sql.source_paths(g.policy), macros=frozenset(st.macros))
+                          source_paths=_sql.source_paths(g.policy), macros=frozenset(st.macros),
+                          source_servers=_sql.source_servers(g.policy))
     st.ctx = (g.policy, EPOCH[0], cwd, owned, ctx)
     return ctx
 
@@ -258,7 +260,11 @@ def _after(con: Any, g: Guard, stmts: tuple[_sql.SqlStatement, ...]) -> None:
         a = s.attach
         if a is not None and a.alias:
             st = st or _state(con)
-            if a.verb == "attach" and a.path:
+            if a.verb == "attach" and a.path and a.engine == "postgres":  # DuckDB's postgres scanner
+                g_ = _guard
+                st.catalogs[a.alias] = (_sql.source_servers(g_.policy).get(server_of(a.path))
+                                        if g_ is not None else None)
+            elif a.verb == "attach" and a.path:
                 real = resolve(a.path)
                 st.catalogs[a.alias] = _source_of(real)
                 st.paths[a.alias] = real
@@ -298,6 +304,11 @@ def _connect(database: Any = ":memory:", read_only: bool = False, config: dict[s
     source = _source_of(path)
     if source is not None:
         read_only = True  # sources are never opened for writing
+    g = _active()
+    if g is not None and path and not read_only and not os.path.exists(path):
+        # connecting creates the file: a file.write at its path, decided before it appears
+        g.check(Request(Action.FILE_WRITE, path, path=path, code=f"duckdb.connect({path!r})"), "connect")
+        g.owned_files.add(path)
     con = orig(duckdb, "connect")(database, read_only, config or {}, **kwargs)
     _configure(con)
     st = ConnState()

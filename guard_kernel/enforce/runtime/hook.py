@@ -196,8 +196,8 @@ def _judge_path(guard: Guard, action: Action, path: Any, event: str, *, dir_fd: 
         return
     in_source = any_match(prep.sources, real) is not None
     if not in_source:
-        if "/__pycache__/" in real and ".pyc" in real.rsplit("/", 1)[-1]:
-            return  # the import system caching bytecode
+        if ("/__pycache__/" in real and ".pyc" in real.rsplit("/", 1)[-1]) or real.endswith("/__pycache__"):
+            return  # the import system caching bytecode (and making its folder)
         outside_root = not _under(real, prep.root)
         for internal in prep.internal:
             if _under(real, internal) and (outside_root or _under(internal, prep.root)):

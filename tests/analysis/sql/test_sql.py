@@ -274,7 +274,7 @@ def _corpus() -> list[str]:
 
 def test_tokenizer_split_agrees_with_duckdb_parser() -> None:
     """Where the fast path answers, DuckDB's own parser sees the same statements, all SELECTs."""
-    from guard_kernel.analysis.sql.classify import _query_texts
+    from guard_kernel.analysis.sql.dialects.duckdb import query_texts as _query_texts
 
     answered = 0
     for text in _corpus():
@@ -296,7 +296,7 @@ def test_tokenizer_split_agrees_with_duckdb_parser() -> None:
                                   "With x As (Select 1) Insert Into t Select 2", "SELECT 1; SET threads = 1",
                                   "SELECT 1; END", "PIVOT t ON a", "TABLE t; DROP TABLE t"])
 def test_tokenizer_fast_path_leaves_other_statements_to_duckdb(text: str) -> None:
-    from guard_kernel.analysis.sql.classify import _query_texts
+    from guard_kernel.analysis.sql.dialects.duckdb import query_texts as _query_texts
 
     assert _query_texts(text) is None
     assert any(s.action is not Action.SQL_READ or s.kind != "SELECT" for s in sql.analyze(text))
@@ -304,10 +304,11 @@ def test_tokenizer_fast_path_leaves_other_statements_to_duckdb(text: str) -> Non
 
 def test_fast_path_and_full_parse_classify_alike(monkeypatch: pytest.MonkeyPatch) -> None:
     from guard_kernel.analysis.sql import classify as sql_parse
+    from guard_kernel.analysis.sql.dialects import duckdb as duckdb_dialect
 
     texts = _corpus()
     fast = [sql_parse.analyze.__wrapped__(t) for t in texts]
-    monkeypatch.setattr(sql_parse, "_query_texts", lambda text: None)
+    monkeypatch.setattr(duckdb_dialect, "query_texts", lambda text: None)
     slow = [sql_parse.analyze.__wrapped__(t) for t in texts]
     for t, f, s in zip(texts, fast, slow, strict=True):
         if f != s:  # DuckDB refuses a few texts sqlglot reads; both must then deny or DuckDB must fail

@@ -593,6 +593,11 @@ def test_kept_verdict_follows_policy_switch(guard: Guard, project: Path) -> None
 
 
 def test_kept_verdict_follows_owned_tables(guard: Guard, project: Path) -> None:
+    with pytest.raises(GuardDenied):  # connecting creates the file: outside scratch, denied
+        duckdb.connect("fresh.duckdb")
+    assert not (project / "fresh.duckdb").exists()
+    with guard.quiet():  # a database the session did not make
+        duckdb.connect("other.duckdb").close()
     m = duckdb.connect("other.duckdb")  # not a source: only the session's own tables may change
     with pytest.raises(GuardDenied):
         m.execute("INSERT INTO t2 VALUES (1)")

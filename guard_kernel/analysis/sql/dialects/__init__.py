@@ -1,0 +1,25 @@
+"""SQL dialects behind one seam: how a string splits into statements, and each dialect's vocabulary.
+
+The classifier (:mod:`guard_kernel.analysis.sql.classify`) is the same for every database; a
+dialect only says where statements end and of which kind they are (DuckDB: its own lexer and
+parser; PostgreSQL and SQLite: sqlglot's tokenizer), which functions reach past the data
+(files, programs, other servers, settings) and which statements would undo a read-only lock.
+"""
+
+from __future__ import annotations
+
+from guard_kernel.analysis.sql.dialects.base import Piece, SqlDialect
+from guard_kernel.analysis.sql.dialects.duckdb import DUCKDB
+from guard_kernel.analysis.sql.dialects.server import POSTGRES, SQLITE
+
+DIALECTS: dict[str, SqlDialect] = {d.name: d for d in (DUCKDB, POSTGRES, SQLITE)}
+"""Dialect name (as in policy ``sources``) → dialect."""
+ALIASES = {"postgresql": "postgres", "pg": "postgres", "sqlite3": "sqlite"}
+
+
+def get(name: str) -> SqlDialect:
+    """The dialect called *name* (``duckdb``, ``postgres``, ``sqlite``; KeyError otherwise)."""
+    return DIALECTS[ALIASES.get(name, name)]
+
+
+__all__ = ["ALIASES", "DIALECTS", "Piece", "SqlDialect", "get"]
