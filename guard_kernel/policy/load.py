@@ -243,7 +243,9 @@ def _build(data: dict[str, Any], node: yaml.Node | None, file: str, sha: str, ro
         limits=Limits(max_rows=max_rows, on_exceed=limits.get("on_exceed", "truncate")),
         rules=tuple(rules), applies_to_environments=tuple(applies.get("environments", ())),
         applies_to_actors=tuple(applies.get("actors", ())), defaults_at=defaults_at,
-        confine_mode=confine.get("mode", "best_effort"), confine_exec=confine.get("exec", "allow"),
+        # YAML reads a bare `off` as false
+        confine_mode="off" if confine.get("mode") is False else confine.get("mode", "best_effort"),
+        confine_exec=confine.get("exec", "allow"),
         audit=AuditSettings(**(data.get("audit") or {})),
     )
 
