@@ -13,15 +13,27 @@ string work on a cached analysis: no second parse.
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sqlglot import exp
 
-if TYPE_CHECKING:
-    from guard_kernel.analysis.sql.classify import SqlStatement
+__all__ = ["Cappable", "cap_plan", "cap_statement"]
 
-__all__ = ["cap", "cap_plan", "cap_statement"]
+
+class Cappable(Protocol):
+    """What the rewrite needs of an analyzed statement (:class:`~guard_kernel.analysis.sql.classify.SqlStatement`)."""
+
+    @property
+    def text(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def returns_rows(self) -> bool: ...
+    @property
+    def own_limit(self) -> int | None: ...
+    @property
+    def cap_append(self) -> bool: ...
+
 
 def _strip(text: str) -> str:
     """*text* without trailing whitespace and semicolons (a regex ``[\\s;]+\\Z`` retries at every
@@ -37,25 +49,15 @@ def _wrap(body: str, limit: int) -> str:
     return f"SELECT * FROM (\n{body}\n) AS __guard_capped LIMIT {limit}"
 
 
-@lru_cache(maxsize=2048)
-def cap(text: str, limit: int) -> str:
-    """*text* rewritten so the engine returns at most *limit* rows (unchanged if it is not one read)."""
-    from guard_kernel.analysis.sql.classify import analyze
-
-    stmts = analyze(text)
-    out = _rewrite(stmts[0], limit) if len(stmts) == 1 else None
-    return text if out is None else out
-
-
-def cap_statement(stmt: SqlStatement, limit: int) -> str:
-    """:func:`cap` of one analyzed statement (the last of a string runs alone, capped): its text
+def cap_statement(stmt: Cappable, limit: int) -> str:
+    """The row cap of one analyzed statement (the last of a string runs alone, capped): its text
     rewritten, or as it is; string work only, so a statement taken from a longer string is not
     analyzed a second time."""
     out = _rewrite(stmt, limit)
     return stmt.text if out is None else out
 
 
-def _rewrite(s: SqlStatement, limit: int) -> str | None:
+def _rewrite(s: Cappable, limit: int) -> str | None:
     """The capped text of *s*, or None to leave it as it is."""
     if not s.returns_rows or s.kind not in ("SELECT", "MULTI"):
         return None  # PRAGMA/CALL reads are not allowed inside a subquery: trimmed on fetch

@@ -91,7 +91,7 @@ class SqlStatement:
     """Why the statement is sql.unknown (or a note)."""
     cap_append: bool = False
     """The row cap may be appended as ``LIMIT n`` (a plain SELECT: no LIMIT, OFFSET, CTE, INTO…);
-    decided while the parse tree exists so :func:`~guard_kernel.analysis.sql.cap.cap` is string work."""
+    decided while the parse tree exists so :func:`~guard_kernel.analysis.sql.cap.cap_statement` is string work."""
     own_limit: int | None = None
     """The statement's own literal ``LIMIT n`` (plain SELECT): left alone when n is within the cap."""
     macros: tuple[str, ...] = ()

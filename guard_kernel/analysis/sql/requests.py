@@ -24,9 +24,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from guard_kernel.analysis.sql.cap import cap, cap_statement
+from guard_kernel.analysis.sql.cap import cap_statement
 from guard_kernel.analysis.sql.classify import Attach, SqlStatement, analyze
 from guard_kernel.decision.evaluate import Decision
 from guard_kernel.decision.request import Request, TableRef
@@ -42,6 +43,13 @@ __all__ = [
     "Attach", "SqlContext", "SqlStatement", "analyze", "cap", "cap_statement", "check_sql", "source_paths",
     "source_servers", "to_requests",
 ]
+
+
+@lru_cache(maxsize=2048)
+def cap(text: str, limit: int) -> str:
+    """*text* rewritten so the engine returns at most *limit* rows (unchanged if it is not one read)."""
+    stmts = analyze(text)
+    return cap_statement(stmts[0], limit) if len(stmts) == 1 else text
 
 
 @dataclass(frozen=True)
