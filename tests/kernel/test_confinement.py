@@ -66,7 +66,8 @@ def test_a_shell_command_cannot_write_a_source(start: Start, project: Workspace)
     k = start()
     assert status(k)["confinement"]["state"] == "in force"
     before = source_digests(project)
-    res = k.run("out = !echo planted >> data/raw/regions.csv 2>&1; echo rc=$?\nprint(out)")
+    # a path the words do not show (the in-process word check is best effort): the OS refuses
+    res = k.run("out = !f=data/raw/regions.csv; echo planted >> $f 2>&1; echo rc=$?\nprint(out)")
     assert "Permission denied" in res.stdout
     res = k.run("import subprocess\nsubprocess.run(['sh', '-c', 'rm -f data/raw/regions.csv'], check=False).returncode")
     assert res.ok and res.text != "0"

@@ -36,7 +36,7 @@ from guard_kernel.enforce.ipython import unavailable
 from guard_kernel.enforce.ipython.cell import CellTransformer, analyze_source
 from guard_kernel.enforce.layer import Layer, ModuleLayer
 from guard_kernel.policy.actions import Action
-from guard_kernel.policy.paths import resolve
+from guard_kernel.policy.paths import glob_base, resolve
 
 LAYERS = {
     "duckdb_gate": "guard_kernel.enforce.duckdb.gate",
@@ -460,6 +460,29 @@ def _call_in_frame(fn: Callable[[str], Any], cmd: str, frame: FrameType) -> Any:
 def _check_shell(guard: session.Guard, expanded: str, raw: str, via: str) -> None:
     first = expanded.strip().splitlines()[0] if expanded.strip() else expanded
     guard.check(Request(Action.SHELL_EXEC, first[:200], command=expanded, code=raw), "shell", via=via)
+    check_shell_writes(guard, expanded, via)
+
+
+def check_shell_writes(guard: session.Guard, command: str, via: str) -> None:
+    """A command that would write or delete a source, the policy file or the audit is decided as that
+    write or delete (best effort: its words, not its semantics; the guarded kernel's Landlock holds)."""
+    from guard_kernel.analysis.shell import shell_writes
+
+    policy = guard.policy
+    keep = [g for _, g in policy.source_paths()]
+    keep_dirs = [glob_base(g.absolute) for g in keep] + [policy.file, *guard.protected]
+
+    def protects(action: Action, path: str) -> bool:
+        if any(g.matches(path) for g in keep) or path == policy.file:
+            return True
+        # writing into, or deleting a folder that holds, a source or the audit
+        return any(d == path or d.startswith(path + os.sep) or path.startswith(d + os.sep) for d in keep_dirs
+                   if d and (action is Action.FILE_DELETE or d in guard.protected))
+
+    protected = [(a, p) for a, p in shell_writes(command) if protects(a, p)]
+    if protected:
+        guard.check_all((Request(action, path, path=path, code=command[:500]), "shell", {"via": via})
+                        for action, path in protected)
 
 
 def _wrap_shell(state: _Loaded) -> None:
@@ -574,6 +597,8 @@ def _guard_magic(state: _Loaded, kind: str, name: str, fn: Callable[..., Any]) -
                 guard.owned_files.add(real)
             return out
         guard.check(Request(action, resource, code=via + " " + line, **extra), "magic", via=via)
+        if action is Action.SHELL_EXEC:
+            check_shell_writes(guard, str(extra.get("command") or resource), via)
         with guard.quiet(), _shown_once(guard):
             return fn(*args, **kwargs)
 
