@@ -34,6 +34,7 @@ from guard_kernel.decision.request import Request
 from guard_kernel.enforce import lazy
 from guard_kernel.enforce.ipython import unavailable
 from guard_kernel.enforce.ipython.cell import CellTransformer, analyze_source
+from guard_kernel.enforce.ipython.config import configured_environ
 from guard_kernel.enforce.layer import Layer, ModuleLayer
 from guard_kernel.policy.actions import Action
 from guard_kernel.policy.paths import glob_base, resolve
@@ -129,7 +130,8 @@ def load_ipython_extension(ip: Any) -> None:
     existing = session.current()
     try:
         guard = existing if existing is not None else session.guard_from_env(
-            default_actor="human", header={"kernel": _kernel_info(ip), "in_force": IN_FORCE})
+            default_actor="human", environ=configured_environ(ip, os.environ),
+            header={"kernel": _kernel_info(ip), "in_force": IN_FORCE})
     except Exception as exc:  # fail closed: no guard, no cells (until %guard policy FILE loads one)
         unavailable.block(ip, f"{type(exc).__name__}: {exc}", lambda file: _load_with_policy(ip, file))
         raise

@@ -549,3 +549,20 @@ def test_load_imports_no_data_library_and_guards_them_on_import(tmp_path: Path, 
                    "to_csv_built_name": False, "scratch": True}
     assert not (tmp_path / "out.csv").exists() and not (tmp_path / "out2.csv").exists()
     assert (tmp_path / "scratch" / "ok.csv").exists()
+
+
+def test_guard_config_sets_what_the_environment_leaves_unset(make_shell: Callable[..., Shell], tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """``c.GuardConfig.*`` is the Jupyter way to say what GUARD_KERNEL_* says; a variable set wins."""
+    from traitlets.config import Config
+
+    sh = make_shell(load=False)
+    monkeypatch.delenv("GUARD_KERNEL_ACTOR")
+    cfg = Config()
+    cfg.GuardConfig.actor = "human"
+    cfg.GuardConfig.environment = "staging"
+    cfg.GuardConfig.policy = str(tmp_path / "not-this-one.yaml")  # GUARD_KERNEL_POLICY is set: it wins
+    monkeypatch.setattr(sh.ip, "config", cfg)
+    assert sh.run("%load_ext guard_kernel").success
+    assert (sh.guard.actor, sh.guard.environment) == ("human", "staging")
+    assert sh.guard.policy.file == str(tmp_path / "policy.yaml")
