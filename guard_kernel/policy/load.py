@@ -214,7 +214,8 @@ def _build(data: dict[str, Any], node: yaml.Node | None, file: str, sha: str, ro
     sources = {}
     for name, s in (data.get("sources") or {}).items():
         tables = {
-            t.lower(): SourceTable(t.lower(), frozenset(c.lower() for c in (spec or {}).get("deny_columns", ())))
+            t.lower(): SourceTable(t.lower(), frozenset(c.lower() for c in (spec or {}).get("deny_columns", ())),
+                                   {c.lower(): m for c, m in ((spec or {}).get("mask_columns") or {}).items()})
             for t, spec in (s.get("tables") or {}).items()
         }
         sources[name] = Source(
