@@ -29,7 +29,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
-__all__ = ["MASKS", "MaskDenied", "MaskKey", "mask_key", "masked_tables", "rewrite", "scrub"]
+__all__ = ["MASKS", "MaskDenied", "MaskKey", "hmac_hex", "mask_key", "masked_tables", "rewrite", "scrub"]
 
 MASKS = ("redact", "hash", "null", "last4")
 KEY_ENV = "GUARD_KERNEL_MASK_KEY_FILE"
@@ -93,6 +93,15 @@ def scrub(message: str) -> str:
     return message
 
 
+def hmac_hex(value: object) -> str | None:
+    """HMAC-SHA-256 of *value* as text, in hex (SQLite's ``guard_hmac``); NULL stays NULL."""
+    if value is None:
+        return None
+    k = mask_key()
+    inner = hashlib.sha256(k.inner + str(value).encode()).digest()
+    return hashlib.sha256(k.outer + inner).hexdigest()
+
+
 def masked_tables(policy_masks: Mapping[str, Mapping[str, str]], sql: str, dialect: str) -> set[str]:
     """The masked tables *sql* names (by name; cheap pre-check on the text first)."""
     low = sql.lower()
@@ -153,12 +162,15 @@ def _check_predicates(tree: exp.Expr, masks: Mapping[str, Mapping[str, str]], na
 
 
 def rewrite(sql: str, dialect: str, masks: Mapping[str, Mapping[str, str]], key: MaskKey | None = None,
-            catalog: Mapping[str, list[str]] | None = None) -> str:
+            catalog: Mapping[str, list[str] | None] | None = None) -> str:
     """*sql* with every masked table replaced by its masked projection (unchanged when none is named).
 
     *catalog*: table → its columns in order, needed where the dialect has no ``* REPLACE``
     (PostgreSQL, SQLite); a masked table missing from it is denied.
     """
+    if "guard_hmac" in sql.lower():  # SQLite's hash function: never callable by the session
+        owner = sorted(masks)[0] if masks else "?"
+        raise MaskDenied("guard_hmac() belongs to the guard and cannot be called", owner, "*")
     named = masked_tables(masks, sql, dialect)
     if not named:
         return sql
