@@ -108,6 +108,10 @@ class Limits:
 
     max_rows: Mapping[str, int] = field(default_factory=lambda: {"agent": 500, "human": 10000})
     on_exceed: str = "truncate"
+    display_rows: int = 50
+    """The most rows a DataFrame shows in a cell output."""
+    display_bytes: int = 100_000
+    """The most characters of a text result shown in a cell output."""
 
     def for_actor(self, actor: str) -> int:
         """The row cap that applies to *actor*."""

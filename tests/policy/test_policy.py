@@ -175,6 +175,9 @@ VALID: list[tuple[str, str, str]] = [
      "        mask_columns: {SSN: last4, email: hash, dob: 'null'}\n",
      "dict(p.sources['w'].tables['customers'].mask_columns) == {'ssn': 'last4', 'email': 'hash', 'dob': 'null'}"
      " and p.mask_columns() == {'customers': {'ssn': 'last4', 'email': 'hash', 'dob': 'null'}}"),
+    ("display-limits", HEAD + "limits: {display_rows: 20, display_bytes: 999}\n",
+     "p.limits.display_rows == 20 and p.limits.display_bytes == 999"),
+    ("display-defaults", HEAD, "p.limits.display_rows == 50 and p.limits.display_bytes == 100000"),
     ("message-placeholders", HEAD + "defaults:\n  message: '{actor} {action} {resource} {policy} {rule} {environment}'\n",
      "'{actor}' in p.message"),
 ]

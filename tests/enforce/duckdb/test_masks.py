@@ -210,3 +210,16 @@ def test_the_audit_holds_no_value_of_a_masked_column(guard: Guard) -> None:
         con.execute("SELECT id FROM customers WHERE ssn = '107-07-1007'")
     con.close()
     assert "107-07-1007" not in Path(guard.audit_path).read_text()
+
+
+def test_relation_api_sees_masked_values(guard: Guard) -> None:
+    con = duckdb.connect("data/warehouse.duckdb")
+    try:
+        for rel in (con.table("customers"), con.sql("SELECT * FROM customers").project("ssn, email"),
+                    con.sql("SELECT * FROM customers").aggregate("list(ssn), list(card)"),
+                    con.view("customers")):
+            assert not _leaks(repr(rel.fetchall())) and not _leaks(rel.df().to_string())
+        with pytest.raises(GuardDenied):
+            con.sql("SELECT * FROM customers").filter("ssn LIKE '1%'").fetchall()
+    finally:
+        con.close()
