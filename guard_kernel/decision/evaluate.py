@@ -267,6 +267,19 @@ def _protections(policy: Policy, req: Request, protected: tuple[str, ...] = ()) 
     return None
 
 
+def mask_denial(policy: Policy, err: Any, stmt: Decision) -> Decision:
+    """The denial of a statement that uses a masked column where masking cannot hold (*err*: a
+    ``MaskDenied`` with ``table``, ``column`` and its message); would-deny in audit mode."""
+    src = next((s for s in policy.sources.values() if err.table in s.tables and s.tables[err.table].mask_columns),
+               None)
+    hit = RuleHit(f"source:{src.name if src else '?'}.{err.table}.mask_columns",
+                  _base((src.file if src else "") or policy.file), src.line if src else 0)
+    return Decision(Effect.WOULD_DENY if policy.mode == "audit" else Effect.DENY, stmt.action, stmt.resource,
+                    (hit,), f"Masked columns: {err}.",
+                    f"Read {err.table}.{err.column} only in the select list (it comes back masked), and filter, "
+                    "join, group or order on other columns.", stmt.line, stmt.code)
+
+
 def _render(template: str, policy: Policy, req: Request, rule: str, actor: str, environment: str) -> str:
     try:
         return template.format(action=req.action.value, resource=req.resource, policy=policy.name,

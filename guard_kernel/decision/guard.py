@@ -278,7 +278,8 @@ class Guard:
 
 def _redactor(policy: Policy) -> Redactor:
     names = [n for name, src in policy.sources.items() for n in (name, *src.tables)]
-    return redactor(policy.audit, policy.deny_columns(), names)
+    masked = {c for cols in policy.mask_columns().values() for c in cols}  # their values stay out too
+    return redactor(policy.audit, policy.deny_columns() | masked, names)
 
 
 def _close_at_exit(ref: weakref.ref[Guard]) -> None:

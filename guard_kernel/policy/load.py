@@ -214,7 +214,8 @@ def _build(data: dict[str, Any], node: yaml.Node | None, file: str, sha: str, ro
     sources = {}
     for name, s in (data.get("sources") or {}).items():
         tables = {
-            t.lower(): SourceTable(t.lower(), frozenset(c.lower() for c in (spec or {}).get("deny_columns", ())))
+            t.lower(): SourceTable(t.lower(), frozenset(c.lower() for c in (spec or {}).get("deny_columns", ())),
+                                   {c.lower(): m for c, m in ((spec or {}).get("mask_columns") or {}).items()})
             for t, spec in (s.get("tables") or {}).items()
         }
         sources[name] = Source(
@@ -240,7 +241,8 @@ def _build(data: dict[str, Any], node: yaml.Node | None, file: str, sha: str, ro
                   for c in ActionClass if c is not ActionClass.NONE},
         message=defaults.get("message", DEFAULT_MESSAGE), sources=sources,
         scratch=tuple(PathGlob.make(p, root) for p in data.get("scratch", ())),
-        limits=Limits(max_rows=max_rows, on_exceed=limits.get("on_exceed", "truncate")),
+        limits=Limits(max_rows=max_rows, on_exceed=limits.get("on_exceed", "truncate"),
+                      display_rows=limits.get("display_rows", 50), display_bytes=limits.get("display_bytes", 100_000)),
         rules=tuple(rules), applies_to_environments=tuple(applies.get("environments", ())),
         applies_to_actors=tuple(applies.get("actors", ())), defaults_at=defaults_at,
         # YAML reads a bare `off` as false
@@ -341,7 +343,9 @@ def _merge(parent: Policy, child: Policy, data: dict[str, Any], node: yaml.Node 
         sources={**parent.sources, **child.sources},
         scratch=child.scratch if "scratch" in data else parent.scratch,
         limits=Limits(max_rows={**parent.limits.max_rows, **max_rows},
-                      on_exceed=limits.get("on_exceed", parent.limits.on_exceed)),
+                      on_exceed=limits.get("on_exceed", parent.limits.on_exceed),
+                      display_rows=limits.get("display_rows", parent.limits.display_rows),
+                      display_bytes=limits.get("display_bytes", parent.limits.display_bytes)),
         rules=parent.rules + child.rules,
         applies_to_environments=child.applies_to_environments if "environments" in applies
         else parent.applies_to_environments,

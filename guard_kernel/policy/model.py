@@ -70,10 +70,12 @@ class Rule:
 
 @dataclass(frozen=True, eq=False)
 class SourceTable:
-    """A table of a source with columns that may never be read."""
+    """A table of a source with columns that may never be read, and columns read only masked."""
 
     name: str
     deny_columns: frozenset[str] = frozenset()
+    mask_columns: Mapping[str, str] = field(default_factory=dict)
+    """column → ``redact`` | ``hash`` | ``null`` | ``last4`` (lower case): rewritten in the engine."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,6 +108,10 @@ class Limits:
 
     max_rows: Mapping[str, int] = field(default_factory=lambda: {"agent": 500, "human": 10000})
     on_exceed: str = "truncate"
+    display_rows: int = 50
+    """The most rows a DataFrame shows in a cell output."""
+    display_bytes: int = 100_000
+    """The most characters of a text result shown in a cell output."""
 
     def for_actor(self, actor: str) -> int:
         """The row cap that applies to *actor*."""
@@ -153,6 +159,16 @@ class Policy:
     def deny_columns(self) -> frozenset[str]:
         """Every column name some source's table denies (lower case): the audit masks their values."""
         return frozenset(c.lower() for s in self.sources.values() for t in s.tables.values() for c in t.deny_columns)
+
+    def mask_columns(self) -> dict[str, dict[str, str]]:
+        """table → {column: mask} over every source (lower case)."""
+        out: dict[str, dict[str, str]] = {}
+        for s in self.sources.values():
+            for t in s.tables.values():
+                if t.mask_columns:
+                    out.setdefault(t.name, {}).update(t.mask_columns)
+        return out
+
     defaults_at: Mapping[ActionClass, tuple[str, int]] = field(default_factory=dict)
     """Where each class default is written: (file, line of ``defaults.<class>``, else of ``defaults:``;
     0 when the file leaves it to the built-in fallback)."""

@@ -56,6 +56,8 @@ INVALID: list[tuple[str, str, int, str, tuple[str, ...]]] = [
      ("unknown key", "file")),
     ("table-unknown-key", HEAD + "sources:\n  w:\n    duckdb: a.duckdb\n    tables:\n      c:\n        deny: [ssn]\n",
      8, "sources.w.tables.c.deny", ("unknown key", "deny")),
+    ("mask-unknown-kind", HEAD + "sources:\n  w:\n    duckdb: a.duckdb\n    tables:\n      c:\n"
+     "        mask_columns: {ssn: scramble}\n", 8, "sources.w.tables.c.mask_columns.ssn", ("scramble",)),
     ("scratch-not-a-list", HEAD + "scratch: scratch/**\n", 3, "scratch", ("array",)),
     ("max-rows-zero", HEAD + "limits:\n  max_rows: {agent: 0}\n", 4, "limits.max_rows.agent", ("minimum",)),
     ("max-rows-unknown-actor", HEAD + "limits:\n  max_rows: {robot: 5}\n", 4, "limits.max_rows.robot",
@@ -169,6 +171,13 @@ VALID: list[tuple[str, str, str]] = [
      "p.applies_to_environments == ('ci',) and p.applies_to_actors == ('agent',)"),
     ("case-folded-columns", HEAD + "sources:\n  w:\n    duckdb: w.duckdb\n    tables:\n      Customers:\n"
      "        deny_columns: [SSN]\n", "p.sources['w'].tables['customers'].deny_columns == frozenset({'ssn'})"),
+    ("mask-columns", HEAD + "sources:\n  w:\n    duckdb: w.duckdb\n    tables:\n      Customers:\n"
+     "        mask_columns: {SSN: last4, email: hash, dob: 'null'}\n",
+     "dict(p.sources['w'].tables['customers'].mask_columns) == {'ssn': 'last4', 'email': 'hash', 'dob': 'null'}"
+     " and p.mask_columns() == {'customers': {'ssn': 'last4', 'email': 'hash', 'dob': 'null'}}"),
+    ("display-limits", HEAD + "limits: {display_rows: 20, display_bytes: 999}\n",
+     "p.limits.display_rows == 20 and p.limits.display_bytes == 999"),
+    ("display-defaults", HEAD, "p.limits.display_rows == 50 and p.limits.display_bytes == 100000"),
     ("message-placeholders", HEAD + "defaults:\n  message: '{actor} {action} {resource} {policy} {rule} {environment}'\n",
      "'{actor}' in p.message"),
 ]

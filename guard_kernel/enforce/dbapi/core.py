@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from guard_kernel.decision.errors import GuardDenied
-from guard_kernel.decision.evaluate import Decision, Effect
+from guard_kernel.decision.evaluate import Decision, Effect, mask_denial
 from guard_kernel.decision.guard import Guard
 from guard_kernel.decision.request import Request
 from guard_kernel.policy.actions import Action
@@ -44,6 +44,10 @@ class DbState:
     """The database as shown in records (a URL without credentials, or a path)."""
     checked: dict[str, Verdict] = field(default_factory=dict)
     ctx: tuple[Any, ...] | None = None
+    columns: Callable[[str], list[str]] | None = None
+    """How the driver reads a table's columns in order from the catalog (for masked columns)."""
+    known_columns: dict[str, list[str]] = field(default_factory=dict)
+    """Columns read so far, per table: kept for the session, forgotten after any DDL."""
 
 
 @dataclass(frozen=True)
@@ -98,10 +102,37 @@ def _verdict(st: DbState, g: Guard, text: str, cwd: str, cap: bool, limit: int) 
     last = stmts[-1] if stmts else None
     pending = (last.text.strip(), last.resource) if last is not None and last.returns_rows else None
     run = text
+    if not any(d.blocked for d in decided):
+        run, decided = _masked(st, g, text, decided)
     if cap and len(stmts) == 1 and pending is not None:
-        run = _sql.cap_statement(stmts[0], limit)
+        run = _sql.cap_statement(stmts[0] if run is text else _sql.analyze(run, st.dialect)[0], limit)
     return Verdict(run, stmts, decided, tuple(d for d in decided if d.blocked), g.policy,
                    frozenset(g.owned_tables), cwd, pending)
+
+
+def _masked(st: DbState, g: Guard, text: str, decided: tuple[Decision, ...]) -> tuple[str, tuple[Decision, ...]]:
+    """*text* with the source's masked columns masked in the database
+    (:mod:`~guard_kernel.analysis.sql.mask`), or a denial when that cannot hold."""
+    src = g.policy.sources.get(st.source) if st.source else None
+    masks = {t.name: dict(t.mask_columns) for t in src.tables.values() if t.mask_columns} if src else {}
+    if not masks or not decided:
+        return text, decided
+    from guard_kernel.analysis.sql import mask as _mask
+
+    try:
+        catalog = {t: _columns(st, t) for t in _mask.masked_tables(masks, text, st.dialect)}
+        return _mask.rewrite(text, st.dialect, masks, catalog=catalog), decided
+    except _mask.MaskDenied as e:
+        return text, (*decided, mask_denial(g.policy, e, decided[0]))
+
+
+def _columns(st: DbState, table: str) -> list[str] | None:
+    cols = st.known_columns.get(table)
+    if cols is None and st.columns is not None:
+        cols = st.columns(table) or None
+        if cols:
+            st.known_columns[table] = cols
+    return cols
 
 
 def check(st: DbState, g: Guard, text: str, *, cap: bool = True, via: str = "", cursor: Any = None,
@@ -136,8 +167,11 @@ def precheck(cursor: Any, v: Verdict) -> None:
 
 
 def after(st: DbState, g: Guard, stmts: Iterable[_sql.SqlStatement]) -> None:
-    """Remember the tables the statements created (the session's own from now on)."""
+    """Remember the tables the statements created (the session's own from now on); after DDL the
+    columns read from the catalog are read again."""
     for s in stmts:
+        if s.action is Action.SQL_DDL:
+            st.known_columns.clear()
         for t in s.created:
             if t.catalog == "temp":
                 g.owned_tables.add(f"temp.{t.name}")

@@ -106,11 +106,29 @@ def _connect(cls: Any, /, conninfo: str = "", **kwargs: Any) -> Any:
     with g.quiet():
         conn = original(cls, conninfo, **kwargs)
     _STATES[conn] = st
+    _catalog(conn, st)
     return conn
 
 
 def _new_state(key: tuple[str, int, str], source: str | None, scratch: frozenset[str]) -> core.DbState:
     return core.DbState("postgres", f"pg:{key[0]}:{key[1]}/{key[2]}", source, None, scratch, _shown(key))
+
+
+def _catalog(conn: Any, st: core.DbState) -> None:
+    """Let the guard read a table's columns (in order) on *conn*, for masked columns."""
+    def columns(table: str) -> list[str]:
+        g = _guard
+        if g is None:
+            return []
+        with g.quiet():
+            cur = _orig(psycopg.Cursor, "execute")(conn.cursor(), _COLUMNS, (table,))
+            return [r[0] for r in _orig(psycopg.Cursor, "fetchall")(cur)]
+
+    st.columns = columns
+
+
+_COLUMNS = ("SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
+            "AND NOT attisdropped ORDER BY attnum")
 
 
 def _state(conn: Any, g: Guard) -> core.DbState:
@@ -122,6 +140,7 @@ def _state(conn: Any, g: Guard) -> core.DbState:
         src = core.server_source(g.policy, key)
         st = _STATES[conn] = _new_state(key, src.name if src else None,
                                         frozenset(src.scratch_schemas) if src else frozenset())
+        _catalog(conn, st)
     return st
 
 
@@ -223,6 +242,7 @@ async def _async_connect(cls: Any, /, conninfo: str = "", **kwargs: Any) -> Any:
     st = _decide_connect(g, conninfo, kwargs)
     conn = await original(cls, conninfo, **kwargs)  # (not quiet across an await: other tasks run meanwhile)
     _STATES[conn] = st
+    # async: no catalog reader, so a masked table is denied (fail closed)
     return conn
 
 

@@ -67,7 +67,7 @@ class GuardedCursor(sqlite3.Cursor):
         v = core.check(st, g, sql, cap=cap, via="sqlite3", cursor=self)
         self._guard_pending = None
         with g.quiet():
-            method(self, v.text if cap else sql, *args)  # each returns the cursor itself
+            method(self, v.text, *args)  # each returns the cursor itself (uncapped: masked only)
         self._guard_pending = core.pending_for(v, g) if cap else None
         core.after(st, g, v.stmts)
         return self
@@ -245,8 +245,23 @@ def connect(database: Any, *args: Any, **kwargs: Any) -> Any:
                           frozenset(source.scratch_schemas) if source else frozenset(), real or ":memory:")
         if source is not None:  # (not PRAGMA query_only: it refuses temp tables too)
             sqlite3.Connection.set_authorizer(con, _read_only)
+            if any(t.mask_columns for t in source.tables.values()):
+                _masking(con, st, g)
     con._guard_state = st
     return con
+
+
+def _masking(con: Any, st: core.DbState, g: Guard) -> None:
+    """The connection's ``guard_hmac`` (the session's SQL may not call it) and its catalog reader."""
+    from guard_kernel.analysis.sql import mask as _mask
+    con.create_function("guard_hmac", 1, _mask.hmac_hex, deterministic=True)
+
+    def columns(table: str) -> list[str]:
+        with g.quiet():
+            rows = sqlite3.Connection.execute(con, f"PRAGMA table_info(\"{table.replace(chr(34), '')}\")").fetchall()
+        return [r[1] for r in rows]
+
+    st.columns = columns
 
 
 def install(guard: Guard) -> None:

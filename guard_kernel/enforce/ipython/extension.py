@@ -32,7 +32,7 @@ from guard_kernel.decision.errors import GuardDenied
 from guard_kernel.decision.evaluate import Decision, Effect, RuleHit
 from guard_kernel.decision.request import Request
 from guard_kernel.enforce import lazy
-from guard_kernel.enforce.ipython import unavailable
+from guard_kernel.enforce.ipython import outputs, unavailable
 from guard_kernel.enforce.ipython.cell import CellTransformer, analyze_source
 from guard_kernel.enforce.ipython.config import configured_environ
 from guard_kernel.enforce.layer import Layer, ModuleLayer
@@ -86,6 +86,8 @@ class _Loaded:
     refused: dict[tuple[str, str], str] = field(default_factory=dict)
     """(kind, magic name) → why it is refused in this session (the guarded kernel's debugger magics)."""
     kernel_wrapped: bool = False
+    outputs_undo: Callable[[], None] | None = None
+    """Removes the display caps (:mod:`.outputs`)."""
 
 
 _loaded: _Loaded | None = None
@@ -171,6 +173,7 @@ def _install(state: _Loaded) -> None:
         layer.install()
     ip.ast_transformers.append(state.transformer)
     _register_events(state)
+    state.outputs_undo = outputs.install(ip, guard)
     _wrap_shell(state)
     _wrap_find(state)
     ip.register_magic_function(_percent_guard, "line_cell", "guard")
@@ -259,6 +262,9 @@ def _teardown(state: _Loaded) -> None:
         except ValueError:
             pass
     state.callbacks.clear()
+    if state.outputs_undo is not None:
+        state.outputs_undo()
+        state.outputs_undo = None
     for name in state.shell_attrs:
         ip.__dict__.pop(name, None)
     state.shell_attrs.clear()
