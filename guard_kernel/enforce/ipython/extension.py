@@ -26,6 +26,7 @@ from typing import Any
 
 from guard_kernel._package import PACKAGE
 from guard_kernel.analysis.python.scan import DEFAULT_ALIASES, magic_intent
+from guard_kernel.audit.live import LiveNotebook, after_cell
 from guard_kernel.audit.session import MAX_INNER, worst
 from guard_kernel.decision import guard as session
 from guard_kernel.decision.errors import GuardDenied
@@ -85,6 +86,8 @@ class _Loaded:
     refused: dict[tuple[str, str], str] = field(default_factory=dict)
     """(kind, magic name) → why it is refused in this session (the guarded kernel's debugger magics)."""
     kernel_wrapped: bool = False
+    live: LiveNotebook | None = None
+    """The live audit notebook (audit/live.py), updated after every cell."""
 
 
 _loaded: _Loaded | None = None
@@ -303,6 +306,9 @@ def _register_events(state: _Loaded) -> None:
             _record_cell(guard, frame, result)
         except Exception as exc:  # the cell has run; say the record is missing rather than hide it
             print(f"guard_kernel: could not write the cell record: {exc}", file=sys.stderr)
+        if guard.policy.audit.live_notebook:
+            with guard.quiet():  # the guard's own write into the audit folder, not the session's
+                state.live = after_cell(state.live, guard.audit_path)
 
     for event, cb in (("pre_run_cell", pre_run_cell), ("post_run_cell", post_run_cell)):
         state.ip.events.register(event, cb)
