@@ -12,7 +12,9 @@ session goes on (the ``.jsonl`` is what fails closed), and the reason is said on
 from __future__ import annotations
 
 import os
+import stat
 import sys
+import threading
 
 from guard_kernel.audit.notebook import NotebookRenderer, to_ipynb
 
@@ -45,7 +47,10 @@ class LiveNotebook:
                 self.renderer.feed(raw)
             self.offset += end
             tmp = f"{self.path}.tmp-{os.getpid()}"
-            with open(tmp, "w", encoding="utf-8") as out:
+            # readable by whoever may read the audit, no one else: it holds the same text
+            mode = stat.S_IMODE(os.stat(self.audit_path).st_mode)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            with open(fd, "w", encoding="utf-8") as out:
                 out.write(to_ipynb(self.renderer.notebook()))
             os.replace(tmp, self.path)
         except Exception as exc:  # a convenience copy must never break a cell
@@ -58,6 +63,36 @@ class LiveNotebook:
         return True
 
 
+class Background:
+    """The live notebook updated on a thread of its own: :meth:`poke` after a cell record never
+    waits for the rewrite (the guarded kernel's launcher must keep reading records), and several
+    pokes during one rewrite make one more rewrite."""
+
+    def __init__(self, audit_path: str) -> None:
+        self.live = LiveNotebook(audit_path)
+        self._due = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="guard-live-notebook", daemon=True)
+        self._thread.start()
+
+    def poke(self) -> None:
+        self._due.set()
+
+    def _run(self) -> None:
+        while True:
+            self._due.wait()
+            self._due.clear()
+            self.live.update()
+            if self._stop:
+                return
+
+    def stop(self, timeout: float = 10) -> None:
+        """One last update (the end record included), then the thread ends."""
+        self._stop = True
+        self._due.set()
+        self._thread.join(timeout)
+
+
 def after_cell(live: LiveNotebook | None, audit_path: str) -> LiveNotebook:
     """Update the live notebook of *audit_path* (a new one when the session's file changed)."""
     if live is None or live.audit_path != audit_path:
@@ -66,4 +101,4 @@ def after_cell(live: LiveNotebook | None, audit_path: str) -> LiveNotebook:
     return live
 
 
-__all__ = ["LiveNotebook", "after_cell", "notebook_path"]
+__all__ = ["Background", "LiveNotebook", "after_cell", "notebook_path"]

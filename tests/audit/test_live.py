@@ -81,3 +81,23 @@ def test_the_policy_turns_it_off(kernel_factory: Callable[..., GuardedKernel], p
     assert k.run("x = 1").ok
     assert [p.suffix for p in (tmp_path / "audit").iterdir()] == [".jsonl"]
     assert "live notebook: off" in k.run("%guard audit").stdout
+
+
+def test_in_the_guarded_kernel_the_launcher_that_owns_the_audit_writes_it(project: Workspace, tmp_path: Path) -> None:
+    from guard_kernel.cli.main import main
+
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                          "language": "python"}})
+    nb.cells = [nbformat.v4.new_code_cell("import duckdb\ncon = duckdb.connect('data/warehouse.duckdb')\n"
+                                          "con.sql('SELECT count(*) FROM orders').fetchall()"),
+                nbformat.v4.new_code_cell("con.sql('SELECT ssn FROM customers').fetchall()",
+                                          metadata={"tags": ["raises-exception"]})]
+    path = tmp_path / "n.ipynb"
+    nbformat.write(nb, str(path))
+    assert main(["run", str(path), "--policy", str(project.policy("default")), "--cwd", str(project.root),
+                 "--audit-dir", str(tmp_path / "audit"), "--output", str(tmp_path / "out.ipynb")]) == 0
+    (jsonl,) = (tmp_path / "audit").glob("*.jsonl")
+    live = _notebook(Path(notebook_path(str(jsonl))))
+    code = [c for c in live.cells if c.cell_type == "code"]
+    assert [c.metadata.tags for c in code] == [[], ["guard-denied"]]
+    assert live.metadata.guard_kernel.last_seq >= 3 and live.metadata.guard_kernel.chain_ok

@@ -27,6 +27,7 @@ from typing import Any
 from guard_kernel._package import PACKAGE
 from guard_kernel.analysis.python.scan import DEFAULT_ALIASES, magic_intent
 from guard_kernel.audit.live import LiveNotebook, after_cell
+from guard_kernel.audit.pipe import PipeSink
 from guard_kernel.audit.session import MAX_INNER, worst
 from guard_kernel.decision import guard as session
 from guard_kernel.decision.errors import GuardDenied
@@ -306,7 +307,7 @@ def _register_events(state: _Loaded) -> None:
             _record_cell(guard, frame, result)
         except Exception as exc:  # the cell has run; say the record is missing rather than hide it
             print(f"guard_kernel: could not write the cell record: {exc}", file=sys.stderr)
-        if guard.policy.audit.live_notebook:
+        if guard.policy.audit.live_notebook and not isinstance(guard.audit, PipeSink):  # the launcher writes it
             with guard.quiet():  # the guard's own write into the audit folder, not the session's
                 state.live = after_cell(state.live, guard.audit_path)
 
