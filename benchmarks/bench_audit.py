@@ -186,9 +186,10 @@ def _render_results(cfg: Config, work: str) -> list[Result]:
 
         def do_render(path: str = path) -> float:
             t0 = time.perf_counter()
-            text = to_ipynb(render(path))
+            nb = render(path)
+            to_ipynb(nb)
             dt = time.perf_counter() - t0
-            if '"chain_ok": true' not in text:
+            if not nb["metadata"]["guard_kernel"]["chain_ok"]:
                 raise RuntimeError("render: the chain does not verify")
             return dt
 
