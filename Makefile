@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean postgres
+.PHONY: demo test lint bench clean postgres chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,14 @@ postgres:
 	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null; } || \
 	  echo "warning: could not install postgresql; the PostgreSQL tests will be skipped"
 
-test: lint postgres
+# The audit notebook's HTML is checked in a real headless Chromium (tests/audit/test_notebook_browser.py):
+# install Debian's when there is none (as root; otherwise that test says why it skips).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } || \
+	  echo "warning: could not install chromium; the browser test of the audit notebook will be skipped"
+
+test: lint postgres chromium
 	$(BIN)/python -m pytest -p no:cacheprovider --nbval-lax tests notebooks
 
 $(VENV)/.bench: $(STAMP)

@@ -1,4 +1,4 @@
-"""``guard-kernel audit verify | show | list`` (and ``verify``, the older spelling of ``audit verify``).
+"""``guard-kernel audit verify | show | list | render | bundle`` (and ``verify``, the older spelling of ``audit verify``).
 
 Every verb streams the files: a 100,000-record audit is never loaded whole.  Exit codes:
 0 every chain intact; 1 a chain is broken (or a session file is damaged); 2 a file or folder
@@ -13,6 +13,7 @@ import os
 import sys
 
 from guard_kernel.audit.integrity import verify
+from guard_kernel.audit.notebook import FORMATS, NotebookRenderer, format_for, write_as
 from guard_kernel.audit.summary import chains, sessions, short, summarize, summary_text, table
 
 DEFAULT_DIR_ENV = "GUARD_KERNEL_AUDIT_DIR"
@@ -68,6 +69,36 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0 if all(s.chain.ok for s in found) else 1
 
 
+def _cmd_render(args: argparse.Namespace) -> int:
+    if _missing(args.audit):
+        return 2
+    fmt = format_for(args.format, args.output)
+    out = args.output or (args.audit[: -len(".jsonl")] if args.audit.endswith(".jsonl") else args.audit) + f".{fmt}"
+    r = NotebookRenderer(args.audit).feed_file(args.audit)
+    text = write_as(r.notebook(), fmt)
+    if out == "-":
+        sys.stdout.write(text)
+    else:
+        tmp = f"{out}.tmp-{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, out)
+    res = r.check.result()
+    print(f"{out}: {fmt} of {args.audit} ({res.records} records, chain "
+          f"{'ok' if res.ok else 'BROKEN: ' + str(res.problem)}; {res.ended})", file=sys.stderr)
+    return 0 if res.ok else 1
+
+
+def _cmd_bundle(args: argparse.Namespace) -> int:
+    from guard_kernel.audit.bundle import bundle
+
+    if _missing(args.audit):
+        return 2
+    b = bundle(args.audit, args.output)
+    print(b.verify_text + "\n".join(b.files))
+    return 0 if b.ok else 1
+
+
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``audit`` (verify, show, list) and ``verify`` (an alias of ``audit verify``)."""
     a = sub.add_parser("audit", help="verify, show and list session audit files")
@@ -84,6 +115,15 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     li.add_argument("dir", nargs="?", default=None, help=f"folder (default ${DEFAULT_DIR_ENV} or .guard_audit)")
     li.add_argument("--json", action="store_true", help="print JSON")
     li.set_defaults(func=_cmd_list)
+    r = verbs.add_parser("render", help="the audit notebook of a session (ipynb, html or md); exit 1 if its chain is broken")
+    r.add_argument("audit", metavar="AUDIT.jsonl")
+    r.add_argument("-o", "--output", metavar="OUT", help="file to write ('-': standard output; default AUDIT.<format>)")
+    r.add_argument("--format", choices=FORMATS, help="default: the suffix of OUT, else ipynb")
+    r.set_defaults(func=_cmd_render)
+    b = verbs.add_parser("bundle", help="what a reviewer attaches: the .jsonl, its .ipynb and .html, and VERIFY.txt")
+    b.add_argument("audit", metavar="AUDIT.jsonl")
+    b.add_argument("-o", "--output", metavar="DIR", required=True, help="folder to write the bundle into")
+    b.set_defaults(func=_cmd_bundle)
 
 
 __all__ = ["add_parsers"]

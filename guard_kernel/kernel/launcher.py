@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
+from guard_kernel.audit.live import Background
 from guard_kernel.audit.pipe import serve
 from guard_kernel.audit.writer import AuditWriter, new_session_id
 from guard_kernel.decision.guard import ENV_ACTOR, ENV_AUDIT_DIR, ENV_ENVIRONMENT, policy_from_env
@@ -126,7 +127,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     child_sock.close()
     ended = threading.Event()
 
+    # the audit folder is the launcher's: so is the live notebook, rewritten off the record reader's thread
+    live = Background(path) if policy is not None and policy.audit.live_notebook else None
+
     def on_record(kind: str, fields: dict[str, Any]) -> None:
+        if kind == "cell" and live is not None:
+            live.poke()
         if kind == "session_end":
             ended.set()
 
@@ -147,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                      message=f"the kernel ended without a close record: {_how(rc)}", how=_how(rc), returncode=rc,
                      written_by="launcher")
     writer.close()
+    if live is not None:
+        live.stop()
     parent_sock.close()
     shutil.rmtree(private, ignore_errors=True)
     sys.exit(rc if rc >= 0 else 128 - rc)

@@ -128,6 +128,8 @@ class AuditSettings:
     """Record each cell's value as text."""
     max_output_bytes: int = 2048
     """At most this many bytes of a cell's output are kept."""
+    live_notebook: bool = True
+    """Rewrite ``<session-id>.ipynb`` next to the audit file after every cell."""
 
 
 @dataclass(frozen=True, eq=False)

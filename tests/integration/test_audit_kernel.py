@@ -191,6 +191,13 @@ def test_a_kernel_killed_mid_cell_leaves_a_verifiable_audit(project: Workspace, 
     out = capsys.readouterr().out
     assert f"ended:     ended without a close record after seq {before[-1]['seq']}" in out
     assert "chain:     ok" in out and "denied 1" in out
+    # the audit notebook of the crashed session says how it ended, and its denied cell stands out
+    from guard_kernel.audit.notebook import render, to_markdown
+
+    nb = render(str(path))
+    text = to_markdown(nb)
+    assert f"ended without a close record after seq {before[-1]['seq']}" in text
+    assert any("guard-denied" in c["metadata"].get("tags", ()) for c in nb["cells"] if c["cell_type"] == "code")
 
 
 # ------------------------------------------------------------------ cell records

@@ -547,6 +547,17 @@ def test_make_demo_behaves_as_the_notebook_expects(tmp_path: Path) -> None:
     assert "DENIED" in text and "truncated" in text and "warned" in text
     assert "verify: hash chain intact" in text
     assert not (tmp_path / "demo" / "region_summary.csv").exists()
+    # the demo's audit renders as the audit notebook: every denied cell tagged
+    import nbformat
+
+    from guard_kernel.audit.notebook import render
+
+    (audit,) = (tmp_path / "demo" / ".guard_audit").glob("*.jsonl")
+    nb = render(str(audit))
+    nbformat.validate(nbformat.from_dict(nb))
+    denied = [c for c in nb["cells"] if c["cell_type"] == "code" and c["metadata"]["guard_kernel"]["decision"] in ("deny", "would_deny")]
+    assert denied and all({"guard-denied", "guard-would-deny"} & set(c["metadata"]["tags"]) for c in denied)
+    assert f"## Denials ({len(denied)})" in nb["cells"][1]["source"]
 
 
 def test_a_killed_kernel_loses_no_completed_record(kernel_factory: Callable[..., GuardedKernel]) -> None:

@@ -26,6 +26,8 @@ from typing import Any
 
 from guard_kernel._package import PACKAGE
 from guard_kernel.analysis.python.scan import DEFAULT_ALIASES, magic_intent
+from guard_kernel.audit.live import LiveNotebook, after_cell
+from guard_kernel.audit.pipe import PipeSink
 from guard_kernel.audit.session import MAX_INNER, worst
 from guard_kernel.decision import guard as session
 from guard_kernel.decision.errors import GuardDenied
@@ -88,6 +90,8 @@ class _Loaded:
     kernel_wrapped: bool = False
     outputs_undo: Callable[[], None] | None = None
     """Removes the display caps (:mod:`.outputs`)."""
+    live: LiveNotebook | None = None
+    """The live audit notebook (audit/live.py), updated after every cell."""
 
 
 _loaded: _Loaded | None = None
@@ -311,6 +315,9 @@ def _register_events(state: _Loaded) -> None:
             _record_cell(guard, frame, result)
         except Exception as exc:  # the cell has run; say the record is missing rather than hide it
             print(f"guard_kernel: could not write the cell record: {exc}", file=sys.stderr)
+        if guard.policy.audit.live_notebook and not isinstance(guard.audit, PipeSink):  # the launcher writes it
+            with guard.quiet():  # the guard's own write into the audit folder, not the session's
+                state.live = after_cell(state.live, guard.audit_path)
 
     for event, cb in (("pre_run_cell", pre_run_cell), ("post_run_cell", post_run_cell)):
         state.ip.events.register(event, cb)

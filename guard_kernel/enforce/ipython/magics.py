@@ -74,6 +74,7 @@ def explain_text(guard: session.Guard, decision: Decision | None = None) -> str:
 
 def audit_text(guard: session.Guard, *, as_json: bool = False) -> str:
     """This session's audit: its path, then its summary (counts, denials with their rules, chain)."""
+    from guard_kernel.audit.live import notebook_path
     from guard_kernel.audit.summary import summarize, summary_text
 
     failure = getattr(guard.audit, "failure", None)
@@ -81,12 +82,15 @@ def audit_text(guard: session.Guard, *, as_json: bool = False) -> str:
         return (f"audit:     {guard.audit_path}\nthe audit file is gone"
                 + (f": {failure}" if failure else "") + "; every action is refused. Start a new session.")
     s = summarize(guard.audit_path)
+    live = notebook_path(guard.audit_path) if guard.policy.audit.live_notebook else None
     if failure is not None and not as_json:
         return f"{summary_text(s)}\n\nthe audit cannot be written now: {failure}; every action is refused until it can."
     if as_json:
-        return json.dumps(s.as_dict(), indent=2)
+        return json.dumps({**s.as_dict(), "live_notebook": live}, indent=2)
     folder = os.path.dirname(guard.audit_path)
     return (f"{summary_text(s)}\n\nthe audit folder: {folder}\n"
+            f"live notebook: {live or 'off (audit: {live_notebook: false})'}"
+            + ("  (open it in JupyterLab; rewritten after every cell)\n" if live else "\n") +
             f"read it with: guard-kernel audit show {guard.audit_path}   (or list {folder})")
 
 
