@@ -1,9 +1,10 @@
-"""``guard-kernel install`` and ``guard-kernel kernels``: the guarded kernelspec, installed and listed."""
+"""``guard-kernel install | kernels | doctor``: the guarded kernelspec, installed, listed and checked."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from guard_kernel.kernel import spec
@@ -36,6 +37,14 @@ def _cmd_kernels(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from guard_kernel.kernel.doctor import doctor
+
+    report = doctor(args.name or ["python3"], args.url, args.token or os.environ.get("JUPYTER_TOKEN"))
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report.text())
+    return 0 if report.ok else 1
+
+
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``install`` and ``kernels``."""
     i = sub.add_parser("install", help="install the guarded kernelspec (like python -m ipykernel install)")
@@ -55,6 +64,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     k = sub.add_parser("kernels", help="list the kernelspecs Jupyter sees and which are guarded")
     k.add_argument("--json", action="store_true")
     k.set_defaults(func=_cmd_kernels)
+
+    d = sub.add_parser("doctor", help="check every kernel an assistant can start or reach is guarded (exit 1 if not)")
+    d.add_argument("--name", action="append", help="kernelspec name to check (repeatable; default python3)")
+    d.add_argument("--url", default=None, help="a Jupyter server: check its running kernels too")
+    d.add_argument("--token", default=None, help="the server's token (else $JUPYTER_TOKEN)")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=_cmd_doctor)
 
 
 __all__ = ["add_parsers"]

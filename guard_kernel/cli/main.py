@@ -1,4 +1,4 @@
-"""Command line: ``python -m guard_kernel demo | run | install | kernels | audit (verify | show | list) | verify |
+"""Command line: ``python -m guard_kernel demo | run | install | kernels | doctor | audit (verify | show | list) | verify |
 check | policy … | check-policy`` (one module per family).
 
 Exit codes: 0 success; 1 the run, audit or demo is not as expected, or ``policy check`` found

@@ -12,7 +12,10 @@ The kernel is ipykernel's ``IPythonKernel`` with a gate in front of every reques
   is caught here: the tamper is recorded, the hooks are put back and the request is refused;
 - ``user_expressions`` run outside the AST transformers: each is checked like a cell first;
 - ``debug_request``, subshells, ``%debug``/``%pdb`` are refused and not advertised; comm
-  targets the guard does not know are refused for agents;
+  targets the guard does not know are refused for agents; ``guard_kernel.check`` answers "would
+  this be allowed?" (the pre-flight: analysed and decided, never run);
+- ``kernel_info_reply`` carries ``guard`` (version, policy, its SHA-256, actor, confinement), so a
+  client can tell a guarded kernel without running code;
 - every request's ``msg_id``, session and username go into its cell record, and silent
   executions are recorded too (IPython fires no cell events for them).
 """
@@ -31,8 +34,11 @@ from guard_kernel.decision.errors import GuardDenied
 from guard_kernel.decision.evaluate import Decision, Effect, RuleHit
 from guard_kernel.policy.actions import Action
 
-KNOWN_COMM_TARGETS = frozenset({"jupyter.widget", "jupyter.widget.control", "jupyter.widget.version"})
-"""Comm targets an agent may open: ipywidgets' own (they run no code the guard has not seen)."""
+CHECK_TARGET = "guard_kernel.check"
+"""The comm target that answers "would this be allowed?" (the pre-flight; nothing is run)."""
+KNOWN_COMM_TARGETS = frozenset({"jupyter.widget", "jupyter.widget.control", "jupyter.widget.version", CHECK_TARGET})
+"""Comm targets an agent may open: ipywidgets' own (they run no code the guard has not seen) and
+the guard's pre-flight (it analyses code and decides; it never executes it)."""
 REFUSED_MAGICS = {"debug": "line", "pdb": "line"}
 """Magics the guarded kernel refuses: a debugger runs code and changes frames outside the cell gate."""
 
@@ -77,6 +83,7 @@ class GuardedKernel(IPythonKernel):
             session.set_current(guard)
             extension.load_ipython_extension(self.shell)
             extension.refuse_magics(REFUSED_MAGICS, "the guarded kernel runs no debugger")
+            self.comm_manager.register_target(CHECK_TARGET, self._check_comm)
         except Exception as exc:  # fail closed: a kernel without its guard runs nothing
             self.unavailable = f"{type(exc).__name__}: {exc}"
             self.log.error("guard_kernel: the guard could not be installed: %s", self.unavailable)
@@ -92,7 +99,32 @@ class GuardedKernel(IPythonKernel):
         info = dict(super().kernel_info)
         # no debugger, no subshells: both would run code outside the cell gate
         info["supported_features"] = []
+        info["guard"] = self.guard_info()
         return info
+
+    def guard_info(self) -> dict[str, Any]:
+        """What ``kernel_info_reply`` advertises, so a client can tell a guarded kernel without running code."""
+        guard = session.current()
+        if guard is None or self.unavailable is not None:
+            return {"version": __version__, "guarded": False, "kernel": self.kernel_name,
+                    "unavailable": self.unavailable or "no guard"}
+        confinement = guard.confinement or {}
+        return {"version": __version__, "guarded": True, "kernel": self.kernel_name, "policy": guard.policy.name,
+                "policy_sha256": guard.policy.sha256, "actor": guard.actor, "lock": guard.locked,
+                "confinement": confinement.get("state"),
+                "check_target": CHECK_TARGET}
+
+    def _check_comm(self, comm: Any, msg: dict[str, Any]) -> None:
+        """``guard_kernel.check``: answer the request in the open message and every later one (never run it)."""
+        from guard_kernel.analysis.preflight import answer_request
+
+        def answer(m: dict[str, Any]) -> None:
+            data = m.get("content", {}).get("data") or {}
+            if data:  # an empty open is only a handshake
+                comm.send(answer_request(data, guard=session.current(), shell=self.shell))
+
+        comm.on_msg(answer)
+        answer(msg)
 
     async def execute_request(self, stream: Any, ident: Any, parent: dict[str, Any]) -> None:
         header = parent.get("header", {})

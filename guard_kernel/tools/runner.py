@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,6 +197,25 @@ def _new_records(audit_dir: Path, before: Mapping[Path, int]) -> list[dict[str, 
     return out
 
 
+_CLOSING_KINDS = frozenset({"cell", "request"})
+"""A cell's last record: its cell record, or the kernel's refusal of the request."""
+
+
+def _cell_records(audit_dir: Path, before: Mapping[Path, int], wait: float = 5.0) -> list[dict[str, Any]]:
+    """The records a cell added, once its closing record is there.
+
+    In the guarded kernel the launcher writes what the kernel sends, on its own thread, so the
+    last records of a cell can reach the file just after the cell's reply: wait for them (bounded)
+    rather than give them to the next cell.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        records = _new_records(audit_dir, before)
+        if any(r.get("kind") in _CLOSING_KINDS for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.01)
+
+
 def _title(cell: Any) -> str:
     meta = cell.metadata.get("guard", {})
     if meta.get("title"):
@@ -290,7 +310,7 @@ def run_notebook(path: str | os.PathLike[str], *, cwd: str | os.PathLike[str],
                 progress(numbers.get(cell_index, 0), len(numbers), _title(cell))
 
         def on_executed(cell: Any, cell_index: int, **_: Any) -> None:
-            records = _new_records(audit, before)
+            records = _cell_records(audit, before)
             error = _error_of(cell)
             meta = cell.metadata.get("guard", {})
             result.cells.append(CellOutcome(

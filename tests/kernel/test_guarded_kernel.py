@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -231,7 +232,12 @@ def test_cell_records_name_their_request_and_silent_runs_are_recorded(start: Sta
     msg_id = k.kc.execute("x = 41 + 1")
     shell_reply(k, msg_id)
     shell_reply(k, k.kc.execute("y = x", silent=True))
-    cells = [r for r in k.records() if r["kind"] == "cell"]
+    deadline = time.monotonic() + 10  # the launcher writes what the kernel sends on its own thread
+    while True:
+        cells = [r for r in k.records() if r["kind"] == "cell"]
+        if any(r.get("silent") for r in cells) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert any(r.get("request", {}).get("msg_id") == msg_id for r in cells)
     assert any(r.get("silent") and r["code"] == "y = x" for r in cells)
 
@@ -306,4 +312,39 @@ def test_one_cell_that_uses_the_originals_is_stopped_by_the_os_layer(start: Star
                 f"rows.ORIG_BY[(id(duckdb.DuckDBPyConnection), 'execute')](c, \"COPY w.customers TO '{leak}'\")")
     assert res.status == "error" and "Permission denied" in res.traceback
     assert not leak.exists()
+    assert k.alive()
+
+
+def test_kernel_info_advertises_the_guard(start: Start) -> None:
+    k = start()
+    guard = k.kc.kernel_info(reply=True)["content"]["guard"]
+    assert guard["guarded"] is True and guard["actor"] == "agent" and guard["lock"] is True
+    assert guard["policy"] == "agent-default" and len(guard["policy_sha256"]) == 64
+    assert guard["confinement"] == "in force" and guard["check_target"] == "guard_kernel.check"
+
+
+def comm_answers(k: GuardedKernel, comm_id: str, data: dict[str, Any], *, limit: int = 200) -> list[dict[str, Any]]:
+    """Open the ``guard_kernel.check`` comm with *data* and collect the kernel's answers (bounded)."""
+    k.kc.shell_channel.send(k.kc.session.msg("comm_open", {"comm_id": comm_id, "target_name": "guard_kernel.check",
+                                                           "data": data}))
+    for _ in range(limit):
+        msg = k.kc.get_iopub_msg(timeout=60)
+        if msg["msg_type"] == "comm_msg" and msg["content"]["comm_id"] == comm_id:
+            return [msg["content"]["data"]]
+    raise AssertionError("no answer on the guard_kernel.check comm")
+
+
+def test_the_check_comm_answers_without_running_anything(start: Start, project: Workspace) -> None:
+    k = start()
+    before = table_counts(project)
+    drop = "import duckdb\nduckdb.connect('data/warehouse.duckdb').execute('DROP TABLE customers')"
+    [answer] = comm_answers(k, "chk1", {"code": drop})
+    assert answer["ok"] is True and answer["report"]["outcome"] == "deny"
+    assert table_counts(project) == before  # asked, never run
+    [answer] = comm_answers(k, "chk2", {"code": "x = 1 + 1"})
+    assert answer["ok"] is True and answer["report"]["outcome"] == "allow"
+    assert k.value("'x' in dir()") is False  # the pre-flight ran nothing
+    [answer] = comm_answers(k, "chk3", {"code": 3})
+    assert answer["ok"] is False and "string" in answer["error"]
+    assert not any(r["kind"] == "comm" and r["decision"] == "deny" for r in k.records())
     assert k.alive()

@@ -1,0 +1,218 @@
+"""A real assistant client: jupyter-mcp-server over stdio, driven by the official ``mcp`` client,
+against a real Jupyter Server on 127.0.0.1 whose ``python3`` is the guarded kernelspec.
+
+Issue 18's three ways around a per-notebook ``%load_ext`` — ``execute_code`` before ``use_notebook``
+(the MCP server's own launch-time kernel), ``execute_code(kernel_id=…)`` to any running kernel,
+and ``restart_notebook`` — must each land in a guarded kernel: a ``DROP TABLE`` on a source comes
+back to the agent as a denial with the JSON facts, and the table keeps its rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import table_counts
+
+from guard_kernel.audit import read_records
+from guard_kernel.cli.main import main
+from guard_kernel.demo import Workspace
+from guard_kernel.kernel import spec
+
+mcp = pytest.importorskip("mcp", reason="the test extra installs mcp")
+BIN = Path(sys.executable).parent
+MCP_SERVER = shutil.which("jupyter-mcp-server", path=str(BIN))
+DROP = "import duckdb\nduckdb.connect('data/warehouse.duckdb').execute('DROP TABLE customers')"
+TOKEN = "guard-test-token"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A Jupyter Server on loopback whose JUPYTER_PATH starts with the guarded kernelspec's prefix."""
+
+    def __init__(self, root: Path, prefix: Path, tmp: Path) -> None:
+        self.url = f"http://127.0.0.1:{_free_port()}"
+        self.env = dict(os.environ, JUPYTER_PATH=str(prefix / "share" / "jupyter"),
+                        JUPYTER_CONFIG_DIR=str(tmp / "config"), JUPYTER_DATA_DIR=str(tmp / "data"),
+                        JUPYTER_RUNTIME_DIR=str(tmp / "runtime"))
+        self.env.pop("PYTHONPATH", None)
+        self.log = tmp / "jupyter-server.log"
+        port = self.url.rsplit(":", 1)[1]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyter_server", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+             f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root}", "--ServerApp.open_browser=False",
+             "--allow-root"], env=self.env, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
+            cwd=str(tmp))  # jupyter-collaboration writes its .jupyter_ystore.db here, not in the checkout
+        for _ in range(240):  # bounded: ~2 minutes at most
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"jupyter server exited:\n{self.log.read_text()}")
+            try:
+                self.api("GET", "/api/status")
+                return
+            except OSError:
+                try:
+                    self.proc.wait(0.5)
+                except subprocess.TimeoutExpired:
+                    pass
+        raise RuntimeError(f"jupyter server did not answer:\n{self.log.read_text()}")
+
+    def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        req = urllib.request.Request(self.url + path, method=method, data=json.dumps(body).encode() if body else None,
+                                     headers={"Authorization": f"token {TOKEN}"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read() or b"null")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(30)
+
+
+@pytest.fixture
+def deployment(project: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Server, Path]]:
+    """The documented deployment: the guarded kernelspec installed as ``python3`` in a prefix first on
+    the server's JUPYTER_PATH, with its policy, project root and audit folder fixed."""
+    if MCP_SERVER is None:
+        pytest.skip("jupyter-mcp-server is not installed (pip install -e '.[test]')")
+    prefix, audit = tmp_path / "prefix", tmp_path / "audit"
+    monkeypatch.setenv("JUPYTER_PATH", str(prefix / "share" / "jupyter"))  # for guard-kernel doctor here
+    spec.install(name="python3", prefix=str(prefix), policy=str(project.policy("default")), root=str(project.root),
+                 audit_dir=str(audit))
+    server = Server(project.root, prefix, tmp_path)
+    try:
+        yield server, audit
+    finally:
+        server.stop()
+
+
+def text(result: Any) -> str:
+    return "\n".join(getattr(c, "text", "") for c in result.content)
+
+
+def denial(result: Any) -> dict[str, Any]:
+    """The JSON facts of a denial the agent received (the ``json:`` line of the guard's message)."""
+    body = text(result)
+    lines = [ln for ln in body.splitlines() if ln.startswith("json: ")]
+    assert lines, f"no denial in the tool's answer:\n{body}"
+    facts: dict[str, Any] = json.loads(lines[-1][len("json: "):])
+    return facts
+
+
+def run_agent(server: Server, root: Path, steps: Any, env: dict[str, str] | None = None) -> Any:
+    """Start jupyter-mcp-server over stdio with the ``mcp`` client and run the coroutine *steps(session)*."""
+    from mcp import ClientSession, StdioServerParameters, stdio_client
+
+    params = StdioServerParameters(
+        command=str(MCP_SERVER), cwd=str(root),
+        env={"JUPYTER_URL": server.url, "JUPYTER_TOKEN": TOKEN, "PATH": os.environ.get("PATH", ""),
+             "HOME": os.environ.get("HOME", str(root)), **(env or {})})
+
+    async def main() -> Any:
+        with (root.parent / "mcp-server.log").open("w") as errlog:
+            async with stdio_client(params, errlog=errlog) as (r, w), ClientSession(r, w) as session:
+                await session.initialize()
+                return await asyncio.wait_for(steps(session), timeout=600)
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("plugin", [True, False], ids=["plugin", "no-plugin"])
+def test_every_kernel_the_assistant_reaches_is_guarded(deployment: tuple[Server, Path], project: Workspace,
+                                                       plugin: bool) -> None:
+    """With guard_kernel's MCP plugin a denial is a tool error; without it, the kernel's error text —
+    both carry the JSON facts, and either way nothing ran."""
+    server, audit = deployment
+    before = table_counts(project)
+    # a running kernel the agent did not start (another user's notebook, say), started by name
+    other = server.api("POST", "/api/kernels", {"name": "python3"})["id"]
+
+    async def steps(s: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        # 1. before use_notebook: the MCP server's own launch-time kernel
+        out["launch"] = await s.call_tool("execute_code", {"code": DROP, "timeout": 120})
+        # 2. any running kernel, by id
+        out["by_id"] = await s.call_tool("execute_code", {"code": DROP, "kernel_id": other, "timeout": 120})
+        # 3. a notebook, then a restart: the fresh kernel is guarded too
+        out["use"] = await s.call_tool("use_notebook", {"notebook_name": "nb", "notebook_path": f"agent-{plugin}.ipynb",
+                                                        "mode": "create"})
+        out["restart"] = await s.call_tool("restart_notebook", {"notebook_name": "nb"})
+        out["after_restart"] = await s.call_tool("execute_code", {"code": DROP, "timeout": 120})
+        out["ordinary"] = await s.call_tool("execute_code", {
+            "code": f"import duckdb\nduckdb.connect({str(project.warehouse)!r}, read_only=True)"
+                    ".execute('SELECT count(*) FROM customers').fetchone()[0]", "timeout": 120})
+        out["status"] = await s.call_tool("execute_code", {"code": "%guard status --json", "timeout": 120})
+        return out
+
+    # the client's configuration asks for a weaker session: the kernelspec's fixed values win
+    env = {"GUARD_KERNEL_ACTOR": "human", "GUARD_KERNEL_POLICY": ""}
+    if not plugin:  # jupyter-mcp-server loads only the extensions this names
+        env["JUPYTER_MCP_EXTENSIONS"] = "no-such-extension"
+    out = run_agent(server, project.root, steps, env=env)
+    for step in ("launch", "by_id", "after_restart"):
+        assert out[step].is_error is plugin, (step, text(out[step]))
+        facts = denial(out[step])
+        assert facts["code"] == "policy_violation" and facts["action"] == "sql.ddl", step
+        assert facts["resource"] == "customers" and facts["hint"], step
+    assert not out["use"].is_error and not out["restart"].is_error, (text(out["use"]), text(out["restart"]))
+    assert not out["ordinary"].is_error and not out["status"].is_error
+    assert text(out["ordinary"]).strip() == str(before["customers"])
+    status = json.loads(text(out["status"]))
+    assert status["actor"] == "agent" and status["lock"] is True and status["kernel"] == "python3"
+    assert table_counts(project) == before  # no DROP happened, on any path
+
+    assert main(["doctor", "--url", server.url, "--token", TOKEN]) == 0  # the deployment holds
+    kernels = server.api("GET", "/api/kernels")
+    assert len(kernels) >= 3 and {k["name"] for k in kernels} == {"python3"}
+    files = sorted(audit.rglob("*.jsonl"))
+    denied = [r for f in files for r in read_records(str(f)) if r.get("decision") == "deny"
+              and r.get("action") == "sql.ddl"]
+    assert len(denied) >= 3  # one per path, each recorded by the kernel that refused it
+    sessions = [r for f in files for r in read_records(str(f)) if r["kind"] == "session"]
+    assert len(sessions) >= 3 and all(r["actor"] == "agent" for r in sessions)
+
+
+def test_doctor_refuses_a_python3_that_fixes_no_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A guarded ``python3`` without a fixed policy would run under the built-in one, whatever the
+    assistant's configuration says: the doctor says so and exits 1."""
+    prefix = tmp_path / "prefix"
+    monkeypatch.setenv("JUPYTER_PATH", str(prefix / "share" / "jupyter"))
+    spec.install(name="python3", prefix=str(prefix))
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "fixes no policy" in out and "built-in" in out
+    spec.install(name="python3", prefix=str(prefix), policy=str(Path(__file__).parents[2] / "policies" / "default.yaml"),
+                 actor="human")
+    assert main(["doctor", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is False and any("actor 'human'" in p for p in report["problems"])
+    spec.install(name="python3", prefix=str(prefix), policy=str(Path(__file__).parents[2] / "policies" / "default.yaml"))
+    assert main(["doctor"]) == 0
+
+
+def test_doctor_flags_a_python3_that_is_not_guarded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "empty"))
+    entries = {e.name: e for e in spec.kernels()}
+    if entries.get("python3") is None or entries["python3"].guarded:
+        pytest.skip("this environment has no plain python3 kernelspec")
+    assert main(["doctor"]) == 1
+    assert "NOT guarded" in capsys.readouterr().out
