@@ -38,6 +38,36 @@ class Layer(Protocol):
         """What code removed or replaced (empty when :meth:`is_installed`)."""
 
 
+class Wrappers:
+    """The wrappers a layer put on a library: what :meth:`tampered` expects to find in place, and
+    what :meth:`repair` puts back.  One list per layer module (DuckDB gate, dataframe, psycopg)."""
+
+    def __init__(self) -> None:
+        self._items: list[tuple[Any, str, Any]] = []
+
+    def add(self, owner: Any, name: str, wrapper: Any) -> None:
+        """Remember that ``owner.name`` is now *wrapper*."""
+        self._items.append((owner, name, wrapper))
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    @staticmethod
+    def _current(owner: Any, name: str) -> Any:
+        # a class's own dict: getattr would bind a classmethod and never be the wrapper itself
+        return owner.__dict__.get(name) if isinstance(owner, type) else getattr(owner, name, None)
+
+    def tampered(self) -> list[str]:
+        """``owner.name`` of every wrapper code has replaced."""
+        return [f"{getattr(o, '__name__', o)}.{n}" for o, n, w in self._items if self._current(o, n) is not w]
+
+    def repair(self) -> None:
+        """Put every replaced wrapper back."""
+        for owner, name, wrapper in self._items:
+            if self._current(owner, name) is not wrapper:
+                setattr(owner, name, wrapper)
+
+
 class ModuleLayer:
     """A layer module (``install(guard)``, ``uninstall()``, ``installed()``, ``tampered()``, ``repair()``),
     installed now or — with *library* — right after user code imports that library."""
@@ -88,4 +118,4 @@ class ModuleLayer:
         return not self.tampered()
 
 
-__all__ = ["Layer", "ModuleLayer"]
+__all__ = ["Layer", "ModuleLayer", "Wrappers"]

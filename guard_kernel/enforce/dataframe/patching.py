@@ -26,14 +26,15 @@ from guard_kernel.decision.errors import GuardDenied
 from guard_kernel.decision.evaluate import Decision, Effect, RuleHit
 from guard_kernel.decision.guard import Guard
 from guard_kernel.decision.request import Request
+from guard_kernel.enforce.layer import Wrappers
 from guard_kernel.policy.actions import Action
 from guard_kernel.policy.paths import remote_host, resolve
 
 lock = threading.RLock()
 _patches: list[tuple[Any, str, Any]] = []
 """(owner, attribute, original) of every patch, in the order applied."""
-wrapped: list[tuple[Any, str, Any]] = []
-"""(owner, attribute, wrapper) of every patch: what :func:`tampered` expects to find in place."""
+wrapped = Wrappers()
+"""Every patch's wrapper: what :func:`tampered` expects to find in place."""
 shared: dict[int, tuple[Any, Any]] = {}
 """id(original) and id(wrapper) → (original, wrapper): one wrapper per function re-exported under two names."""
 _local = threading.local()
@@ -87,7 +88,7 @@ def is_wrapper(obj: Any) -> bool:
 
 
 def patch(owner: Any, name: str, wrapper: Any) -> None:
-    wrapped.append((owner, name, wrapper))
+    wrapped.add(owner, name, wrapper)
     _patches.append((owner, name, owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)))
     setattr(owner, name, wrapper)
 
@@ -188,14 +189,12 @@ def fail_closed(guard: Guard, via: str, exc: BaseException) -> NoReturn:
 
 def tampered() -> list[str]:
     """The writers and readers whose guard wrapper code has replaced (a pandas writer put back…)."""
-    return [f"{getattr(o, '__name__', o)}.{n}" for o, n, w in wrapped
-            if (o.__dict__.get(n) if isinstance(o, type) else getattr(o, n, None)) is not w]
+    return wrapped.tampered()
 
 
 def repair() -> None:
     """Put every wrapper back where code replaced it."""
-    for owner, name, wrapper in wrapped:
-        setattr(owner, name, wrapper)
+    wrapped.repair()
 
 
 def undo_patches() -> None:

@@ -30,6 +30,7 @@ from psycopg import conninfo as _conninfo
 from guard_kernel.decision.guard import Guard
 from guard_kernel.decision.request import Request, TableRef
 from guard_kernel.enforce.dbapi import core
+from guard_kernel.enforce.layer import Wrappers
 from guard_kernel.policy.actions import Action
 from guard_kernel.policy.databases import server_key
 
@@ -291,24 +292,22 @@ async def _async_stream(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any
         yield row
 
 
-_WRAPPERS: list[tuple[Any, str, Any]] = []
-"""(owner, attribute, wrapper) of every patch: what :func:`tampered` expects to find in place."""
+_WRAPPERS = Wrappers()
+"""Every patch's wrapper: what :func:`tampered` expects to find in place."""
 
 
 def tampered() -> list[str]:
     """The psycopg functions and methods whose guard wrapper code has replaced."""
-    return [f"{getattr(o, '__name__', o)}.{n}" for o, n, w in _WRAPPERS
-            if (o.__dict__.get(n) if isinstance(o, type) else getattr(o, n, None)) is not w]
+    return _WRAPPERS.tampered()
 
 
 def repair() -> None:
     """Put every wrapper back where code replaced it."""
-    for owner, name, wrapper in _WRAPPERS:
-        setattr(owner, name, wrapper)
+    _WRAPPERS.repair()
 
 
 def _patch(owner: Any, name: str, value: Any) -> None:
-    _WRAPPERS.append((owner, name, value))
+    _WRAPPERS.add(owner, name, value)
     _ORIGINALS.append((owner, name, owner.__dict__[name]))
     _ORIG_BY[(id(owner), name)] = owner.__dict__[name]
     setattr(owner, name, value)
@@ -324,7 +323,7 @@ def install(guard: Guard) -> None:
     _patch(psycopg.Connection, "connect", classmethod(_connect))
     _ORIGINALS.append((psycopg, "connect", psycopg.connect))
     psycopg.connect = psycopg.Connection.connect  # the module's name was bound at import
-    _WRAPPERS.append((psycopg, "connect", psycopg.connect))
+    _WRAPPERS.add(psycopg, "connect", psycopg.connect)
     _patch(psycopg.AsyncConnection, "connect", classmethod(_async_connect))
     _patch(psycopg.BaseConnection, "_set_read_only_gen", _set_read_only_gen)
     for owner in (psycopg.Cursor, psycopg.ServerCursor):

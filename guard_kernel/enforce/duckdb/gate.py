@@ -55,6 +55,7 @@ from guard_kernel.enforce.duckdb.rows import (
     arrow_method,
     orig,
 )
+from guard_kernel.enforce.layer import Wrappers
 from guard_kernel.policy.actions import Action
 from guard_kernel.policy.databases import server_of
 from guard_kernel.policy.paths import resolve
@@ -80,14 +81,12 @@ def installed() -> bool:
 
 def tampered() -> list[str]:
     """The DuckDB functions and methods whose guard wrapper code has replaced (``duckdb.connect`` put back…)."""
-    return [f"{getattr(o, '__name__', o)}.{n}" for o, n, w in _WRAPPERS if getattr(o, n, None) is not w]
+    return _WRAPPERS.tampered()
 
 
 def repair() -> None:
     """Put every wrapper back where code replaced it."""
-    for owner, name, wrapper in _WRAPPERS:
-        if getattr(owner, name, None) is not wrapper:
-            setattr(owner, name, wrapper)
+    _WRAPPERS.repair()
 
 
 def context(con: Any = None) -> _sql.SqlContext | None:
@@ -565,12 +564,12 @@ _RELATION_WRITERS = ("write_csv", "to_csv", "write_parquet", "to_parquet")
 _RELATION_DISPLAY = ("__repr__", "__str__", "show", "preview", "_repr_mimebundle_")
 
 
-_WRAPPERS: list[tuple[Any, str, Any]] = []
-"""(owner, attribute, wrapper) of every patch: what :func:`tampered` expects to find in place."""
+_WRAPPERS = Wrappers()
+"""Every patch's wrapper: what :func:`tampered` expects to find in place."""
 
 
 def _patch(owner: Any, name: str, value: Any) -> None:
-    _WRAPPERS.append((owner, name, value))
+    _WRAPPERS.add(owner, name, value)
     ORIGINALS.append((owner, name, getattr(owner, name)))
     ORIG_BY.setdefault((id(owner), name), ORIGINALS[-1][2])
     setattr(owner, name, value)
