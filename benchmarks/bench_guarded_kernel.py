@@ -16,16 +16,13 @@ import tempfile
 import time
 from typing import Any
 
+from .bench_kernel import KernelError, _run, _stop
 from .common import guard_env, policy_path
 from .harness import Config, Result, Skip, Stats, at_most, require, skipped
 
 GROUP = "guarded"
 NAME = "guard-kernel-bench"
 PAIRS = 3
-
-
-class KernelError(RuntimeError):
-    """A cell failed in a benchmark kernel."""
 
 
 def _spec_dir(cfg: Config) -> str:
@@ -53,21 +50,6 @@ def _start(cfg: Config, spec_dir: str, guarded: bool) -> tuple[Any, Any, float]:
     kc.wait_for_ready(timeout=60)
     _run(kc, "pass")
     return km, kc, time.perf_counter() - t0
-
-
-def _stop(km: Any, kc: Any) -> None:
-    kc.stop_channels()
-    km.shutdown_kernel(now=True)
-
-
-def _run(kc: Any, code: str) -> float:
-    t0 = time.perf_counter()
-    reply = kc.execute_interactive(code, timeout=120, output_hook=lambda msg: None)
-    dt = time.perf_counter() - t0
-    if reply["content"]["status"] != "ok":
-        c = reply["content"]
-        raise KernelError(f"{code.strip()[:60]!r}: {c.get('ename')}: {c.get('evalue')}")
-    return dt
 
 
 def run(cfg: Config) -> list[Result]:
