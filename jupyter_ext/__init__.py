@@ -1,6 +1,19 @@
-"""Jupyter Server extension for guard_kernel (audit pages, Contents-API guard).
+"""Jupyter Server extension for guard_kernel: the server guards its own actions and serves the audits.
 
-Placeholder package: the server extension arrives with its own issue.
+Enable it with ``jupyter server extension enable jupyter_ext`` (a plain ``pip install`` never
+enables it), or name it on the command line:
+``--ServerApp.jpserver_extensions='{"jupyter_ext": true}'``.
 """
 
-__all__: list[str] = []
+from __future__ import annotations
+
+from typing import Any
+
+from jupyter_ext.app import GuardExtension
+
+__all__ = ["GuardExtension"]
+
+
+def _jupyter_server_extension_points() -> list[dict[str, Any]]:
+    """The server's entry point: one extension app, configured as ``GuardExtension``."""
+    return [{"module": "jupyter_ext", "app": GuardExtension}]

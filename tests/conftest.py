@@ -30,8 +30,26 @@ if str(REPO) not in sys.path:  # the tests run from a checkout, installed or not
 from guard_kernel.audit import read_records  # noqa: E402
 from guard_kernel.demo import Workspace, build_workspace  # noqa: E402
 
+# A real Jupyter Server for the server-extension tests (tests/jupyter_ext/). The plugin's two autouse
+# fixtures (an event loop and a ServerApp clean-up around every test) are turned off for the rest of the
+# suite below; the server tests import the plugin's own into their modules.
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 DENY_LIKE = ("deny", "warn", "would_deny")
+
+
+# ----------------------------------------------------------------- pytest-jupyter, off by default
+
+
+@pytest.fixture
+def jp_asyncio_loop() -> None:
+    """Not autouse outside tests/jupyter_ext (that module's tests import the plugin's own)."""
+
+
+@pytest.fixture
+def jp_server_cleanup() -> None:
+    """Not autouse outside tests/jupyter_ext (a ServerApp per test costs every other test)."""
 
 
 # ----------------------------------------------------------------- the project
