@@ -32,8 +32,8 @@ SECRET = "outside-the-audit-folder-7f3a"
 """A marker in a file outside the audit folder: no response may ever carry it."""
 
 
-@pytest.fixture(scope="module")
-def audits(project: Workspace, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+@pytest.fixture(scope="module", name="audits")
+def audit_sessions(project: Workspace, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The audit folder and its sessions' ids: ``agent`` (denials), ``human`` (none), ``edited``
     (chain broken), and ``outside`` (a symlink out of the folder, never served)."""
     folder = tmp_path_factory.mktemp("pages") / "audit"
@@ -66,8 +66,8 @@ def audits(project: Workspace, tmp_path_factory: pytest.TempPathFactory) -> dict
     return {"folder": folder, "ids": ids}
 
 
-@pytest.fixture
-def jp_server_config(audits: dict[str, Any]) -> dict[str, Any]:
+@pytest.fixture(name="jp_server_config")
+def pages_server_config(audits: dict[str, Any]) -> dict[str, Any]:
     return {"ServerApp": {"jpserver_extensions": {"jupyter_ext": True}},
             "GuardExtension": {"audit_dir": str(audits["folder"])}}
 
