@@ -78,11 +78,14 @@ def test_every_forwarded_cell_recorded_passes_and_other_kernels_are_ignored(tmp_
         server_record(s, "k1", m, "1 + 1")
         kernel_cell(k, m, "deny" if m == "m2" else "allow")  # a denied cell is recorded too
     server_record(s, "k2", "m3", "x = 1")  # another kernel: not this audit's business
+    kernel_cell(k, "direct")  # a request that reached the kernel some other way: listed, not flagged
     k.close()
     s.close()
     rc, out = run_cli(capsys, s.path, k.path)
     assert rc == 0, out
     assert "the server forwarded 2 execute request(s); the kernel recorded 2" in out and "ok: every cell" in out
+    assert "the kernel recorded 1 request(s) this server did not forward" in out
+    assert crosscheck(s.path, [k.path]).unforwarded == ("direct",)
 
 
 @pytest.mark.parametrize(("tamper", "expected"), [
