@@ -3,13 +3,21 @@
 Nothing outside the audit folder is ever opened: a session id is a file name's stem from a
 strict alphabet (no ``/``, no leading dot, no ``..``), the file must be a regular file directly
 in the folder (a symlink is refused, wherever it points), and its real path must sit in the
-folder's real path.  Summaries (one streamed pass of :func:`guard_kernel.audit.summarize`, chain
-check included) and renderings are cached per file by (inode, size, mtime): listing many
-sessions re-reads only the files that changed since the last listing.
+folder's real path.
+
+Listing stays cheap: a file's summary (:class:`~guard_kernel.audit.summary.SummaryBuilder`: header,
+counts, chain check) is kept with how far it read and the SHA-256 of those bytes.  A file whose
+(inode, size, mtime, ctime) did not change is not opened again; a file that grew (a live session)
+is read from where the last look stopped, once the bytes already read are found unchanged (hashing
+them is ~100x cheaper than parsing them again); anything else (rewritten, truncated, replaced) is
+read again from the start.  ctime is in the key because no user can set it: an edit that puts the
+size and mtime back still changes it.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import io
 import os
 import re
@@ -22,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from guard_kernel.audit import Summary, summarize
+from guard_kernel.audit import Summary, SummaryBuilder
 from guard_kernel.audit.bundle import bundle
 from guard_kernel.audit.notebook import NotebookRenderer, to_html, to_ipynb
 
@@ -68,7 +76,62 @@ class Session:
                 "kernel": self.header.get("kernel"), **d}
 
 
-Key = tuple[int, int, int]
+Key = tuple[int, int, int, int, int]
+"""(device, inode, size, mtime, ctime) of a file: unchanged means its bytes are the ones read."""
+
+
+@dataclass
+class _Reading:
+    """How far a file was read, and what that said."""
+
+    key: Key
+    offset: int
+    """Bytes read: whole lines only (a line being written is read at the next look)."""
+    digest: bytes
+    """SHA-256 of those bytes: a look at a grown file first checks that they did not change."""
+    builder: SummaryBuilder
+    summary: Summary
+
+
+def _read(path: str, key: Key, old: _Reading | None) -> _Reading:
+    """Summarise *path*, from where *old* stopped when the bytes it read are still there."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise NotFound(path)
+        h = hashlib.sha256()
+        if old is not None and old.key[:2] == key[:2] and key[2] >= old.offset:
+            left = old.offset
+            while left:
+                block = f.read(min(left, 1 << 20))
+                if not block:
+                    break
+                h.update(block)
+                left -= len(block)
+            if left == 0 and h.digest() == old.digest:
+                builder, offset = old.builder, old.offset
+            else:
+                old = None
+        else:
+            old = None
+        if old is None:
+            f.seek(0)
+            h, builder, offset = hashlib.sha256(), SummaryBuilder(path), 0
+        tail = b""
+        for raw in f:
+            if not raw.endswith(b"\n"):  # a line being written, or one cut short: not kept in the state
+                tail = raw
+                break
+            builder.feed(raw)
+            h.update(raw)
+            offset += len(raw)
+    if tail:
+        cut = copy.deepcopy(builder)
+        cut.feed(tail)
+        summary = cut.summary()
+    else:
+        summary = builder.summary()
+    return _Reading(key, offset, h.digest(), builder, summary)
 
 
 class AuditStore:
@@ -77,7 +140,9 @@ class AuditStore:
     def __init__(self, folder: Path | str) -> None:
         self.folder = Path(folder)
         self._lock = threading.Lock()
-        self._summaries: dict[str, tuple[Key, Summary]] = {}
+        self._readings: dict[str, _Reading] = {}
+        self._reading = threading.Lock()
+        """Held while a file's reading is brought up to date (one builder per file is fed in place)."""
         self._html: dict[str, tuple[Key, str]] = {}
 
     def _real_folder(self) -> str:
@@ -93,7 +158,7 @@ class AuditStore:
             raise NotFound(name) from None
         if not stat.S_ISREG(st.st_mode) or os.path.dirname(os.path.realpath(path)) != base:
             raise NotFound(name)  # a symlink (in or out of the folder), a folder, a device
-        return path, (st.st_ino, st.st_size, st.st_mtime_ns)
+        return path, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
     def path(self, sid: str) -> str:
         """The file of session *sid*; :class:`NotFound` for anything else (``..``, ``/``, symlinks)."""
@@ -115,8 +180,15 @@ class AuditStore:
         return value
 
     def session(self, sid: str) -> Session:
-        """Session *sid*, summarised (cached while its file does not change)."""
-        return Session(sid, self._cached(self._summaries, sid, summarize))
+        """Session *sid*, summarised (its file read only as far as it changed since the last look)."""
+        if not SESSION_ID.match(sid) or ".." in sid:
+            raise NotFound(sid)
+        path, key = self._checked(sid + SUFFIX)
+        with self._reading:
+            old = self._readings.get(sid)
+            if old is None or old.key != key:
+                old = self._readings[sid] = _read(path, key, old)
+        return Session(sid, old.summary)
 
     def sessions(self, *, actor: str | None = None, denials: bool = False) -> list[Session]:
         """Every session of the folder, newest first; *actor* / *denials* filter them."""
@@ -137,9 +209,9 @@ class AuditStore:
             if denials and not s.summary.denial_count:
                 continue
             out.append(s)
-        with self._lock:  # forget files that are gone
-            for gone in set(self._summaries) - {n[: -len(SUFFIX)] for n in names}:
-                self._summaries.pop(gone, None)
+        with self._reading, self._lock:  # forget files that are gone
+            for gone in set(self._readings) - {n[: -len(SUFFIX)] for n in names}:
+                self._readings.pop(gone, None)
                 self._html.pop(gone, None)
         return sorted(out, key=lambda s: (s.summary.started or "", s.id), reverse=True)
 

@@ -214,3 +214,88 @@ def test_listing_rereads_only_files_that_changed(audits: dict[str, Any], tmp_pat
     third = {s.id: s.summary for s in store.sessions()}
     assert third[sid] is not first[sid] and third[sid].records == first[sid].records + 1
     assert all(third[k] is first[k] for k in first if k != sid)
+
+
+def _audit(folder: Path, n: int) -> tuple[Path, Any]:
+    from guard_kernel.audit import AuditWriter
+
+    w = AuditWriter(str(folder / "s1.jsonl"), session="s1", actor="agent", environment="default",
+                    policy={"name": "p", "sha256": "0" * 64})
+    w.write("session", action=None, resource=None, decision="allow", rules=[], message="header")
+    for i in range(n):
+        w.write("shell", action="shell.exec", resource=f"cmd{i}", decision="deny" if i % 2 else "allow", rules=[],
+                message="m")
+    return Path(w.path), w
+
+
+def _edit(path: Path) -> None:
+    """Change one byte of record 2, keeping the file's size (a record rewritten in place)."""
+    data = bytearray(path.read_bytes())
+    at = data.index(b'"cmd0"')
+    data[at + 4] = ord("X")
+    path.write_bytes(bytes(data))
+
+
+def _edit_keeping_mtime(path: Path) -> None:
+    st = path.stat()
+    _edit(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # size and mtime as before: only ctime tells
+
+
+def _replace(path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(path.read_bytes().replace(b'"cmd0"', b'"cmdX"'))
+    os.replace(tmp, path)
+
+
+def _truncate(path: Path) -> None:
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:2]))
+
+
+@pytest.mark.parametrize(("change", "append", "chain_ok", "records"), [
+    (None, 1, True, 6),                # a live session: read from where the last look stopped
+    (_edit, 1, False, 1),              # a record edited in place, then a record appended
+    (_edit_keeping_mtime, 0, False, 1),
+    (_replace, 0, False, 1),           # a new file under the same name
+    (_truncate, 0, True, 2),           # records removed from the end (verify cannot tell; the count does)
+])
+def test_a_changed_file_is_read_again_as_far_as_it_changed(tmp_path: Path, change: Any, append: int,
+                                                           chain_ok: bool, records: int) -> None:
+    path, w = _audit(tmp_path, 4)
+    store = AuditStore(tmp_path)
+    first = store.session("s1").summary
+    assert first.chain.ok and first.records == 5 and first.denial_count == 2
+    w.close()
+    if change is not None:
+        change(path)
+    if append:
+        _, w = _audit_more(path)
+    s = store.session("s1").summary
+    assert (s.chain.ok, s.records) == (chain_ok, records), s.chain.problem
+
+
+def _audit_more(path: Path) -> tuple[Path, Any]:
+    from guard_kernel.audit import AuditWriter
+
+    w = AuditWriter(str(path), session="s1", actor="agent", environment="default",
+                    policy={"name": "p", "sha256": "0" * 64})
+    w.write("shell", action="shell.exec", resource="more", decision="deny", rules=[], message="m")
+    w.close()
+    return path, w
+
+
+def test_a_line_being_written_is_shown_cut_short_then_whole(tmp_path: Path) -> None:
+    path, w = _audit(tmp_path, 2)
+    w.close()
+    store = AuditStore(tmp_path)
+    assert store.session("s1").summary.records == 3
+    _audit_more(path)
+    data = path.read_bytes()
+    last = data.splitlines(keepends=True)[-1]
+    path.write_bytes(data[: -len(last)] + last[:20])  # the last record half written
+    half = store.session("s1").summary
+    assert not half.chain.ok and half.chain.partial_tail == 20 and half.records == 3
+    path.write_bytes(data)  # and finished
+    whole = store.session("s1").summary
+    assert whole.chain.ok and whole.records == 4 and whole.denial_count == 2
