@@ -95,7 +95,10 @@ class _Reading:
 
 def _read(path: str, key: Key, old: _Reading | None) -> _Reading:
     """Summarise *path*, from where *old* stopped when the bytes it read are still there."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:  # gone, or swapped for a symlink since it was checked
+        raise NotFound(path) from None
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
             raise NotFound(path)
@@ -185,9 +188,10 @@ class AuditStore:
             raise NotFound(sid)
         path, key = self._checked(sid + SUFFIX)
         with self._reading:
-            old = self._readings.get(sid)
-            if old is None or old.key != key:
-                old = self._readings[sid] = _read(path, key, old)
+            old = self._readings.pop(sid, None)  # back only once brought up to date: a failed read
+            if old is None or old.key != key:  # leaves no half-fed builder behind
+                old = _read(path, key, old)
+            self._readings[sid] = old
         return Session(sid, old.summary)
 
     def sessions(self, *, actor: str | None = None, denials: bool = False) -> list[Session]:
@@ -228,7 +232,10 @@ class AuditStore:
     def jsonl(self, sid: str) -> bytes:
         """The audit file's bytes as they are now (opened without following a symlink)."""
         path = self.path(sid)
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            raise NotFound(sid) from None
         with os.fdopen(fd, "rb") as f:
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
                 raise NotFound(sid)

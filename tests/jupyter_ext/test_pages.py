@@ -299,3 +299,16 @@ def test_a_line_being_written_is_shown_cut_short_then_whole(tmp_path: Path) -> N
     path.write_bytes(data)  # and finished
     whole = store.session("s1").summary
     assert whole.chain.ok and whole.records == 4 and whole.denial_count == 2
+
+
+def test_a_symlink_is_refused_wherever_it_points_and_a_linked_folder_works(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    _audit(real, 1)[1].close()
+    os.symlink(real / "s1.jsonl", real / "alias.jsonl")  # inside the folder, to a file inside it
+    os.symlink(real, tmp_path / "linked")  # the configured folder may itself be a link
+    store = AuditStore(tmp_path / "linked")
+    assert [s.id for s in store.sessions()] == ["s1"]
+    assert store.session("s1").summary.chain.ok and store.jsonl("s1") == (real / "s1.jsonl").read_bytes()
+    with pytest.raises(NotFound):
+        store.session("alias")
