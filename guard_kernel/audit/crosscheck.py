@@ -22,6 +22,7 @@ from typing import Any
 
 from guard_kernel.audit.chain import read_records
 from guard_kernel.audit.integrity import VerifyResult, verify
+from guard_kernel.audit.session import read_header
 
 SERVER_KIND = "server.execute"
 """The kind of the server's record of one forwarded ``execute_request``."""
@@ -175,6 +176,10 @@ def crosscheck(server: str, kernels: Sequence[str]) -> CrossCheck:
     if broken:
         return result(None, "; ".join(f"{p}: chain BROKEN after {c.records} good record(s): {c.problem}"
                                       for p, c in broken))
+    role = (read_header(server) or {}).get("role")
+    if role != "server":
+        return result(None, f"{server} is not the server's chain (its header's role is {role!r}, not 'server'): "
+                            "the server's file comes first")
     side = _KernelSide()
     for k in kernels:
         side.feed(read_records(k))

@@ -148,6 +148,16 @@ def test_no_single_kernel_id_cannot_be_cross_checked(tmp_path: Path, ids: tuple[
     assert not c.ok and c.problem is not None and expected in c.problem and c.forwarded == ()
 
 
+def test_the_files_the_wrong_way_round_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    k = kernel_writer(tmp_path, "k1")
+    s = server_writer(tmp_path)
+    server_record(s, "k1", "m1", "1")
+    for w in (s, k):
+        w.close()
+    rc, out = run_cli(capsys, k.path, s.path)
+    assert rc == 1 and "is not the server's chain" in out
+
+
 def test_a_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli(capsys, str(tmp_path / "nope.jsonl"), str(tmp_path / "nope2.jsonl"))[0] == 2
 
