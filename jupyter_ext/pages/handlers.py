@@ -112,7 +112,7 @@ class SessionsAPI(_Base, APIHandler):  # type: ignore[misc]
         denials = self.get_argument("denials", "") in ("1", "on", "true")
         rows = await self._call(self.store.sessions, actor=actor, denials=denials)
         self.finish(json.dumps({"audit_dir": str(self.store.folder),
-                                "sessions": [{**s.as_dict(), "denials": None} for s in rows]}))
+                                "sessions": [s.as_dict(denials=False) for s in rows]}))
 
 
 class SessionAPI(_Base, APIHandler):  # type: ignore[misc]

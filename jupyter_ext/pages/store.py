@@ -68,10 +68,12 @@ class Session:
             return "server"
         return " ".join(str(x) for x in (kern.get("name"), kern.get("id")) if x) or "—"
 
-    def as_dict(self) -> dict[str, Any]:
-        """The API's JSON for this session (``denials`` are listed by the one-session endpoint only)."""
+    def as_dict(self, *, denials: bool = True) -> dict[str, Any]:
+        """The API's JSON for this session (the list leaves the denials out: ``denial_count`` says how many)."""
         d = self.summary.as_dict()
         d.pop("path", None)  # the server's file system layout is not the client's business
+        if not denials:
+            d.pop("denials", None)
         return {"id": self.id, "file": self.id + SUFFIX, "role": self.role, "user": self.header.get("user"),
                 "kernel": self.header.get("kernel"), **d}
 

@@ -114,7 +114,7 @@ async def test_the_api_lists_sessions_newest_first_and_filters(
     agent = by_id[ids["agent"]]
     assert agent["actor"] == "agent" and agent["denial_count"] == 2 and agent["chain_ok"] is True
     assert agent["cells"] >= 2 and agent["policy"] and agent["user"] and agent["kernel"]["name"] == "extension"
-    assert "path" not in agent
+    assert "path" not in agent and "denials" not in agent
     assert by_id[ids["edited"]]["chain_ok"] is False and by_id[ids["human"]]["denial_count"] == 0
     for params, expected in [({"actor": "agent"}, {ids["agent"]}),
                              ({"actor": "human"}, {ids["human"], ids["edited"]}),
