@@ -19,12 +19,14 @@ from typing import Any
 import pytest
 from conftest import kernel_env
 
-from guard_kernel.audit import AuditWriter, new_session_id, read_records
+from guard_kernel.audit import AuditWriter, new_session_id, read_records, verify
 from guard_kernel.audit.crosscheck import Placement, crosscheck
 from guard_kernel.cli.main import main
 from guard_kernel.demo import Workspace
 
 POLICY = {"name": "server", "sha256": "0" * 64}
+TAMPER = "import guard_kernel.decision.guard as g\ng.current().audit.write = lambda kind, **f: dict(f)"
+"""A cell that replaces the session guard's audit sink ``write`` with a no-op."""
 
 
 def server_writer(folder: Path) -> AuditWriter:
@@ -207,7 +209,7 @@ def broken_session(project: Workspace, tmp_path_factory: pytest.TempPathFactory)
             ("load", "%load_ext guard_kernel"),
             ("plain", "x = 40 + 2"),
             ("denied", "open('data/raw/crosscheck.csv', 'w').write('x')"),
-            ("tamper", "import guard_kernel.decision.guard as g\ng.current().audit.write = lambda kind, **f: dict(f)"),
+            ("tamper", TAMPER),
             ("unrecorded", "y = x + 1"),
         ]:
             ids[name], content = fwd.run(code)
@@ -295,3 +297,41 @@ def test_the_guarded_kernels_header_names_the_servers_kernel_id(project: Workspa
     assert header["kernel"] == {"name": "guarded", "id": kid, "connection_file": os.path.abspath(km.connection_file)}
     rc, out = run_cli(capsys, server.path, str(kernel))
     assert rc == 0 and "the kernel recorded 2" in out, out
+
+
+def test_a_guarded_kernel_silenced_by_a_cell_is_caught_by_crosscheck(project: Workspace, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Today one cell silences even the guarded kernel's audit: it replaces the guard's sink
+    ``write`` in the kernel, the launcher (which owns the file) is simply sent nothing more, and
+    the per-request tamper check does not look at the sink.  The launcher's file stays intact and
+    verifies; only the server's record shows the cells that ran unrecorded.  (When the tamper check
+    learns this, the cell is refused and recorded, and this test's expectation changes.)"""
+    from jupyter_client.manager import KernelManager
+
+    from guard_kernel.kernel import spec
+
+    prefix = tmp_path / "prefix"
+    monkeypatch.setenv("JUPYTER_PATH", str(prefix / "share" / "jupyter"))
+    spec.install(name="guarded", prefix=str(prefix), policy=str(project.policy("default")), root=str(project.root))
+    kid, audit = str(uuid.uuid4()), tmp_path / "audit"
+    km = KernelManager(kernel_name="guarded", connection_file=str(tmp_path / f"kernel-{kid}.json"))
+    km.start_kernel(cwd=str(project.root), env=kernel_env(None, "agent", audit))
+    kc = km.client()
+    kc.start_channels()
+    server = server_writer(tmp_path)
+    try:
+        kc.wait_for_ready(timeout=120)
+        fwd = Forwarder(kc, server, kid)
+        whole = fwd.run("a = 1")[0]
+        silenced = [fwd.run(TAMPER)[0], fwd.run("b = a + 1")[0]]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    server.close()
+    [kernel] = sorted(audit.glob("*.jsonl"))
+    assert verify(str(kernel)).ok  # nothing in the launcher's file was erased or rewritten
+    rc, out = run_cli(capsys, server.path, str(kernel), "--json")
+    report = json.loads(out)
+    assert rc == 1 and [m["msg_id"] for m in report["missing"]] == silenced
+    assert whole not in {m["msg_id"] for m in report["missing"]} and report["counts"]["recorded"] == 1
