@@ -31,6 +31,7 @@ from guard_kernel.cli.main import main
 from guard_kernel.demo import Workspace
 
 TAMPER = "import guard_kernel.decision.guard as g\ng.current().audit.write = lambda kind, **f: dict(f)"
+"""A cell that replaces the session guard's audit sink ``write`` with a no-op (tests/audit/test_crosscheck.py)."""
 
 
 @pytest.fixture(name="audit_dir")
@@ -102,6 +103,8 @@ async def test_crosscheck_flags_the_cells_a_subverted_kernel_never_recorded(
     assert rec["code"] == "y = x + 1" and rec["code_sha256"] == hashlib.sha256(b"y = x + 1").hexdigest()
     assert rec["identity"]["username"] and rec["client"]["ip"] and rec["actor"] in ("agent", "human")
     assert rec["resource"] == f"kernel/{kid}" and rec["decision"] == "allow"
+    assert rec["kernel"]["name"] == "python3" and rec["kernel"]["requested"] == "python3"
+    assert rec["request"]["session"] == session and rec["request"]["username"] == "reviewer"
 
     kernels = [p for p in audit_dir.glob("*.jsonl")
                if not p.name.startswith("server-") and ((read_header(str(p)) or {}).get("kernel") or {}).get("id") == kid]
