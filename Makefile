@@ -26,12 +26,14 @@ postgres:
 	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null; } || \
 	  echo "warning: could not install postgresql; the PostgreSQL tests will be skipped"
 
-# The audit notebook's HTML is checked in a real headless Chromium (tests/audit/test_notebook_browser.py):
-# install Debian's when there is none (as root; otherwise that test says why it skips).
+# The audit notebook's HTML and the server's audit pages are checked in a real headless Chromium
+# (tests/audit/test_notebook_browser.py, tests/jupyter_ext/test_pages_browser.py, the latter through
+# Playwright's client with this executable: no browser download): install Debian's when there is none
+# (as root; otherwise those tests say why they skip).
 chromium:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } || \
-	  echo "warning: could not install chromium; the browser test of the audit notebook will be skipped"
+	  echo "warning: could not install chromium; the browser tests (audit notebook, audit pages) will be skipped"
 
 test: lint postgres chromium
 	$(BIN)/python -m pytest -p no:cacheprovider --nbval-lax tests notebooks

@@ -61,4 +61,7 @@ class GuardExtension(ExtensionApp):  # type: ignore[misc]
         self.settings["guard_extension"] = self
 
     def initialize_handlers(self) -> None:
-        """Register the extension's HTTP handlers (audit pages arrive with their issue)."""
+        """Register the extension's HTTP handlers: the audit pages under ``/guard/``."""
+        from jupyter_ext.pages import page_handlers
+
+        self.handlers.extend(page_handlers(self))

@@ -8,8 +8,8 @@ print).  Used by ``decision``; uses nothing above it.
 
 from guard_kernel.audit.chain import GENESIS, chain_hash, read_records
 from guard_kernel.audit.integrity import ChainCheck, VerifyResult, verify
-from guard_kernel.audit.summary import Summary, sessions, summarize
+from guard_kernel.audit.summary import Summary, SummaryBuilder, sessions, summarize
 from guard_kernel.audit.writer import AuditSink, AuditUnavailable, AuditWriter, new_session_id
 
-__all__ = ["GENESIS", "AuditSink", "AuditUnavailable", "AuditWriter", "ChainCheck", "Summary", "VerifyResult",
-           "chain_hash", "new_session_id", "read_records", "sessions", "summarize", "verify"]
+__all__ = ["GENESIS", "AuditSink", "AuditUnavailable", "AuditWriter", "ChainCheck", "Summary", "SummaryBuilder",
+           "VerifyResult", "chain_hash", "new_session_id", "read_records", "sessions", "summarize", "verify"]

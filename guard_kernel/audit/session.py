@@ -97,6 +97,20 @@ def previous_session(audit_dir: str, connection_file: str | None, session: str) 
     return best[1] if best else None
 
 
+def kernel_identity(connection_file: str | None, kernel_id: str | None = None) -> dict[str, Any]:
+    """The ``id`` and ``connection_file`` of a kernel for its session header.  The id is *kernel_id*
+    when given, else the one Jupyter put in the connection file's name (``kernel-<id>.json``: a
+    Jupyter Server's kernel manager names it so), so the header's ``kernel.id`` is the server's id
+    for this kernel (what ``audit crosscheck`` matches the server's records by)."""
+    info: dict[str, Any] = {"id": kernel_id or None}
+    if connection_file:
+        info["connection_file"] = os.path.abspath(connection_file)
+        base = os.path.basename(connection_file)
+        if info["id"] is None and base.startswith("kernel-") and base.endswith(".json") and len(base) > 12:
+            info["id"] = base[len("kernel-"):-len(".json")]
+    return info
+
+
 def read_header(path: str) -> dict[str, Any] | None:
     """The header of an audit file: its first record, or its second after a launcher's record."""
     import json
@@ -178,4 +192,4 @@ def end_fields(reason: str, counts: Mapping[str, int]) -> dict[str, Any]:
 
 
 __all__ = ["EFFECT_ORDER", "END_REASONS", "HEADER_FORMAT", "LIBRARIES", "MAX_INNER", "end_fields", "header_fields",
-           "inner_entry", "library_versions", "policy_text", "previous_session", "read_header", "worst"]
+           "inner_entry", "kernel_identity", "library_versions", "policy_text", "previous_session", "read_header", "worst"]

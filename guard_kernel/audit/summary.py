@@ -87,47 +87,67 @@ class Summary:
         }
 
 
+class SummaryBuilder:
+    """:func:`summarize` one line at a time: feed it a file's lines in order, ask for the
+    :class:`Summary` at any point, and feed it the lines appended since (the audit pages keep one
+    per live file, so a growing audit is read once, not once per look)."""
+
+    def __init__(self, path: str, *, max_denials: int = MAX_DENIALS) -> None:
+        self.path, self.max_denials = path, max_denials
+        self.check = ChainCheck()
+        self.header: dict[str, Any] = {}
+        self.decisions: Counter[str] = Counter()
+        self.denials: list[Denial] = []
+        self.denial_count = self.cells = 0
+        self.last_ts: str | None = None
+        self.end_reason: str | None = None
+
+    def feed(self, raw: bytes) -> None:
+        """One line of the file (with its newline)."""
+        rec = self.check.feed(raw)
+        if rec is None:
+            return
+        kind = rec.get("kind")
+        self.last_ts = rec.get("ts", self.last_ts)
+        if not self.header and kind in ("session", "fork"):
+            self.header = rec
+        if kind == "cell":
+            self.cells += 1
+            return
+        if kind == "session_end":
+            self.end_reason = rec.get("reason") or "stop"
+        if kind in _NOT_DECISIONS:
+            return
+        decision = str(rec.get("decision", ""))
+        self.decisions[decision] += 1
+        if decision in ("deny", "would_deny"):
+            self.denial_count += 1
+            if len(self.denials) < self.max_denials:
+                self.denials.append(Denial(int(rec.get("seq", 0)), str(rec.get("ts", "")), str(kind), decision,
+                                           rec.get("action"), rec.get("resource"),
+                                           tuple(str(r.get("id")) for r in rec.get("rules") or []
+                                                 if isinstance(r, dict)),
+                                           str(rec.get("message", ""))))
+
+    def summary(self) -> Summary:
+        """The summary of the lines fed so far."""
+        chain = self.check.result()
+        end_reason = self.end_reason if chain.ended.startswith("closed") else None
+        header = self.header
+        pol: dict[str, Any] = header["policy"] if isinstance(header.get("policy"), dict) else {}
+        kernel: dict[str, Any] = header["kernel"] if isinstance(header.get("kernel"), dict) else {}
+        return Summary(self.path, header.get("session"), header.get("ts"), self.last_ts, header.get("actor"),
+                       header.get("environment"), pol.get("name"), pol.get("sha256"), kernel.get("id"),
+                       header.get("notebook"), header.get("previous_session"), chain.records, self.cells,
+                       dict(self.decisions), tuple(self.denials), self.denial_count, chain, end_reason, header)
+
+
 def summarize(path: str, *, max_denials: int = MAX_DENIALS) -> Summary:
     """Read *path* once: header, counts, the first *max_denials* denials, chain check, end."""
-    check = ChainCheck()
-    header: dict[str, Any] = {}
-    decisions: Counter[str] = Counter()
-    denials: list[Denial] = []
-    denial_count = cells = 0
-    last_ts = end_reason = None
+    builder = SummaryBuilder(path, max_denials=max_denials)
     for raw in lines(path):
-        rec = check.feed(raw)
-        if rec is None:
-            continue
-        kind = rec.get("kind")
-        last_ts = rec.get("ts", last_ts)
-        if not header and kind in ("session", "fork"):
-            header = rec
-        if kind == "cell":
-            cells += 1
-            continue
-        if kind == "session_end":
-            end_reason = rec.get("reason") or "stop"
-        if kind in _NOT_DECISIONS:
-            continue
-        decision = str(rec.get("decision", ""))
-        decisions[decision] += 1
-        if decision in ("deny", "would_deny"):
-            denial_count += 1
-            if len(denials) < max_denials:
-                denials.append(Denial(int(rec.get("seq", 0)), str(rec.get("ts", "")), str(kind), decision,
-                                      rec.get("action"), rec.get("resource"),
-                                      tuple(str(r.get("id")) for r in rec.get("rules") or [] if isinstance(r, dict)),
-                                      str(rec.get("message", ""))))
-    chain = check.result()
-    if not chain.ended.startswith("closed"):
-        end_reason = None
-    pol: dict[str, Any] = header["policy"] if isinstance(header.get("policy"), dict) else {}
-    kernel: dict[str, Any] = header["kernel"] if isinstance(header.get("kernel"), dict) else {}
-    return Summary(path, header.get("session"), header.get("ts"), last_ts, header.get("actor"),
-                   header.get("environment"), pol.get("name"), pol.get("sha256"), kernel.get("id"),
-                   header.get("notebook"), header.get("previous_session"), chain.records, cells,
-                   dict(decisions), tuple(denials), denial_count, chain, end_reason, header)
+        builder.feed(raw)
+    return builder.summary()
 
 
 def sessions(folder: str) -> list[Summary]:
@@ -199,4 +219,4 @@ def summary_text(s: Summary) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["MAX_DENIALS", "Denial", "Summary", "chains", "sessions", "short", "summarize", "summary_text", "table"]
+__all__ = ["MAX_DENIALS", "Denial", "Summary", "SummaryBuilder", "chains", "sessions", "short", "summarize", "summary_text", "table"]

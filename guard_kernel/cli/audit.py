@@ -1,4 +1,4 @@
-"""``guard-kernel audit verify | show | list | render | bundle`` (and ``verify``, the older spelling of ``audit verify``).
+"""``guard-kernel audit verify | show | list | render | bundle | crosscheck`` (and ``verify``, the older spelling of ``audit verify``).
 
 Every verb streams the files: a 100,000-record audit is never loaded whole.  Exit codes:
 0 every chain intact; 1 a chain is broken (or a session file is damaged); 2 a file or folder
@@ -99,6 +99,16 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
     return 0 if b.ok else 1
 
 
+def _cmd_crosscheck(args: argparse.Namespace) -> int:
+    from guard_kernel.audit.crosscheck import crosscheck, report_text
+
+    if any([_missing(p) for p in (args.server, *args.kernel)]):
+        return 2
+    c = crosscheck(args.server, args.kernel)
+    print(json.dumps(c.as_dict(), indent=2) if args.json else report_text(c))
+    return 0 if c.ok else 1
+
+
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``audit`` (verify, show, list) and ``verify`` (an alias of ``audit verify``)."""
     a = sub.add_parser("audit", help="verify, show and list session audit files")
@@ -124,6 +134,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     b.add_argument("audit", metavar="AUDIT.jsonl")
     b.add_argument("-o", "--output", metavar="DIR", required=True, help="folder to write the bundle into")
     b.set_defaults(func=_cmd_bundle)
+    x = verbs.add_parser("crosscheck", help="cells the Jupyter Server forwarded to a kernel that the kernel never "
+                         "recorded (exit 1 if any, or if a chain is broken)")
+    x.add_argument("server", metavar="SERVER.jsonl", help="the server's chain (server-<session>.jsonl)")
+    x.add_argument("kernel", nargs="+", metavar="KERNEL.jsonl",
+                   help="the kernel's audit (and the next sessions' files of a restarted kernel)")
+    x.add_argument("--json", action="store_true", help="print JSON")
+    x.set_defaults(func=_cmd_crosscheck)
 
 
 __all__ = ["add_parsers"]

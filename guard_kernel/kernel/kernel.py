@@ -64,6 +64,7 @@ class GuardedKernel(IPythonKernel):
         Any failure leaves the kernel refusing every cell with the reason; nothing here raises.
         """
         from guard_kernel.audit.pipe import PipeSink
+        from guard_kernel.audit.session import kernel_identity
         from guard_kernel.enforce.ipython import extension
         from guard_kernel.kernel import settings as launcher
 
@@ -77,9 +78,11 @@ class GuardedKernel(IPythonKernel):
             if env.get(launcher.ENV_AUDIT_FD):  # the launcher owns the audit file: records go to it
                 sink = PipeSink(int(env[launcher.ENV_AUDIT_FD]), env[launcher.ENV_AUDIT_PATH], {})
             confinement = json.loads(env[launcher.ENV_CONFINEMENT]) if env.get(launcher.ENV_CONFINEMENT) else None
+            # the server's kernel id (from its kernel-<id>.json): what `audit crosscheck` matches by
+            kernel = kernel_identity(getattr(self.parent, "connection_file", None) or None)
             guard = session.guard_from_env(default_actor="agent", lock=True, kernel=self.kernel_name, audit=sink,
                                            session_id=env.get(launcher.ENV_SESSION),
-                                           header={"confinement": confinement})
+                                           header={"confinement": confinement, "kernel": kernel})
             session.set_current(guard)
             extension.load_ipython_extension(self.shell)
             extension.refuse_magics(REFUSED_MAGICS, "the guarded kernel runs no debugger")

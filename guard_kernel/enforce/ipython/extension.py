@@ -28,7 +28,7 @@ from guard_kernel._package import PACKAGE
 from guard_kernel.analysis.python.scan import DEFAULT_ALIASES, magic_intent
 from guard_kernel.audit.live import LiveNotebook, after_cell
 from guard_kernel.audit.pipe import PipeSink
-from guard_kernel.audit.session import MAX_INNER, worst
+from guard_kernel.audit.session import MAX_INNER, kernel_identity, worst
 from guard_kernel.decision import guard as session
 from guard_kernel.decision.errors import GuardDenied
 from guard_kernel.decision.evaluate import Decision, Effect, RuleHit
@@ -187,19 +187,13 @@ def _install(state: _Loaded) -> None:
 def _kernel_info(ip: Any) -> dict[str, Any]:
     """The kernel this shell runs in, for the session header: its connection file, and its id
     when the file is Jupyter's ``kernel-<id>.json``; nothing in a terminal IPython."""
-    info: dict[str, Any] = {"name": "extension", "id": None}
     app = sys.modules.get("ipykernel.kernelapp")
     try:
         kernel_app = app.IPKernelApp if app is not None and app.IPKernelApp.initialized() else None
         conn = kernel_app.instance().connection_file if kernel_app is not None else ""
     except Exception:  # not a kernel, or one without a connection file
         conn = ""
-    if conn:
-        base = os.path.basename(conn)
-        info["connection_file"] = os.path.abspath(conn)
-        if base.startswith("kernel-") and base.endswith(".json"):
-            info["id"] = base[len("kernel-"):-len(".json")]
-    return info
+    return {"name": "extension", **kernel_identity(conn)}
 
 
 def _wrap_shutdown(state: _Loaded) -> None:
