@@ -132,11 +132,15 @@ class GuardedKernel(IPythonKernel):
         if guard is not None:
             guard.request = {"msg_id": header.get("msg_id"), "session": header.get("session"),
                              "username": header.get("username")}
+        # the Jupyter Server's stamp (jupyter_ext) may lower a human kernel to agent, never raise one
+        lowered = _lower_actor(guard, (parent.get("metadata") or {}).get("guard_actor"))
         try:
             await super().execute_request(stream, ident, parent)
         finally:
             if guard is not None:
                 guard.request = {}
+                if lowered:
+                    guard.actor, guard._cache = "human", {}
 
     async def do_execute(self, code: str, silent: bool, store_history: bool = True,
                          user_expressions: dict[str, str] | None = None, allow_stdin: bool = False, *,
@@ -244,6 +248,18 @@ class GuardedKernel(IPythonKernel):
 def _refusal(rule: str, action: Action, resource: str, message: str, hint: str, code: str | None) -> Decision:
     return Decision(Effect.DENY, action, resource, (RuleHit(rule, "<guard>", 0),), message, hint, None,
                     code[:2000] if code else None)
+
+
+def _lower_actor(guard: session.Guard | None, stamped: Any) -> bool:
+    """Decide this request as an agent's when the server stamped ``guard_actor: agent`` on a human
+    kernel (recorded); any other value changes nothing: a stamp never raises an agent to human."""
+    if guard is None or stamped != "agent" or guard.actor != "human":
+        return False
+    guard.actor, guard._cache = "agent", {}  # cached decisions were a human's
+    guard.record("actor", action=None, resource="kernel", decision="allow", rules=[],
+                 message="the server stamped guard_actor=agent: this request is decided as an agent's",
+                 acting_as="agent", **_request_fields(guard))
+    return True
 
 
 def _request_fields(guard: session.Guard) -> dict[str, Any]:
