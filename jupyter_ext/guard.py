@@ -12,6 +12,7 @@ application exists, no request has been served):
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +65,10 @@ class ServerGuard:
         settings["kernel_websocket_connection_class"] = guarded_connection_class(
             base, ChannelGuard(audit, kernels, frozenset(app.agent_identities)))
         guard.late(settings)
+        # extensions load by name: jupyter_server_terminals comes after this one. Its manager exists
+        # once loading is over, before the loop serves anything (and _start_jupyter_server_extension
+        # asks again where the server calls it)
+        asyncio.get_event_loop().call_soon(guard.late, server.web_app.settings)
         app.log.info("guard_kernel: server guard in place (policy %s, audit %s, only guarded kernels: %s → %s)",
                      policy.name, audit.path, app.only_guarded_kernels, kernels.guarded_name or "none")
         return guard

@@ -1,0 +1,149 @@
+"""Kernels and terminals of a guarded server: only guarded kernels start, whatever name is asked for;
+no terminals; the server stamps who sent a cell, and the kernel decides it for that actor.
+
+A real Jupyter Server (pytest-jupyter) with real guarded kernels started by it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pytest_jupyter.jupyter_core import jp_asyncio_loop  # noqa: F401  (autouse again here)
+from pytest_jupyter.jupyter_server import jp_server_cleanup  # noqa: F401
+from server_setup import AGENT_TOKEN, HUMAN_TOKEN, auth, guard_config, refused, server_policy, server_records
+
+from guard_kernel.audit import read_records
+from guard_kernel.demo import Workspace
+from guard_kernel.kernel import spec
+from jupyter_ext.files import GuardForbidden
+from jupyter_ext.kernels import PROVIDED_NAME
+
+HUMAN_SPEC = "guarded-human"
+SHELL_CELL = "import os\nos.system('true')"
+
+
+@pytest.fixture
+def audit(project: Workspace) -> Path:
+    return project.root / "audit"
+
+
+@pytest.fixture
+def kernel_audit(project: Workspace) -> Path:
+    return project.root / "kernel-audit" / uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def jp_root_dir(project: Workspace) -> Path:
+    return project.root
+
+
+async def _kernel_info(serverapp: Any, kid: str) -> dict[str, Any]:
+    """kernel_info_reply of a kernel the server started (over its own client)."""
+    kc = serverapp.kernel_manager.get_kernel(kid).client()
+    kc.start_channels()
+    try:
+        await kc.wait_for_ready(timeout=120)
+        msg_id = kc.kernel_info()
+        while True:
+            reply = await kc.get_shell_msg(timeout=120)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return dict(reply["content"])
+    finally:
+        kc.stop_channels()
+
+
+class TestOnlyGuardedKernels:
+    @pytest.fixture
+    def jp_server_config(self, project: Workspace, audit: Path) -> dict[str, Any]:
+        # no guarded kernelspec is installed in pytest-jupyter's environment: the extension provides one
+        return guard_config(project, audit, only_guarded_kernels=True)
+
+    async def test_every_start_is_guarded(self, jp_fetch: Any, jp_serverapp: Any) -> None:
+        specs = json.loads((await jp_fetch("api", "kernelspecs")).body)
+        assert set(specs["kernelspecs"]) == {PROVIDED_NAME} and specs["default"] == PROVIDED_NAME
+        by_name = json.loads((await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "python3"}))).body)
+        # jupyter-mcp-server running inside the server: start_kernel(path=…) and no name
+        nameless = await jp_serverapp.kernel_manager.start_kernel(path="scratch")
+        session = json.loads((await jp_fetch("api", "sessions", method="POST", body=json.dumps(
+            {"path": "scratch/nb.ipynb", "type": "notebook", "kernel": {"name": "echo"}}))).body)
+        kids = {"python3": by_name["id"], None: nameless, "echo": session["kernel"]["id"]}
+        for kid in kids.values():
+            assert jp_serverapp.kernel_manager.get_kernel(kid).kernel_name == PROVIDED_NAME
+        info = await _kernel_info(jp_serverapp, nameless)
+        assert info["guard"]["guarded"] is True and info["guard"]["actor"] == "agent", info.get("guard")
+        assert info["guard"]["policy"] == "agent-default"
+        starts = {r["kernel"]["id"]: r["kernel"] for r in server_records(jp_serverapp) if r["kind"] == "kernel.start"}
+        for requested, kid in kids.items():
+            assert starts[kid] == {"id": kid, "name": PROVIDED_NAME, "requested": requested}
+
+    async def test_terminals_refused(self, jp_fetch: Any, jp_serverapp: Any) -> None:
+        code, body = await refused(jp_fetch("api", "terminals", method="POST", body="{}"))
+        assert code == 403 and body["guard"]["rules"][0]["id"] == "no-terminals"
+        manager = jp_serverapp.web_app.settings["terminal_manager"]
+        with pytest.raises(GuardForbidden):  # a server-side tool asking the manager directly
+            manager.create()
+        assert manager.list() == []
+        kinds = [(r["kind"], r["decision"]) for r in server_records(jp_serverapp)]
+        assert kinds.count(("terminal", "deny")) == 2
+
+
+class TestWhoSentACell:
+    """A guarded kernelspec whose actor is human; the server stamps agent for an agent identity."""
+
+    @pytest.fixture
+    def jp_server_config(self, project: Workspace, audit: Path, kernel_audit: Path, jp_environ: Any) -> dict[str, Any]:
+        spec.install(name=HUMAN_SPEC, user=True, policy=str(server_policy(project)), root=str(project.root),
+                     actor="human", audit_dir=str(kernel_audit))
+        return guard_config(project, audit, only_guarded_kernels=True, guarded_kernel_name=HUMAN_SPEC)
+
+    async def test_server_stamps_the_identity_and_the_kernel_lowers(self, jp_fetch: Any, jp_ws_fetch: Any,
+                                                                    jp_serverapp: Any, kernel_audit: Path) -> None:
+        kid = json.loads((await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "python3"}),
+                                         headers=auth(HUMAN_TOKEN))).body)["id"]
+        assert jp_serverapp.kernel_manager.get_kernel(kid).kernel_name == HUMAN_SPEC
+        agent = await _execute(jp_ws_fetch, kid, AGENT_TOKEN, SHELL_CELL, {"guard_actor": "human"})
+        human = await _execute(jp_ws_fetch, kid, HUMAN_TOKEN, SHELL_CELL, {})
+        raised = await _execute(jp_ws_fetch, kid, HUMAN_TOKEN, "1 + 1", {"guard_actor": "agent"})
+        assert agent["status"] == "error", agent  # decided as an agent's: shell.exec denied
+        assert human["status"] == "ok", human  # the kernelspec's human: a warning, it runs
+        assert raised["status"] == "ok"  # a client's own stamp counts for nothing: the server's stands
+
+        execs = {r["request"]["msg_id"]: r for r in server_records(jp_serverapp) if r["kind"] == "server.execute"}
+        assert execs[agent["msg_id"]]["actor"] == "agent" and execs[agent["msg_id"]]["identity"]["agent"] is True
+        assert execs[human["msg_id"]]["actor"] == "human" and execs[human["msg_id"]]["identity"]["username"] == "ana"
+        assert execs[raised["msg_id"]]["actor"] == "human"
+        rec = execs[agent["msg_id"]]
+        assert rec["kernel"] == {"id": kid, "name": HUMAN_SPEC, "requested": "python3"}
+        assert rec["code"] == SHELL_CELL and rec["resource"] == f"kernel/{kid}" and rec["client"]["ip"]
+
+        records = [r for f in sorted(kernel_audit.glob("*.jsonl")) for r in read_records(str(f))]
+        lowered = [r for r in records if r["kind"] == "actor"]
+        assert [r["request"]["msg_id"] for r in lowered] == [agent["msg_id"]] and lowered[0]["acting_as"] == "agent"
+        shell = [r["decision"] for r in records if r.get("action") == "shell.exec"]
+        assert "deny" in shell and "warn" in shell, shell  # the agent's cell denied, the human's warned
+
+
+async def _execute(ws_fetch: Any, kid: str, token: str, code: str, metadata: dict[str, Any]) -> dict[str, Any]:
+    """Send one execute_request over the kernel's websocket as *token*'s identity; its reply content."""
+    ws = await ws_fetch("api", "kernels", kid, "channels", headers=auth(token))
+    try:
+        msg_id = uuid.uuid4().hex
+        await ws.write_message(json.dumps({
+            "channel": "shell", "metadata": metadata, "buffers": [], "parent_header": {},
+            "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "client-says",
+                       "session": uuid.uuid4().hex, "version": "5.3", "date": ""},
+            "content": {"code": code, "silent": False, "store_history": True, "user_expressions": {},
+                        "allow_stdin": False, "stop_on_error": False}}))
+        while True:
+            raw = await asyncio.wait_for(ws.read_message(), timeout=180)
+            assert raw is not None, "the websocket closed"
+            msg = json.loads(raw)
+            if msg.get("msg_type") == "execute_reply" and msg["parent_header"].get("msg_id") == msg_id:
+                return {"msg_id": msg_id, **msg["content"]}
+    finally:
+        ws.close()
