@@ -1,8 +1,8 @@
 """Who sent a cell: the server stamps ``metadata.guard_actor`` on every execute_request it forwards.
 
 The kernel websocket connection class the server is configured with is subclassed
-(:func:`guarded_connection_class`) so that, before an ``execute_request`` goes to the kernel's shell
-channel, the server:
+(:func:`guarded_connection_class`) so that, before an ``execute_request`` goes to the kernel (shell or
+control channel: ipykernel answers both), the server:
 
 - drops whatever ``guard_actor`` the client put in the metadata (clients do not declare who they are);
 - sets it from the authenticated identity: ``agent`` for identities configured as agents, otherwise
@@ -34,6 +34,8 @@ from jupyter_ext.server_audit import AuditUnavailable, ServerAudit, code_sha256
 V1 = "v1.kernel.websocket.jupyter.org"
 ACTOR_KEY = "guard_actor"
 """The request metadata key the guarded kernel reads (set by the server only)."""
+STAMPED_CHANNELS = frozenset({"shell", "control"})
+"""Where an execute_request is stamped: ipykernel serves the shell's message types on control too."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ def rewrite(guard: ChannelGuard, conn: Any, ws_msg: Any) -> Any:
     """*ws_msg* with the execute_request stamped (other messages unchanged)."""
     if conn.subprotocol == V1:
         channel, parts = deserialize_msg_from_ws_v1(ws_msg)
-        if channel != "shell" or len(parts) < 4:
+        if channel not in STAMPED_CHANNELS or len(parts) < 4:
             return ws_msg
         header = json.loads(parts[0])
         if header.get("msg_type") != "execute_request":
@@ -84,7 +86,8 @@ def rewrite(guard: ChannelGuard, conn: Any, ws_msg: Any) -> Any:
         return serialize_msg_to_ws_v1(parts, channel)
     binary = isinstance(ws_msg, bytes)
     msg = deserialize_binary_message(ws_msg) if binary else json.loads(ws_msg)
-    if (msg.get("channel") or "shell") != "shell" or (msg.get("header") or {}).get("msg_type") != "execute_request":
+    channel = msg.get("channel") or "shell"
+    if channel not in STAMPED_CHANNELS or (msg.get("header") or {}).get("msg_type") != "execute_request":
         return ws_msg
     msg["metadata"] = dict(msg.get("metadata") or {})
     guard.stamp(conn, msg["header"], msg["metadata"], msg.get("content") or {})

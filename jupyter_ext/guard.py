@@ -58,9 +58,10 @@ class ServerGuard:
                           policy_files=tuple(kernels.policy_files()))
         guard = cls(policy, audit, kernels, files, app.allow_terminals)
         guard_contents_manager(server.contents_manager, files)
-        settings["authorizer"] = GuardAuthorizer(settings["authorizer"], files, agents=app.agent_identities,
-                                                 allow_terminals=app.allow_terminals, on_terminal=guard.terminal,
-                                                 parent=server, log=app.log)
+        authorizer = GuardAuthorizer(settings["authorizer"], files, agents=app.agent_identities,
+                                     allow_terminals=app.allow_terminals, on_terminal=guard.terminal,
+                                     parent=server, log=app.log)
+        settings["authorizer"] = server.authorizer = authorizer  # handlers read the setting; extensions the app
         base = settings.get("kernel_websocket_connection_class") or server.kernel_websocket_connection_class
         settings["kernel_websocket_connection_class"] = guarded_connection_class(
             base, ChannelGuard(audit, kernels, frozenset(app.agent_identities)))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jupyter_server.services.kernels.connection.base import deserialize_msg_from_ws_v1, serialize_msg_to_ws_v1
 from pytest_jupyter.jupyter_core import jp_asyncio_loop  # noqa: F401  (autouse again here)
 from pytest_jupyter.jupyter_server import jp_server_cleanup  # noqa: F401
 from server_setup import AGENT_TOKEN, HUMAN_TOKEN, auth, guard_config, refused, server_policy, server_records
@@ -20,6 +21,7 @@ from server_setup import AGENT_TOKEN, HUMAN_TOKEN, auth, guard_config, refused, 
 from guard_kernel.audit import read_records
 from guard_kernel.demo import Workspace
 from guard_kernel.kernel import spec
+from jupyter_ext.channels import V1
 from jupyter_ext.files import GuardForbidden
 from jupyter_ext.kernels import PROVIDED_NAME
 
@@ -106,15 +108,20 @@ class TestWhoSentACell:
         kid = json.loads((await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "python3"}),
                                          headers=auth(HUMAN_TOKEN))).body)["id"]
         assert jp_serverapp.kernel_manager.get_kernel(kid).kernel_name == HUMAN_SPEC
-        agent = await _execute(jp_ws_fetch, kid, AGENT_TOKEN, SHELL_CELL, {"guard_actor": "human"})
+        # JupyterLab's wire protocol (v1, binary) for the agent, the legacy JSON one for the others
+        agent = await _execute(jp_ws_fetch, kid, AGENT_TOKEN, SHELL_CELL, {"guard_actor": "human"}, v1=True)
+        # ipykernel serves execute_request on the control channel too: stamped there as well
+        control = await _execute(jp_ws_fetch, kid, AGENT_TOKEN, SHELL_CELL, {"guard_actor": "human"},
+                                 channel="control")
         human = await _execute(jp_ws_fetch, kid, HUMAN_TOKEN, SHELL_CELL, {})
         raised = await _execute(jp_ws_fetch, kid, HUMAN_TOKEN, "1 + 1", {"guard_actor": "agent"})
-        assert agent["status"] == "error", agent  # decided as an agent's: shell.exec denied
+        assert agent["status"] == "error" and control["status"] == "error", (agent, control)  # shell.exec denied
         assert human["status"] == "ok", human  # the kernelspec's human: a warning, it runs
         assert raised["status"] == "ok"  # a client's own stamp counts for nothing: the server's stands
 
         execs = {r["request"]["msg_id"]: r for r in server_records(jp_serverapp) if r["kind"] == "server.execute"}
         assert execs[agent["msg_id"]]["actor"] == "agent" and execs[agent["msg_id"]]["identity"]["agent"] is True
+        assert execs[control["msg_id"]]["actor"] == "agent"
         assert execs[human["msg_id"]]["actor"] == "human" and execs[human["msg_id"]]["identity"]["username"] == "ana"
         assert execs[raised["msg_id"]]["actor"] == "human"
         rec = execs[agent["msg_id"]]
@@ -123,27 +130,38 @@ class TestWhoSentACell:
 
         records = [r for f in sorted(kernel_audit.glob("*.jsonl")) for r in read_records(str(f))]
         lowered = [r for r in records if r["kind"] == "actor"]
-        assert [r["request"]["msg_id"] for r in lowered] == [agent["msg_id"]] and lowered[0]["acting_as"] == "agent"
+        assert [r["request"]["msg_id"] for r in lowered] == [agent["msg_id"], control["msg_id"]]
+        assert {r["acting_as"] for r in lowered} == {"agent"}
         shell = [r["decision"] for r in records if r.get("action") == "shell.exec"]
         assert "deny" in shell and "warn" in shell, shell  # the agent's cell denied, the human's warned
 
 
-async def _execute(ws_fetch: Any, kid: str, token: str, code: str, metadata: dict[str, Any]) -> dict[str, Any]:
+async def _execute(ws_fetch: Any, kid: str, token: str, code: str, metadata: dict[str, Any], *,
+                   v1: bool = False, channel: str = "shell") -> dict[str, Any]:
     """Send one execute_request over the kernel's websocket as *token*'s identity; its reply content."""
-    ws = await ws_fetch("api", "kernels", kid, "channels", headers=auth(token))
+    ws = await ws_fetch("api", "kernels", kid, "channels", headers=auth(token), subprotocols=[V1] if v1 else None)
+    assert (ws.selected_subprotocol == V1) is v1
+    msg_id = uuid.uuid4().hex
+    msg = {"metadata": metadata, "parent_header": {},
+           "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "client-says",
+                      "session": uuid.uuid4().hex, "version": "5.3", "date": ""},
+           "content": {"code": code, "silent": False, "store_history": True, "user_expressions": {},
+                       "allow_stdin": False, "stop_on_error": False}}
     try:
-        msg_id = uuid.uuid4().hex
-        await ws.write_message(json.dumps({
-            "channel": "shell", "metadata": metadata, "buffers": [], "parent_header": {},
-            "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "client-says",
-                       "session": uuid.uuid4().hex, "version": "5.3", "date": ""},
-            "content": {"code": code, "silent": False, "store_history": True, "user_expressions": {},
-                        "allow_stdin": False, "stop_on_error": False}}))
+        if v1:
+            await ws.write_message(serialize_msg_to_ws_v1(msg, channel, lambda x: json.dumps(x).encode()), binary=True)
+        else:
+            await ws.write_message(json.dumps({"channel": channel, "buffers": [], **msg}))
         while True:
             raw = await asyncio.wait_for(ws.read_message(), timeout=180)
             assert raw is not None, "the websocket closed"
-            msg = json.loads(raw)
-            if msg.get("msg_type") == "execute_reply" and msg["parent_header"].get("msg_id") == msg_id:
-                return {"msg_id": msg_id, **msg["content"]}
+            if v1:
+                _, parts = deserialize_msg_from_ws_v1(raw)
+                header, parent, content = json.loads(parts[0]), json.loads(parts[1]), json.loads(parts[3])
+            else:
+                got = json.loads(raw)
+                header, parent, content = got["header"], got["parent_header"], got["content"]
+            if header.get("msg_type") == "execute_reply" and parent.get("msg_id") == msg_id:
+                return {"msg_id": msg_id, **content}
     finally:
         ws.close()
