@@ -113,10 +113,11 @@ class GuardAuthorizer(Authorizer):
 
 
 def _url_path(handler: Any) -> str:
-    """The API path in the request's URL (a keyword of the route, or its one positional group)."""
+    """The API path in the request's URL (a keyword of the route, or its last positional group:
+    ``/files/(path)``, ``/nbconvert/(format)/(path)``)."""
     kwargs = getattr(handler, "path_kwargs", None) or {}
     args = getattr(handler, "path_args", None) or ()
-    value = kwargs.get("path") or (args[0] if args and isinstance(args[0], str) else "")
+    value = kwargs.get("path") or (args[-1] if args and isinstance(args[-1], str) else "")
     return str(value or "").strip("/")
 
 

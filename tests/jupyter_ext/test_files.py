@@ -127,7 +127,8 @@ async def test_scratch_writes_succeed(jp_fetch: Any, jp_serverapp: Any, project:
 
 
 async def test_downloads_of_read_denied_paths_refused(jp_fetch: Any, project: Workspace) -> None:
-    for parts in (("files", "secrets", "key.txt"), ("api", "contents", "secrets", "key.txt")):
+    for parts in (("files", "secrets", "key.txt"), ("api", "contents", "secrets", "key.txt"),
+                  ("nbconvert", "script", "secrets", "key.txt")):
         code, body = await refused(jp_fetch(*parts))
         assert code == 403 and body["guard"]["rules"][0]["id"] == "no-secrets", parts
     listing = await jp_fetch("api", "contents", "secrets")  # the folder's listing is not the file's content
