@@ -79,9 +79,18 @@ class GuardExtension(ExtensionApp):
 
     def _install_guard(self) -> None:
         """Put the server guard in place: files, kernels, terminals, identity, the server chain."""
+        from jupyter_ext.authz import UnavailableAuthorizer
         from jupyter_ext.guard import ServerGuard
 
-        self.guard = ServerGuard.install(self, self.settings)
+        try:
+            self.guard = ServerGuard.install(self, self.settings)
+        except Exception as exc:  # fail closed: the server would otherwise load without its guard
+            reason = f"{type(exc).__name__}: {exc}"
+            self.log.error("guard_kernel: the server guard could not start; every request is refused: %s", reason)
+            server = self.serverapp
+            assert server is not None  # linked before settings are prepared
+            self.settings["authorizer"] = server.authorizer = UnavailableAuthorizer(
+                self.settings["authorizer"], reason, parent=server, log=self.log)
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         """Every extension is loaded now: refuse terminals whichever loaded after this one."""

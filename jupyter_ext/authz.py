@@ -112,6 +112,24 @@ class GuardAuthorizer(Authorizer):
             raise refuse(d, handler)
 
 
+class UnavailableAuthorizer(Authorizer):
+    """Fail closed: the guard could not start (a bad policy, an unwritable audit folder), so the
+    server refuses every authorized request, saying why, instead of running unguarded."""
+
+    def __init__(self, inner: Authorizer, reason: str, **kwargs: Any) -> None:
+        super().__init__(identity_provider=inner.identity_provider, **kwargs)
+        self.inner = inner
+        self.reason = reason
+
+    def is_authorized(self, handler: Any, user: Any, action: str, resource: str) -> bool:
+        d = Decision(Effect.DENY, Action.KERNEL_REQUEST, resource, (RuleHit("guard-unavailable", "<server>", 0),),
+                     f"the guard_kernel server extension could not start, so this server refuses every request: "
+                     f"{self.reason}",
+                     "Fix the extension's configuration (guard-kernel policy check for the policy), then restart "
+                     "the server.")
+        raise refuse(d, handler)
+
+
 def _url_path(handler: Any) -> str:
     """The API path in the request's URL (a keyword of the route, or its last positional group:
     ``/files/(path)``, ``/nbconvert/(format)/(path)``)."""
@@ -135,4 +153,4 @@ def _is_file(files: FileGuard, path: str) -> bool:
     return os.path.isfile(files.real(path))
 
 
-__all__ = ["TERMINALS_RULE", "GuardAuthorizer"]
+__all__ = ["TERMINALS_RULE", "GuardAuthorizer", "UnavailableAuthorizer"]

@@ -67,3 +67,29 @@ def test_enable_and_list(tmp_path: Any) -> None:
     listed = jupyter("list")
     assert "jupyter_ext enabled" in listed and re.search(r"jupyter_ext \S+ OK", listed), listed
     assert ExtensionConfigManager(read_config_path=[str(config)]).get_jpserver_extensions()["jupyter_ext"] is True
+
+
+class TestFailClosed:
+    """A policy that cannot be loaded: the server serves nothing rather than serving unguarded."""
+
+    @pytest.fixture
+    def jp_server_config(self, tmp_path: Any) -> dict[str, Any]:
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("version: 1\nname: bad\ndefaults: {write: sometimes}\n")
+        return {"ServerApp": {"jpserver_extensions": {"jupyter_ext": True}},
+                "GuardExtension": {"policy": str(bad)}}
+
+    async def test_every_request_refused(self, jp_fetch: Any, jp_serverapp: Any) -> None:
+        import json
+
+        from tornado.httpclient import HTTPClientError
+
+        assert jp_serverapp.web_app.settings["guard_extension"].guard is None
+        for parts, kwargs in ((("api", "contents"), {}), (("api", "kernels"), {"method": "POST", "body": "{}"}),
+                              (("api", "kernelspecs"), {})):
+            with pytest.raises(HTTPClientError) as info:
+                await jp_fetch(*parts, **kwargs)
+            assert info.value.code == 403, parts
+            body = json.loads(info.value.response.body)
+            assert body["guard"]["rules"][0]["id"] == "guard-unavailable" and "bad.yaml" in body["message"], body
+        assert jp_serverapp.kernel_manager.list_kernel_ids() == []
