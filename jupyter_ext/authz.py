@@ -18,11 +18,15 @@ from typing import Any
 from jupyter_server.auth.authorizer import Authorizer
 from jupyter_server.base.handlers import AuthenticatedFileHandler
 from jupyter_server.files.handlers import FilesHandler
-from jupyter_server.services.contents.handlers import ContentsHandler, ModifyCheckpointsHandler
+from jupyter_server.services.contents.handlers import (
+    CheckpointsHandler,
+    ContentsHandler,
+    ModifyCheckpointsHandler,
+)
 
 from guard_kernel.decision.evaluate import Decision, Effect, RuleHit
 from guard_kernel.policy.actions import Action
-from jupyter_ext.files import CURRENT, FileGuard, RequestContext, refuse
+from jupyter_ext.files import CURRENT, FileGuard, RequestContext, checkpoint_of, refuse
 from jupyter_ext.identity import Identity, identity_of
 
 TERMINALS_RULE = "no-terminals"
@@ -74,6 +78,11 @@ class GuardAuthorizer(Authorizer):
         elif isinstance(handler, ModifyCheckpointsHandler):
             if method == "POST":  # restore: the checkpoint's bytes replace the file
                 check(Action.FILE_WRITE, path, **args)
+            elif method == "DELETE":
+                check(Action.FILE_DELETE, checkpoint_of(path), of=path, **args)
+        elif isinstance(handler, CheckpointsHandler):
+            if method == "POST":  # a copy of the file, written beside it
+                check(Action.FILE_WRITE, checkpoint_of(path), of=path, **args)
         elif isinstance(handler, ContentsHandler):
             self._contents(handler, method, path, args)
 

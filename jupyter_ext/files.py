@@ -8,7 +8,7 @@ naming the rule) when it is refused.  Two places ask it:
 - the HTTP handlers, through the wrapped authorizer (:mod:`jupyter_ext.authz`), which reads the
   paths from the request (the authorizer itself only sees a resource type);
 - the ContentsManager itself (:func:`guard_contents_manager`): ``save``, ``delete``, ``rename``,
-  ``copy``, ``restore_checkpoint`` and reads of file content, so writes that never come over HTTP
+  ``copy``, checkpoints (create, restore, delete) and reads of file content, so writes that never come over HTTP
   (collaboration rooms, server-side extensions such as jupyter-mcp-server running in the server)
   are refused too, before the file is touched.
 
@@ -146,6 +146,13 @@ class FileGuard:
         return f"{to_path}/{name}".strip("/") if is_dir or not to_path else to_path
 
 
+def checkpoint_of(path: str) -> str:
+    """Where a file's checkpoint is written: ``.ipynb_checkpoints/`` beside it (FileCheckpoints'
+    layout; the file name inside is decided by the folder, which is what path globs match)."""
+    folder, _, name = path.strip("/").rpartition("/")
+    return "/".join(p for p in (folder, ".ipynb_checkpoints", name) if p)
+
+
 def guard_contents_manager(cm: Any, guard: FileGuard) -> None:
     """Decide every write (and content read) of *cm* before it happens, on the instance itself."""
     if getattr(cm, "_guard_kernel_wrapped", False):
@@ -169,12 +176,22 @@ def guard_contents_manager(cm: Any, guard: FileGuard) -> None:
     def restore_checks(checkpoint_id: str, path: str, *_: Any, **__: Any) -> None:
         guard.check(Action.FILE_WRITE, path, via="contents_manager", op="restore_checkpoint")
 
+    def create_checkpoint_checks(path: str, *_: Any, **__: Any) -> None:
+        guard.check(Action.FILE_WRITE, checkpoint_of(path), via="contents_manager", op="create_checkpoint",
+                    of=path)
+
+    def delete_checkpoint_checks(checkpoint_id: str, path: str, *_: Any, **__: Any) -> None:
+        guard.check(Action.FILE_DELETE, checkpoint_of(path), via="contents_manager", op="delete_checkpoint",
+                    of=path)
+
     def get_checks(path: str, content: bool = True, type: str | None = None, *_: Any, **__: Any) -> None:
         if content and type != "directory" and os.path.isfile(guard.real(path)):
             guard.check(Action.FILE_READ, path, via="contents_manager", op="get")
 
     for name, checks in (("save", save_checks), ("delete", delete_checks), ("rename", rename_checks),
-                         ("copy", copy_checks), ("restore_checkpoint", restore_checks), ("get", get_checks)):
+                         ("copy", copy_checks), ("restore_checkpoint", restore_checks),
+                         ("create_checkpoint", create_checkpoint_checks),
+                         ("delete_checkpoint", delete_checkpoint_checks), ("get", get_checks)):
         setattr(cm, name, _guarded(getattr(cm, name), checks))
     cm._guard_kernel_wrapped = True
 
@@ -207,4 +224,5 @@ def _guarded(method: Callable[..., Any], checks: Callable[..., None]) -> Callabl
     return run
 
 
-__all__ = ["CURRENT", "FileGuard", "GuardForbidden", "RequestContext", "guard_contents_manager", "refuse"]
+__all__ = ["CURRENT", "FileGuard", "GuardForbidden", "RequestContext", "checkpoint_of", "guard_contents_manager",
+           "refuse"]

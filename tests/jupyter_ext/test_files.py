@@ -74,6 +74,10 @@ def _cases(project: Workspace, audit: Path) -> list[tuple[str, str, dict[str, An
         ("copy into raw", "data/raw", {"method": "POST", "body": json.dumps({"copy_from": "scratch/seed.txt"})},
          "source:raw"),
         ("delete a raw file", raw, {"method": "DELETE"}, "source:raw"),
+        ("checkpoint of a raw file (written beside it)", raw + "/checkpoints", {"method": "POST", "body": ""},
+         "source:raw"),
+        ("restore a raw file's checkpoint", raw + "/checkpoints/checkpoint", {"method": "POST", "body": ""},
+         "source:raw"),
         ("delete the warehouse", "data/warehouse.duckdb", {"method": "DELETE"}, "source:warehouse"),
         ("save over the policy in force", "policies/server.yaml", _put_text("", "version: 1\n"), "policy-file"),
         ("delete the policy in force", "policies/server.yaml", {"method": "DELETE"}, "policy-file"),
@@ -102,6 +106,7 @@ async def test_contents_api_refuses_sources_policies_and_audits(jp_fetch: Any, j
         assert {p: _sha(p) for p in before} == before, name  # untouched
     assert not (project.raw / "seed.txt").exists() and not (project.root / "notes.txt").exists()
     assert not (project.raw / "new.csv").exists() and not (audit / "new.jsonl").exists()
+    assert not (project.raw / ".ipynb_checkpoints").exists()
     denied = [r for r in server_records(jp_serverapp) if r["kind"] == "file" and r["decision"] == "deny"]
     assert len(denied) >= len(_cases(project, audit))
     assert {r["via"] for r in denied} == {"http"}
@@ -148,7 +153,9 @@ async def test_contents_manager_writes_from_an_extension_refused(jp_serverapp: A
     model = {"type": "file", "format": "text", "content": "overwritten\n"}
     calls = [("save", lambda: cm.save(model, api)), ("delete", lambda: cm.delete(api)),
              ("rename", lambda: cm.rename(api, "scratch/r.csv")), ("copy", lambda: cm.copy("scratch", "data/raw")),
-             ("save policy", lambda: cm.save(model, "policies/server.yaml"))]
+             ("save policy", lambda: cm.save(model, "policies/server.yaml")),
+             ("checkpoint", lambda: cm.create_checkpoint(api)),
+             ("restore", lambda: cm.restore_checkpoint("checkpoint", api))]
     (project.scratch / "c.txt").write_text("c\n")
     calls[3] = ("copy", lambda: cm.copy("scratch/c.txt", "data/raw"))
     for name, call in calls:
@@ -156,6 +163,7 @@ async def test_contents_manager_writes_from_an_extension_refused(jp_serverapp: A
             await call()
         assert info.value.status_code == 403 and info.value.decision.rules, name
     assert _sha(raw) == before and not (project.raw / "c.txt").exists()
+    assert not (project.raw / ".ipynb_checkpoints").exists()
     assert "overwritten" not in server_policy(project).read_text()
     await cm.save(model, "scratch/by-extension.txt")  # scratch: allowed
     assert (project.scratch / "by-extension.txt").read_text() == "overwritten\n"
