@@ -9,8 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from jupyter_server.auth.authorizer import Authorizer
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Enum, List, Unicode
+
+
+class RefuseAll(Authorizer):
+    """Every request refused (403): what is left when the guard's own modules cannot be imported."""
+
+    def is_authorized(self, handler: Any, user: Any, action: str, resource: str) -> bool:
+        return False
 
 
 class GuardExtension(ExtensionApp):
@@ -79,18 +87,24 @@ class GuardExtension(ExtensionApp):
 
     def _install_guard(self) -> None:
         """Put the server guard in place: files, kernels, terminals, identity, the server chain."""
-        from jupyter_ext.authz import UnavailableAuthorizer
-        from jupyter_ext.guard import ServerGuard
-
+        server = self.serverapp
+        assert server is not None  # linked before settings are prepared
         try:
+            from jupyter_ext.guard import ServerGuard
+
             self.guard = ServerGuard.install(self, self.settings)
         except Exception as exc:  # fail closed: the server would otherwise load without its guard
             reason = f"{type(exc).__name__}: {exc}"
             self.log.error("guard_kernel: the server guard could not start; every request is refused: %s", reason)
-            server = self.serverapp
-            assert server is not None  # linked before settings are prepared
-            self.settings["authorizer"] = server.authorizer = UnavailableAuthorizer(
-                self.settings["authorizer"], reason, parent=server, log=self.log)
+            inner = self.settings["authorizer"]
+            refusing: Authorizer
+            try:
+                from jupyter_ext.authz import UnavailableAuthorizer
+
+                refusing = UnavailableAuthorizer(inner, reason, parent=server, log=self.log)
+            except Exception:  # the guard's own modules are broken: Jupyter's plain 403 for everything
+                refusing = RefuseAll(identity_provider=inner.identity_provider, parent=server, log=self.log)
+            self.settings["authorizer"] = server.authorizer = refusing
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         """Every extension is loaded now: refuse terminals whichever loaded after this one."""
