@@ -44,19 +44,26 @@ def jp_root_dir(project: Workspace) -> Path:
     return project.root
 
 
-async def _kernel_info(serverapp: Any, kid: str) -> dict[str, Any]:
-    """kernel_info_reply of a kernel the server started (over its own client)."""
+async def _direct(serverapp: Any, kid: str, msg_type: str, content: dict[str, Any],
+                  metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A request sent straight to a kernel the server started (its own ZMQ client: no websocket, no
+    stamp from the server); the reply's content."""
     kc = serverapp.kernel_manager.get_kernel(kid).client()
     kc.start_channels()
     try:
         await kc.wait_for_ready(timeout=120)
-        msg_id = kc.kernel_info()
+        msg = kc.session.msg(msg_type, content, metadata=metadata or {})
+        kc.shell_channel.send(msg)
         while True:
             reply = await kc.get_shell_msg(timeout=120)
-            if reply["parent_header"].get("msg_id") == msg_id:
+            if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
                 return dict(reply["content"])
     finally:
         kc.stop_channels()
+
+
+async def _kernel_info(serverapp: Any, kid: str) -> dict[str, Any]:
+    return await _direct(serverapp, kid, "kernel_info_request", {})
 
 
 class TestOnlyGuardedKernels:
@@ -79,6 +86,11 @@ class TestOnlyGuardedKernels:
         info = await _kernel_info(jp_serverapp, nameless)
         assert info["guard"]["guarded"] is True and info["guard"]["actor"] == "agent", info.get("guard")
         assert info["guard"]["policy"] == "agent-default"
+        # a client's own guard_actor never raises an agent kernel to human (the kernel alone decides that)
+        raised = await _direct(jp_serverapp, nameless, "execute_request",
+                               {"code": SHELL_CELL, "silent": False, "store_history": True, "user_expressions": {},
+                                "allow_stdin": False, "stop_on_error": False}, {"guard_actor": "human"})
+        assert raised["status"] == "error" and "agent-no-egress" in raised["evalue"], raised
         starts = {r["kernel"]["id"]: r["kernel"] for r in server_records(jp_serverapp) if r["kind"] == "kernel.start"}
         for requested, kid in kids.items():
             assert starts[kid] == {"id": kid, "name": PROVIDED_NAME, "requested": requested}
