@@ -127,6 +127,14 @@ class TestWhoSentACell:
                                  channel="control")
         human = await _execute(jp_ws_fetch, kid, HUMAN_TOKEN, SHELL_CELL, {})
         raised = await _execute(jp_ws_fetch, kid, HUMAN_TOKEN, "1 + 1", {"guard_actor": "agent"})
+        # kept verdicts are a human's: the lowered request must not reuse them (row cap human 10000, agent 500)
+        rows = "import duckdb\n_con = globals().get('_con') or duckdb.connect()\n" \
+               "print(len(_con.execute('SELECT * FROM range(2000)').fetchall()))"
+        as_human = await _execute(jp_ws_fetch, kid, HUMAN_TOKEN, rows, {})
+        as_agent = await _execute(jp_ws_fetch, kid, AGENT_TOKEN, rows, {})
+        again_human = await _execute(jp_ws_fetch, kid, HUMAN_TOKEN, rows, {})
+        assert [as_human["stdout"].split()[0], as_agent["stdout"].split()[0], again_human["stdout"].split()[0]] \
+            == ["2000", "500", "2000"], (as_human, as_agent, again_human)
         assert agent["status"] == "error" and control["status"] == "error", (agent, control)  # shell.exec denied
         assert human["status"] == "ok", human  # the kernelspec's human: a warning, it runs
         assert raised["status"] == "ok"  # a client's own stamp counts for nothing: the server's stands
@@ -142,7 +150,7 @@ class TestWhoSentACell:
 
         records = [r for f in sorted(kernel_audit.glob("*.jsonl")) for r in read_records(str(f))]
         lowered = [r for r in records if r["kind"] == "actor"]
-        assert [r["request"]["msg_id"] for r in lowered] == [agent["msg_id"], control["msg_id"]]
+        assert [r["request"]["msg_id"] for r in lowered] == [agent["msg_id"], control["msg_id"], as_agent["msg_id"]]
         assert {r["acting_as"] for r in lowered} == {"agent"}
         shell = [r["decision"] for r in records if r.get("action") == "shell.exec"]
         assert "deny" in shell and "warn" in shell, shell  # the agent's cell denied, the human's warned
@@ -159,6 +167,7 @@ async def _execute(ws_fetch: Any, kid: str, token: str, code: str, metadata: dic
                       "session": uuid.uuid4().hex, "version": "5.3", "date": ""},
            "content": {"code": code, "silent": False, "store_history": True, "user_expressions": {},
                        "allow_stdin": False, "stop_on_error": False}}
+    stdout = ""
     try:
         if v1:
             await ws.write_message(serialize_msg_to_ws_v1(msg, channel, lambda x: json.dumps(x).encode()), binary=True)
@@ -173,7 +182,11 @@ async def _execute(ws_fetch: Any, kid: str, token: str, code: str, metadata: dic
             else:
                 got = json.loads(raw)
                 header, parent, content = got["header"], got["parent_header"], got["content"]
-            if header.get("msg_type") == "execute_reply" and parent.get("msg_id") == msg_id:
-                return {"msg_id": msg_id, **content}
+            if parent.get("msg_id") != msg_id:
+                continue
+            if header.get("msg_type") == "stream":
+                stdout += content.get("text", "")
+            elif header.get("msg_type") == "execute_reply":
+                return {"msg_id": msg_id, "stdout": stdout, **content}
     finally:
         ws.close()
