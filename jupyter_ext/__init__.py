@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from guard_kernel import __version__
 from jupyter_ext.app import GuardExtension
 
-__all__ = ["GuardExtension"]
+__all__ = ["GuardExtension", "__version__"]
 
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:

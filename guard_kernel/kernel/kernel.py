@@ -22,6 +22,7 @@ The kernel is ipykernel's ``IPythonKernel`` with a gate in front of every reques
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from typing import Any
@@ -135,11 +136,15 @@ class GuardedKernel(IPythonKernel):
         if guard is not None:
             guard.request = {"msg_id": header.get("msg_id"), "session": header.get("session"),
                              "username": header.get("username")}
+        # the Jupyter Server's stamp (jupyter_ext) may lower a human kernel to agent, never raise one
+        human_policy = _lower_actor(guard, (parent.get("metadata") or {}).get("guard_actor"))
         try:
             await super().execute_request(stream, ident, parent)
         finally:
             if guard is not None:
                 guard.request = {}
+                if human_policy is not None:
+                    guard.actor, guard.policy, guard._cache = "human", human_policy, {}
 
     async def do_execute(self, code: str, silent: bool, store_history: bool = True,
                          user_expressions: dict[str, str] | None = None, allow_stdin: bool = False, *,
@@ -247,6 +252,22 @@ class GuardedKernel(IPythonKernel):
 def _refusal(rule: str, action: Action, resource: str, message: str, hint: str, code: str | None) -> Decision:
     return Decision(Effect.DENY, action, resource, (RuleHit(rule, "<guard>", 0),), message, hint, None,
                     code[:2000] if code else None)
+
+
+def _lower_actor(guard: session.Guard | None, stamped: Any) -> Any:
+    """Decide this request as an agent's when the server stamped ``guard_actor: agent`` on a human
+    kernel (recorded); returns the policy object to put back after it (None: nothing changed).
+    Any other value changes nothing: a stamp never raises an agent to human."""
+    if guard is None or stamped != "agent" or guard.actor != "human":
+        return None
+    human_policy = guard.policy
+    # kept verdicts (the guard's, the DuckDB gate's, the DB-API layer's) were a human's and are
+    # keyed on the policy object: an equal copy makes every layer decide again, for the agent
+    guard.actor, guard.policy, guard._cache = "agent", copy.copy(human_policy), {}
+    guard.record("actor", action=None, resource="kernel", decision="allow", rules=[],
+                 message="the server stamped guard_actor=agent: this request is decided as an agent's",
+                 acting_as="agent", **_request_fields(guard))
+    return human_policy
 
 
 def _request_fields(guard: session.Guard) -> dict[str, Any]:

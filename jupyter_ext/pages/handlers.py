@@ -34,7 +34,7 @@ ID = r"(?P<sid>[^/]+)"
 T = TypeVar("T")
 
 
-class _Base(ExtensionHandlerMixin):  # type: ignore[misc]
+class _Base(ExtensionHandlerMixin):
     """What every audit handler shares: the store and off-loop calls into it."""
 
     auth_resource = AUTH_RESOURCE
@@ -50,7 +50,7 @@ class _Base(ExtensionHandlerMixin):  # type: ignore[misc]
             raise web.HTTPError(404, "no such session in the audit folder") from None
 
 
-class ListPage(_Base, JupyterHandler):  # type: ignore[misc]
+class ListPage(_Base, JupyterHandler):
     """``/guard/``: the sessions, newest first, filterable by actor and "has denials"."""
 
     @web.authenticated
@@ -67,7 +67,7 @@ class ListPage(_Base, JupyterHandler):  # type: ignore[misc]
                               actors=actors, actor=actor, denials=denials))
 
 
-class SessionPage(_Base, JupyterHandler):  # type: ignore[misc]
+class SessionPage(_Base, JupyterHandler):
     """``/guard/sessions/<id>``: the session as its audit notebook renders it (nbconvert, server-side)."""
 
     @web.authenticated
@@ -87,13 +87,13 @@ DOWNLOADS = {
 """Download kind → (content type, file name suffix)."""
 
 
-class Download(_Base, JupyterHandler):  # type: ignore[misc]
+class Download(_Base, JupyterHandler):
     """``/guard/sessions/<id>/download/(ipynb|jsonl|bundle)``."""
 
     @web.authenticated
     @authorized
     async def get(self, sid: str, kind: str) -> None:
-        make: Callable[[str], str | bytes] = {"ipynb": self.store.ipynb, "jsonl": self.store.jsonl,
+        make: Callable[[str], Any] = {"ipynb": self.store.ipynb, "jsonl": self.store.jsonl,
                                               "bundle": self.store.bundle_zip}[kind]
         body = await self._call(make, sid)
         ctype, suffix = DOWNLOADS[kind]
@@ -102,7 +102,7 @@ class Download(_Base, JupyterHandler):  # type: ignore[misc]
         self.finish(body)
 
 
-class SessionsAPI(_Base, APIHandler):  # type: ignore[misc]
+class SessionsAPI(_Base, APIHandler):
     """``/guard/api/sessions``: every session's summary (``?actor=``, ``?denials=1`` filter)."""
 
     @web.authenticated
@@ -115,7 +115,7 @@ class SessionsAPI(_Base, APIHandler):  # type: ignore[misc]
                                 "sessions": [s.as_dict(denials=False) for s in rows]}))
 
 
-class SessionAPI(_Base, APIHandler):  # type: ignore[misc]
+class SessionAPI(_Base, APIHandler):
     """``/guard/api/sessions/<id>``: one session's summary with its denials."""
 
     @web.authenticated

@@ -63,7 +63,8 @@ class Session:
 
     @property
     def kernel(self) -> str:
-        kern = self.header.get("kernel") if isinstance(self.header.get("kernel"), dict) else {}
+        kern = self.header.get("kernel")
+        kern = kern if isinstance(kern, dict) else {}
         if self.role == "server":
             return "server"
         return " ".join(str(x) for x in (kern.get("name"), kern.get("id")) if x) or "—"

@@ -107,7 +107,10 @@ async def test_the_api_lists_sessions_newest_first_and_filters(
         jp_fetch: Any, audits: dict[str, Any]) -> None:
     ids = audits["ids"]
     listed = json.loads((await jp_fetch("guard", "api", "sessions")).body)
-    by_id = {s["id"]: s for s in listed["sessions"]}
+    # The server's own chain (server-*.jsonl, written by the server guard) is listed as role "server".
+    servers = [s for s in listed["sessions"] if s["role"] == "server"]
+    assert all(s["id"].startswith("server-") and s["chain_ok"] for s in servers)
+    by_id = {s["id"]: s for s in listed["sessions"] if s["role"] == "kernel"}
     assert set(by_id) == {ids["agent"], ids["human"], ids["edited"]}  # not the symlink
     starts = [s["started"] for s in listed["sessions"]]
     assert starts == sorted(starts, reverse=True)
@@ -133,7 +136,9 @@ async def test_the_list_page_and_a_session_page(jp_fetch: Any, audits: dict[str,
     assert f'data-session="{ids["agent"]}"' in page and f'data-session="{ids["human"]}"' not in page
     assert '<option value="agent" selected>' in page
     every = (await jp_fetch("guard", "")).body.decode()
-    assert every.count('class="chain chain-ok"') == 2 and every.count('class="chain chain-broken"') == 1
+    # 2 intact kernel sessions, and one server chain (intact) per server this module started
+    servers = every.count('data-session="server-')
+    assert servers >= 1 and every.count('class="chain chain-ok"') == 2 + servers and every.count('class="chain chain-broken"') == 1
     res = await jp_fetch("guard", "sessions", ids["agent"])
     html = res.body.decode()
     assert "default-src 'none'" in res.headers["Content-Security-Policy"]

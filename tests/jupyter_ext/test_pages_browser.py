@@ -47,9 +47,10 @@ async def test_a_reviewer_logs_in_filters_and_sees_a_sessions_denials(
             await page.wait_for_selector("#sessions")
             assert page.url.rstrip("/").endswith("/guard")
             rows = page.locator("#sessions tbody tr")
-            assert await rows.count() == 3
+            # the three kernel sessions and the server's own chain (server-*.jsonl)
+            assert await rows.count() == 4
             chains = [c.strip() for c in await page.locator("#sessions td.chain").all_inner_texts()]
-            assert sorted(chains) == ["✓", "✓", "✗"]
+            assert sorted(chains) == ["✓", "✓", "✓", "✗"]
             await page.screenshot(path=str(ARTEFACTS / "guard-list.png"), full_page=True)
 
             await page.select_option("#actor", "agent")
