@@ -94,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     writer = AuditWriter(path, session=session, actor=actor, environment=env.get(ENV_ENVIRONMENT, "default"),
                          policy=policy.ref() if policy else {"name": "<not loaded>", "sha256": ""})
     if policy is not None:
-        plan = confine.plan(policy, actor=actor, private_dirs=(private,), protected=(audit_dir,))
+        plan = confine.plan(policy, actor=actor, private_dirs=(private,), protected=(audit_dir,),
+                            abi=0 if args.without_landlock else None)
     else:
         plan = confine.Plan(confine.State.REFUSED, unavailable or "no policy")
     if plan.state is confine.State.REFUSED and unavailable is None:
