@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import errno
 import os
-import shlex
 import signal
 import sys
 import types
-from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the helper's start-up imports as little as it can: it runs in front of every command
+    from collections.abc import Sequence
+    from typing import NoReturn
 
 HELPER = os.path.abspath(__file__)
 """This file: what a helper command line runs."""
@@ -61,6 +63,8 @@ def unwrap_text(text: str) -> str:
     """*text* (a shell command line) with a helper prefix taken off; ``sh -c CMD`` becomes CMD."""
     if HELPER not in text:
         return text
+    import shlex
+
     try:
         inner = unwrap(shlex.split(text))
     except ValueError:
