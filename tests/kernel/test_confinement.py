@@ -294,3 +294,31 @@ def test_without_landlock_required_runs_no_cell(start: Start) -> None:
     assert res.status == "error" and "Landlock is not available" in res.traceback, res
     info = k.kc.kernel_info(reply=True, timeout=30)["content"]["guard"]
     assert info["guarded"] is False and "Landlock" in info["unavailable"]
+
+
+def _open_files(pid: int) -> list[str]:
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            pass
+    return out
+
+
+@pytest.mark.parametrize(("launcher", "how"), [((), "fork"), (("--exec-kernel",), "exec")])
+def test_either_start_confines_the_kernel_and_leaves_it_no_audit_descriptor(
+        start: Start, project: Workspace, launcher: tuple[str, ...], how: str) -> None:
+    """Forked after the launcher's imports (default) or a second Python (--exec-kernel): the same kernel."""
+    k = start(launcher=launcher)
+    records = list(read_records(str(k.audit_files()[0])))
+    assert next(r for r in records if r["kind"] == "launcher")["start"] == how
+    kernel_pid = next(r for r in records if r["kind"] == "session")["pid"]
+    audit_dir = str(k.audit_files()[0].parent.resolve())
+    assert not [f for f in _open_files(kernel_pid) if f.startswith(audit_dir)]  # only the launcher writes it
+    before = source_digests(project)
+    res = k.run("out = !f=data/raw/regions.csv; echo planted >> $f 2>&1\nprint(out)")
+    assert "Permission denied" in res.stdout, res
+    assert source_digests(project) == before
+    res = k.run("import os, tempfile\nprint(os.environ['TMPDIR'] == tempfile.gettempdir())")
+    assert res.stdout.strip() == "True", res  # the kernel's private TMPDIR, not the launcher's cached /tmp
