@@ -228,7 +228,8 @@ def _serve(proc: subprocess.Popen[bytes] | _Forked, policy: Policy | None, write
     ended = threading.Event()
 
     # the audit folder is the launcher's: so is the live notebook, rewritten off the record reader's thread
-    live = Background(path) if policy is not None and policy.audit.live_notebook else None
+    # rewritten in the pause after a burst of cells (0.25 s), not during the next cell: see Background
+    live = Background(path, settle=0.25) if policy is not None and policy.audit.live_notebook else None
 
     def on_record(kind: str, fields: dict[str, Any]) -> None:
         if kind == "cell" and live is not None:
