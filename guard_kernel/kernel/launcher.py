@@ -8,7 +8,7 @@ the parent, unconfined, and:
   writable from the kernel, so what was recorded can be neither erased nor rewritten from there;
 - starts the kernel in its own process group, with ``PR_SET_PDEATHSIG`` (the kernel dies with
   its launcher: a kernel without its audit owner does not go on), confined by Landlock as the
-  policy says (:mod:`guard_kernel.kernel.confine`), applied in the kernel's process before any
+  policy says (:mod:`guard_kernel.enforce.confine`), applied in the kernel's process before any
   kernel code runs, so it holds for the kernel and all it starts.  The kernel is a fork of the
   launcher taken after the kernel's imports (one Python start, not two: the start-up cost of a
   second interpreter importing IPython and the guard again); ``--exec-kernel`` starts it as a
@@ -41,7 +41,7 @@ from guard_kernel.audit.live import Background
 from guard_kernel.audit.pipe import serve
 from guard_kernel.audit.writer import AuditWriter, new_session_id
 from guard_kernel.decision.guard import ENV_ACTOR, ENV_AUDIT_DIR, ENV_ENVIRONMENT, policy_from_env
-from guard_kernel.kernel import confine
+from guard_kernel.enforce import confine
 from guard_kernel.kernel.settings import (
     ENV_AUDIT_FD,
     ENV_AUDIT_PATH,

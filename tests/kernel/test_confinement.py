@@ -18,7 +18,8 @@ from conftest import GuardedKernel, kernel_env, source_digests
 
 from guard_kernel.audit import read_records, verify
 from guard_kernel.demo import Workspace
-from guard_kernel.kernel import confine, landlock, spec
+from guard_kernel.enforce import confine, landlock
+from guard_kernel.kernel import spec
 from guard_kernel.policy import load_policy, parse_policy
 
 pytestmark = pytest.mark.skipif(landlock.abi_version() < 1, reason="Landlock is not available on this machine")

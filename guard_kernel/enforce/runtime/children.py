@@ -6,7 +6,7 @@ through Python — ``subprocess`` (``Popen``, ``run``, ``check_output``…, and 
 ``os.popen``, ``%%bash``, ``%sx`` and ``x = !cmd``, asyncio), ``os.system``, and ``os.execv``/
 ``os.execve`` (a forked child becoming a program: ``!cmd`` and aliases through pexpect,
 ``pty.spawn``).  The helper applies the same Landlock plan the guarded kernel's launcher applies
-to the kernel (:func:`guard_kernel.kernel.confine.plan`: writable are the scratch directories,
+to the kernel (:func:`guard_kernel.enforce.confine.plan`: writable are the scratch directories,
 a private temporary directory and the devices; sources, the policy and the audit never), then
 becomes the command.  Whatever the command is, it cannot write a source.
 
@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from guard_kernel.decision.errors import GuardDenied
 from guard_kernel.decision.evaluate import Decision, Effect, RuleHit
+from guard_kernel.enforce import confine
 from guard_kernel.enforce.layer import Wrappers
 from guard_kernel.enforce.runtime import exec_helper
-from guard_kernel.kernel import confine
 from guard_kernel.policy.actions import Action
 
 if TYPE_CHECKING:

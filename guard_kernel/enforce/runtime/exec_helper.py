@@ -7,7 +7,7 @@ too.  So the commands such a session starts run through this helper instead
 
     python -I -S -B …/exec_helper.py PLAN [--restore-signals] [--tmpdir DIR] -- EXE ARGV0 ARG…
 
-It applies PLAN — a :class:`guard_kernel.kernel.confine.Plan`, the plan the guarded kernel's
+It applies PLAN — a :class:`guard_kernel.enforce.confine.Plan`, the plan the guarded kernel's
 launcher applies to the kernel — to itself, then ``exec``\\ s EXE with ARGV.  The command, and
 everything it starts, cannot write outside the plan's writable directories whatever it is: a
 script, ``bash -c "$(echo rm) …"``, a native program.  A plan that cannot be applied stops the
@@ -89,7 +89,7 @@ def main(argv: Sequence[str]) -> NoReturn:
         _fail(2, "usage: exec_helper.py PLAN [--restore-signals] [--tmpdir DIR] -- EXE ARGV0 [ARG…]")
     sep = args.index("--")
     opts, exe, target = args[:sep], args[sep + 1], args[sep + 2:]
-    from guard_kernel.kernel import confine
+    from guard_kernel.enforce import confine
 
     try:
         confine.apply(confine.Plan.from_json(opts[0]))

@@ -16,8 +16,8 @@ from conftest import GuardedKernel, source_digests
 from guard_kernel.audit import verify
 from guard_kernel.decision import Guard
 from guard_kernel.demo import Workspace
+from guard_kernel.enforce import landlock
 from guard_kernel.enforce.runtime import children, exec_helper
-from guard_kernel.kernel import landlock
 from guard_kernel.policy import load_policy
 
 needs_landlock = pytest.mark.skipif(landlock.abi_version() < 1, reason="Landlock is not available on this machine")

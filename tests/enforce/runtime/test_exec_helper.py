@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from guard_kernel.enforce import confine, landlock
 from guard_kernel.enforce.runtime import exec_helper
-from guard_kernel.kernel import confine, landlock
 from guard_kernel.policy import parse_policy
 
 POLICY = "version: 1\nname: helper\ndefaults: {read: allow, write: deny, shell: allow}\n" \
@@ -122,4 +122,4 @@ def test_the_helper_does_not_load_the_public_api(project: Path) -> None:
     probe = [sys.executable, "-I", "-S", "-B", "-X", "importtime", exec_helper.HELPER,
              confine.Plan(confine.State.OFF).to_json(), "--", "/bin/true", "true"]
     loaded = subprocess.run(probe, capture_output=True, text=True, timeout=60).stderr
-    assert "guard_kernel.kernel.confine" in loaded and "IPython" not in loaded and "yaml" not in loaded
+    assert "guard_kernel.enforce.confine" in loaded and "IPython" not in loaded and "yaml" not in loaded

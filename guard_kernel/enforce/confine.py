@@ -1,8 +1,10 @@
 """What the operating system holds for a guarded kernel: a plan from the policy, applied with Landlock.
 
-The launcher computes a :class:`Plan` before it starts the kernel, and applies it in the
-kernel's process between ``fork`` and ``exec`` (:func:`apply`), so it holds for the kernel and
-everything the kernel starts, native code and shell commands included:
+The guarded kernel's launcher computes a :class:`Plan` before it starts the kernel, and applies
+it in the kernel's process before any kernel code runs (:func:`apply`), so it holds for the
+kernel and everything the kernel starts, native code and shell commands included.  In a
+``%load_ext`` session the same plan is applied by the confining exec helper to each command the
+session starts (:mod:`guard_kernel.enforce.runtime.exec_helper`).
 
 - the file system is read-only everywhere except the policy's scratch directories (each
   scratch glob becomes the literal directory in front of its first wildcard: ``scratch/**`` →
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from guard_kernel.kernel import landlock
+from guard_kernel.enforce import landlock
 
 if TYPE_CHECKING:
     from guard_kernel.policy.model import Policy
