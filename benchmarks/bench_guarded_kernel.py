@@ -155,12 +155,18 @@ def run(cfg: Config) -> list[Result]:
                     _stop(km, kc)
         rounds = 3 if cfg.quick else 7
         exec_starts: list[float] = []
+        start_cpu: dict[str, list[float]] = {"guarded": [], "plain": [], "exec": []}
+        """CPU seconds of a whole start (kernel + launcher): steadier than wall time on a loaded machine."""
         kinds: list[bool | str] = [True, False, EXEC]  # EXEC: the launcher's older way, for comparison
         for r in range(rounds):  # more starts, rotating which side goes first
             for kind in kinds[r % 3:] + kinds[:r % 3]:
                 km, kc, dt = _start(cfg, spec_dir, kind)
+                pid = km.provisioner.pid
+                cpu = _cpu_seconds(pid) + (_cpu_seconds(_kernel_pid(pid)) if kind else 0.0)
                 _stop(km, kc)
-                (exec_starts if kind == EXEC else starts["guarded" if kind else "plain"]).append(dt)
+                label = "exec" if kind == EXEC else "guarded" if kind else "plain"
+                start_cpu[label].append(cpu)
+                (exec_starts if kind == EXEC else starts[label]).append(dt)
         alone = _alone(cfg, spec_dir, [f"y_{i} = {i} * 2" for i in range(100)], 2 if cfg.quick else 3)
     except KernelError as exc:
         return [skipped(GROUP, names[k], f"error: {exc}", goals[k], status="error") for k in names]
@@ -169,6 +175,7 @@ def run(cfg: Config) -> list[Result]:
     med = {k: statistics.median(v) for k, v in alone["medians"].items()}
     cpu = {k: statistics.median(v) for k, v in alone["launcher_ms"].items()}
     work = {k: statistics.median(v) for k, v in alone["cpu_ms"].items()}
+    scpu = {k: statistics.median(v) * 1000 for k, v in start_cpu.items()}
     return [
         Result(GROUP, names["trivial"], "s", Stats.of(samples["guarded"]), Stats.of(samples["plain"]),
                statistics.median(ratios), "ratio", "x", None,
@@ -189,6 +196,8 @@ def run(cfg: Config) -> list[Result]:
                note=f"whole starts, guarded − plain, paired by round: median of {len(diffs)} "
                     f"(range {min(diffs):+.0f} to {max(diffs):+.0f} ms); the kernel started as a second "
                     f"Python (--exec-kernel) instead of a fork: median start "
-                    f"{statistics.median(exec_starts) * 1000:.0f} ms vs {statistics.median(starts['guarded']) * 1000:.0f} ms",
-               extra={"paired_diffs_ms": diffs, "exec_kernel_starts_s": exec_starts}),
+                    f"{statistics.median(exec_starts) * 1000:.0f} ms vs {statistics.median(starts['guarded']) * 1000:.0f} ms"
+                    f"; CPU of a start (kernel + launcher): guarded {scpu['guarded']:.0f} ms, --exec-kernel "
+                    f"{scpu['exec']:.0f} ms, plain {scpu['plain']:.0f} ms",
+               extra={"paired_diffs_ms": diffs, "exec_kernel_starts_s": exec_starts, "start_cpu_s": start_cpu}),
     ]
