@@ -138,11 +138,21 @@ def _wrap_exec(orig: Callable[..., NoReturn], with_env: bool) -> Callable[..., N
     return execv
 
 
+def _remove(path: str) -> None:
+    """At exit: the private TMPDIR goes, as the guard's own doing (not a denial of the session's)."""
+    guard = _current()
+    if guard is None:
+        shutil.rmtree(path, True)
+        return
+    with guard.quiet():
+        shutil.rmtree(path, True)
+
+
 def _plan_for(guard: Guard, abi: int | None) -> confine.Plan:
     global _tmpdir
     if _tmpdir is None:
         _tmpdir = tempfile.mkdtemp(prefix="guard-children-")
-        atexit.register(shutil.rmtree, _tmpdir, True)
+        atexit.register(_remove, _tmpdir)
     return confine.plan(guard.policy, actor=guard.actor, private_dirs=(_tmpdir,), protected=guard.protected, abi=abi)
 
 

@@ -148,3 +148,24 @@ def guard_records(guard: Guard) -> list[dict[str, object]]:
     from guard_kernel.audit import read_records
 
     return list(read_records(guard.audit_path))
+
+
+def test_the_private_tmpdir_goes_at_exit_as_the_guards_own_doing(project: Workspace, tmp_path: Path) -> None:
+    """Removing it is no denial in the session's audit (outside scratch, the runtime hook would deny it)."""
+    import tempfile
+
+    from guard_kernel.decision import guard as session
+    from guard_kernel.enforce.runtime import hook
+
+    guard = Guard(load_policy(project.policy("default"), str(project.root)), actor="agent",
+                  audit_dir=str(tmp_path / "audit"))
+    private = tempfile.mkdtemp(prefix="guard-children-test-")
+    (Path(private) / "left.txt").write_text("x")
+    hook.install(guard)
+    try:
+        children._remove(private)
+    finally:
+        session.set_current(None)  # the audit hook cannot be removed: make it inert
+        guard.close()
+    assert not Path(private).exists()
+    assert not [r for r in guard_records(guard) if r.get("decision") == "deny"]
