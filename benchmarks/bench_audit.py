@@ -78,6 +78,63 @@ def _plain_timer(workdir: str, n: int) -> Timer:
     return run
 
 
+def _pipe_timers(workdir: str, n: int) -> tuple[Timer, Timer, list[float]]:
+    """Seconds per record: through the guarded kernel's pipe (the kernel's PipeSink → the launcher's
+    reader thread → the writer, until the last record is written) and into the writer in-process.
+    The third list collects the kernel side's own share (the sends alone) of each pipe run."""
+    import socket
+    import threading
+
+    from guard_kernel.audit.pipe import PipeSink, serve
+
+    runs = iter(range(10**6))
+    sender: list[float] = []
+
+    def pipe() -> float:
+        path = os.path.join(workdir, f"pipe-{next(runs)}.jsonl")
+        w = _writer(path)
+        launcher, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        done, count = threading.Event(), [0]
+
+        def on_record(kind: str, fields: dict[str, object]) -> None:
+            count[0] += 1
+            if count[0] == n:
+                done.set()
+
+        reader = threading.Thread(target=serve, args=(launcher, w, on_record), daemon=True)
+        reader.start()
+        sink = PipeSink(kernel.detach(), path, POLICY_REF)
+        with silenced_gc():
+            t0 = time.perf_counter()
+            for _ in range(n):
+                sink.write("sql", **FIELDS)
+            sent = time.perf_counter() - t0
+            done.wait(60)
+            dt = time.perf_counter() - t0
+        sink.sock.close()
+        reader.join(10)
+        launcher.close()
+        w.close()  # type: ignore[attr-defined]
+        os.remove(path)
+        sender.append(sent / n)
+        return dt / n
+
+    def in_process() -> float:
+        path = os.path.join(workdir, f"inproc-{next(runs)}.jsonl")
+        w = _writer(path)
+        write = w.write  # type: ignore[attr-defined]
+        with silenced_gc():
+            t0 = time.perf_counter()
+            for _ in range(n):
+                write("sql", **FIELDS)
+            dt = time.perf_counter() - t0
+        w.close()  # type: ignore[attr-defined]
+        os.remove(path)
+        return dt / n
+
+    return pipe, in_process, sender
+
+
 def _verify_file(workdir: str, n: int) -> str:
     path = os.path.join(workdir, "verify.jsonl")
     if os.path.exists(path):
@@ -107,6 +164,17 @@ def run(cfg: Config) -> list[Result]:
                               "rate", "rec/s", at_least(50_000, "≥ 50,000/s") if every == 100 else None,
                               note=f"plain = unchained JSONL via os.write, no fsync; chained/plain throughput "
                                    f"{g.median / p.median:.2f}; fsync runs on a helper thread"))
+
+    np_ = 5_000 if cfg.quick else 20_000
+    pipe, in_process, sender = _pipe_timers(work, np_)
+    s = alternate({"guarded": pipe, "plain": in_process}, cfg.rounds)
+    g, p = Stats.of(s["guarded"]), Stats.of(s["plain"])
+    results.append(Result(GROUP, f"audit record through the launcher's pipe vs the in-process writer ({np_:,})",
+                          "s", g, p, g.median / p.median, "ratio", "x", None,
+                          note=f"per record, sent by PipeSink until written by the launcher's reader: "
+                               f"{g.median * 1e6:.1f} µs vs {p.median * 1e6:.1f} µs in-process; the kernel's own "
+                               f"share (the send) {Stats.of(sender).median * 1e6:.1f} µs",
+                          extra={"sender_s": sender}))
 
     nv = 20_000 if cfg.quick else 100_000
     path = _verify_file(work, nv)

@@ -15,6 +15,7 @@ import os
 import stat
 import sys
 import threading
+import time
 
 from guard_kernel.audit.notebook import NotebookRenderer, to_ipynb
 
@@ -66,10 +67,16 @@ class LiveNotebook:
 class Background:
     """The live notebook updated on a thread of its own: :meth:`poke` after a cell record never
     waits for the rewrite (the guarded kernel's launcher must keep reading records), and several
-    pokes during one rewrite make one more rewrite."""
+    pokes during one rewrite make one more rewrite.
 
-    def __init__(self, audit_path: str) -> None:
+    With *settle*, a rewrite waits until no poke came for that many seconds (at most *at_most*
+    after the first): cells that follow each other quickly (an agent, a headless run) make one
+    rewrite, in the pause after them, instead of one each that competes with the next cell for
+    the CPU."""
+
+    def __init__(self, audit_path: str, settle: float = 0.0, at_most: float = 2.0) -> None:
         self.live = LiveNotebook(audit_path)
+        self.settle, self.at_most = settle, at_most
         self._due = threading.Event()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="guard-live-notebook", daemon=True)
@@ -82,6 +89,9 @@ class Background:
         while True:
             self._due.wait()
             self._due.clear()
+            deadline = time.monotonic() + self.at_most
+            while self.settle and not self._stop and time.monotonic() < deadline and self._due.wait(self.settle):
+                self._due.clear()  # another cell came: wait for the pause after it
             self.live.update()
             if self._stop:
                 return

@@ -57,6 +57,8 @@ class GuardedKernel(IPythonKernel):
         self.unavailable: str | None = "the guard has not been installed yet"
         """Why this kernel refuses every cell (None: the guard is in place)."""
         self.shell_handlers["comm_open"] = self._comm_open
+        self.notice: str | None = None
+        """A one-line notice the next cell's output starts with (confinement unavailable), then None."""
 
     # ------------------------------------------------------------------ guard
     def start_guard(self) -> None:
@@ -93,6 +95,9 @@ class GuardedKernel(IPythonKernel):
             self.log.error("guard_kernel: the guard could not be installed: %s", self.unavailable)
             return
         self.unavailable = None
+        if confinement and confinement.get("state") == "unavailable":  # best_effort: said once, in the first cell
+            self.notice = (f"guard_kernel: OS confinement is unavailable here ({confinement.get('reason')}); "
+                           "this session runs on the in-process guards only (confine: best_effort).")
         if self.shell is not None:
             self.shell.banner2 = (f"guard_kernel {__version__}: policy {guard.policy.name}, actor {guard.actor}, "
                                   f"audit {guard.audit_path}")
@@ -154,6 +159,11 @@ class GuardedKernel(IPythonKernel):
             return self._refuse(refusal)
         if self.shell is not None:
             self.shell.call_pdb = False  # %pdb is refused; a cell that sets the flag directly gains nothing
+        if self.notice is not None and not silent:  # an output of the cell, not an error on stderr
+            self.send_response(self.iopub_socket, "display_data", {
+                "data": {"text/plain": self.notice}, "metadata": {"guard_kernel": {"notice": "confinement"}}},
+                ident=self._topic("display_data"))
+            self.notice = None
         reply: dict[str, Any] = await super().do_execute(
             code, silent, store_history, user_expressions, allow_stdin, cell_meta=cell_meta, cell_id=cell_id)
         if silent:

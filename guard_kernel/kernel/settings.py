@@ -37,6 +37,10 @@ def launcher_parser() -> argparse.ArgumentParser:
     for opt in FIXED:
         p.add_argument("--" + opt.replace("_", "-"), dest=opt, default=None)
     p.add_argument("--name", default="guarded", help="the kernelspec name (recorded in the audit)")
+    p.add_argument("--exec-kernel", action="store_true",
+                   help="start the kernel as a new Python (exec) rather than a fork of the launcher after its imports")
+    p.add_argument("--without-landlock", action="store_true",
+                   help="behave as on a system without Landlock (the fallback path; fixed in a kernelspec's argv)")
     return p
 
 

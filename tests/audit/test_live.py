@@ -101,3 +101,31 @@ def test_in_the_guarded_kernel_the_launcher_that_owns_the_audit_writes_it(projec
     code = [c for c in live.cells if c.cell_type == "code"]
     assert [c.metadata.tags for c in code] == [[], ["guard-denied"]]
     assert live.metadata.guard_kernel.last_seq >= 3 and live.metadata.guard_kernel.chain_ok
+
+
+class _Counting(LiveNotebook):
+    """A live notebook that counts its rewrites (the launcher's Background thread is what is tested)."""
+
+    rewrites = 0
+
+    def update(self) -> bool:
+        type(self).rewrites += 1
+        return super().update()
+
+
+def test_a_burst_of_cells_makes_one_rewrite_after_it_and_stop_writes_the_last(tmp_path: Path) -> None:
+    from guard_kernel.audit.live import Background
+
+    audit = tmp_path / "s.jsonl"
+    lines = SMALL.read_bytes().splitlines(keepends=True)
+    audit.write_bytes(lines[0])
+    bg = Background(str(audit), settle=60, at_most=60)  # nothing is quiet for a minute here: only stop() writes
+    bg.live = _Counting(str(audit))
+    for line in lines[1:]:  # a burst: each cell's record, then a poke
+        with audit.open("ab") as f:
+            f.write(line)
+        bg.poke()
+    bg.stop()
+    assert _Counting.rewrites == 1  # one rewrite for the whole burst, at stop
+    nb = _notebook(Path(notebook_path(str(audit))))
+    assert nb.metadata.guard_kernel.last_seq == len(lines) and nb.metadata.guard_kernel.chain_ok

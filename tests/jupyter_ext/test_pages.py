@@ -54,7 +54,7 @@ def audit_sessions(project: Workspace, tmp_path_factory: pytest.TempPathFactory)
     assert not (project.root / "data" / "raw" / "pages.csv").exists()
     human = folder / f"{ids['human']}.jsonl"
     lines = human.read_text().splitlines(keepends=True)
-    lines[1] = lines[1].replace('"allow"', '"deny"', 1)  # an edited record: the chain breaks there
+    lines[1] = lines[1].replace('"allow"', '"allowed"', 1)  # an edited record (not a denial): the chain breaks there
     ids["edited"] = ids["human"] + "-edited"
     (folder / f"{ids['edited']}.jsonl").write_text("".join(lines))
     outside = folder.parent / "secret.jsonl"

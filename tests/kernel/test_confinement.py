@@ -18,7 +18,8 @@ from conftest import GuardedKernel, kernel_env, source_digests
 
 from guard_kernel.audit import read_records, verify
 from guard_kernel.demo import Workspace
-from guard_kernel.kernel import confine, landlock, spec
+from guard_kernel.enforce import confine, landlock
+from guard_kernel.kernel import spec
 from guard_kernel.policy import load_policy, parse_policy
 
 pytestmark = pytest.mark.skipif(landlock.abi_version() < 1, reason="Landlock is not available on this machine")
@@ -36,13 +37,19 @@ def start(project: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("JUPYTER_PATH", str(prefix / "share" / "jupyter"))
     started: list[GuardedKernel] = []
 
-    def make(network: str = "deny", extra: str = "", actor: str = "human") -> GuardedKernel:
+    def make(network: str = "deny", extra: str = "", actor: str = "human", launcher: tuple[str, ...] = ()
+             ) -> GuardedKernel:
         from jupyter_client.manager import start_new_kernel
 
         policy = tmp_path / f"policy-{len(started)}.yaml"
         policy.write_text(HUMAN_SHELL.format(name=f"p{len(started)}", network=network, extra=extra))
         name = f"confined{len(started)}"
-        spec.install(name=name, prefix=str(prefix), policy=str(policy), root=str(project.root), actor=actor)
+        where = spec.install(name=name, prefix=str(prefix), policy=str(policy), root=str(project.root), actor=actor)
+        if launcher:  # options fixed in the kernelspec's argv, in front of ipykernel's `-f {connection_file}`
+            kernel_json = Path(where) / "kernel.json"
+            data = json.loads(kernel_json.read_text())
+            data["argv"][-2:-2] = list(launcher)
+            kernel_json.write_text(json.dumps(data))
         audit = tmp_path / f"audit-{len(started)}"
         env = kernel_env(None, actor, audit)
         km, kc = start_new_kernel(kernel_name=name, startup_timeout=60, cwd=str(project.root), env=env)
@@ -213,3 +220,106 @@ def test_a_kernel_dies_with_its_launcher(start: Start) -> None:
         time.sleep(0.1)
     with pytest.raises(ProcessLookupError):
         os.kill(kernel_pid, 0)
+
+
+FORKED_CHILD = """\
+import multiprocessing as mp, os
+
+def child(q):
+    try:
+        name = [n for n in os.listdir('data/raw') if n.startswith('reg')][0]  # not a name the cell shows
+        open(os.path.join('data', 'raw', name), 'a').write('planted')
+    except Exception as exc:
+        q.put(type(exc).__name__)
+    else:
+        q.put('written')
+
+ctx = mp.get_context('fork')
+q = ctx.Queue()
+p = ctx.Process(target=child, args=(q,))
+p.start()
+print(q.get(timeout=60), p.pid)
+p.join(60)
+"""
+
+
+def test_a_forked_childs_decisions_reach_the_launchers_audit(start: Start, project: Workspace) -> None:
+    """multiprocessing (fork) children of the kernel send their records through the kernel's pipe."""
+    k = start()
+    before = source_digests(project)
+    res = k.run(FORKED_CHILD)
+    assert res.ok, res
+    outcome, pid = res.stdout.split()
+    assert outcome == "GuardDenied", res  # the child is guarded, and not refused for want of an audit file
+    assert source_digests(project) == before
+    assert k.run("x = 2").ok  # a record after the child's: the chain goes on past it
+    audit = str(k.audit_files()[0])
+    from_child = [r for r in read_records(audit) if r.get("pid") == int(pid)]
+    assert from_child and from_child[0]["decision"] == "deny" and "regions.csv" in from_child[0]["resource"]
+    assert verify(audit).ok
+
+
+def test_joblib_with_two_workers_keeps_working(start: Start) -> None:
+    k = start()
+    res = k.run("from joblib import Parallel, delayed\n"
+                "print(sum(Parallel(n_jobs=2)(delayed(abs)(i) for i in range(-50, 50))))")
+    assert res.ok and res.stdout.strip() == "2500", res
+    res = k.run("from joblib import Parallel, delayed\nimport os\n"
+                "print(len(set(Parallel(n_jobs=2, backend='multiprocessing')(delayed(os.getpid)() for _ in range(8)))))")
+    assert res.ok and int(res.stdout.strip()) >= 1, res
+
+
+NOTICE = "OS confinement is unavailable here"
+
+
+def test_without_landlock_best_effort_says_so_in_the_first_cell(start: Start, project: Workspace) -> None:
+    """Landlock forced off (as on an old kernel): the session runs, says it once, records and shows it."""
+    k = start(launcher=("--without-landlock",))
+    first = k.run("1 + 1")
+    assert first.ok, first
+    notices = [r["text/plain"] for r in first.results if NOTICE in r.get("text/plain", "")]
+    assert len(notices) == 1 and "\n" not in notices[0] and "Landlock" in notices[0], first
+    assert NOTICE not in first.stderr and any(r.get("text/plain") == "2" for r in first.results)
+    second = k.run("2 + 2")
+    assert second.ok and not any(NOTICE in r.get("text/plain", "") for r in second.results), second
+    assert status(k)["confinement"]["state"] == "unavailable"
+    header = next(r for r in read_records(str(k.audit_files()[0])) if r["kind"] == "session")
+    assert header["confinement"]["state"] == "unavailable" and "Landlock" in header["confinement"]["reason"]
+    assert k.run("open('scratch/unconfined.txt', 'w').write('x')").ok  # the in-process guards still decide
+    assert not k.run("open('data/raw/regions.csv', 'a')").ok
+
+
+def test_without_landlock_required_runs_no_cell(start: Start) -> None:
+    k = start(extra="confine: {mode: required}\n", launcher=("--without-landlock",))
+    res = k.run("1 + 1")
+    assert res.status == "error" and "Landlock is not available" in res.traceback, res
+    info = k.kc.kernel_info(reply=True, timeout=30)["content"]["guard"]
+    assert info["guarded"] is False and "Landlock" in info["unavailable"]
+
+
+def _open_files(pid: int) -> list[str]:
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            pass
+    return out
+
+
+@pytest.mark.parametrize(("launcher", "how"), [((), "fork"), (("--exec-kernel",), "exec")])
+def test_either_start_confines_the_kernel_and_leaves_it_no_audit_descriptor(
+        start: Start, project: Workspace, launcher: tuple[str, ...], how: str) -> None:
+    """Forked after the launcher's imports (default) or a second Python (--exec-kernel): the same kernel."""
+    k = start(launcher=launcher)
+    records = list(read_records(str(k.audit_files()[0])))
+    assert next(r for r in records if r["kind"] == "launcher")["start"] == how
+    kernel_pid = next(r for r in records if r["kind"] == "session")["pid"]
+    audit_dir = str(k.audit_files()[0].parent.resolve())
+    assert not [f for f in _open_files(kernel_pid) if f.startswith(audit_dir)]  # only the launcher writes it
+    before = source_digests(project)
+    res = k.run("out = !f=data/raw/regions.csv; echo planted >> $f 2>&1\nprint(out)")
+    assert "Permission denied" in res.stdout, res
+    assert source_digests(project) == before
+    res = k.run("import os, tempfile\nprint(os.environ['TMPDIR'] == tempfile.gettempdir())")
+    assert res.stdout.strip() == "True", res  # the kernel's private TMPDIR, not the launcher's cached /tmp

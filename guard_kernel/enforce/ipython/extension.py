@@ -47,6 +47,7 @@ LAYERS = {
     "sqlite": "guard_kernel.enforce.dbapi.sqlite",
     "psycopg": "guard_kernel.enforce.dbapi.psycopg",
     "sqlalchemy": "guard_kernel.enforce.dbapi.sqlalchemy",
+    "children": "guard_kernel.enforce.runtime.children",
     "runtime": "guard_kernel.enforce.runtime.hook",
 }
 """Runtime layers installed on load (name in the audit → module), in this order; the

@@ -38,6 +38,7 @@ from guard_kernel.decision.errors import GuardDenied
 from guard_kernel.decision.evaluate import Decision, Effect, RuleHit
 from guard_kernel.decision.guard import Guard
 from guard_kernel.decision.request import Request
+from guard_kernel.enforce.runtime.exec_helper import unwrap, unwrap_text
 from guard_kernel.enforce.runtime.initiator import audit_writer_on_stack, library_initiated
 from guard_kernel.enforce.runtime.initiator import prepare as _prepare_initiator
 from guard_kernel.policy.actions import Action, ActionClass, action_matches
@@ -315,10 +316,12 @@ def _metadata(event: str, index: int = 0) -> Handler:
 
 
 def _command_text(value: Any) -> str:
+    """The command line, as the session wrote it: the confining exec helper in front of it taken off."""
     if isinstance(value, (str, bytes, os.PathLike)):
-        return os.fsdecode(value)
+        return unwrap_text(os.fsdecode(value))
     if isinstance(value, Iterable):
-        return shlex.join(os.fsdecode(a) if isinstance(a, (str, bytes, os.PathLike)) else str(a) for a in value)
+        words = [os.fsdecode(a) if isinstance(a, (str, bytes, os.PathLike)) else str(a) for a in value]
+        return shlex.join(unwrap(words) or words)
     return repr(value)
 
 

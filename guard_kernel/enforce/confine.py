@@ -1,8 +1,10 @@
 """What the operating system holds for a guarded kernel: a plan from the policy, applied with Landlock.
 
-The launcher computes a :class:`Plan` before it starts the kernel, and applies it in the
-kernel's process between ``fork`` and ``exec`` (:func:`apply`), so it holds for the kernel and
-everything the kernel starts, native code and shell commands included:
+The guarded kernel's launcher computes a :class:`Plan` before it starts the kernel, and applies
+it in the kernel's process before any kernel code runs (:func:`apply`), so it holds for the
+kernel and everything the kernel starts, native code and shell commands included.  In a
+``%load_ext`` session the same plan is applied by the confining exec helper to each command the
+session starts (:mod:`guard_kernel.enforce.runtime.exec_helper`).
 
 - the file system is read-only everywhere except the policy's scratch directories (each
   scratch glob becomes the literal directory in front of its first wildcard: ``scratch/**`` →
@@ -25,15 +27,20 @@ once and records ``confinement: unavailable``; ``off`` does not confine.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
 
-from guard_kernel.kernel import landlock
-from guard_kernel.policy.actions import Action, ActionClass, action_matches
-from guard_kernel.policy.model import Policy
-from guard_kernel.policy.paths import glob_base, resolve
+from guard_kernel.enforce import landlock
+
+if TYPE_CHECKING:
+    from guard_kernel.policy.model import Policy
+
+# The policy modules are imported where a plan is made, not here: the confining exec helper
+# (exec_helper.py) applies a plan it is given and loads only this module and landlock.py.
 
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/tty", "/dev/ptmx", "/dev/pts", "/dev/shm")
 """Devices ordinary cells write: discarding output, terminals for ``!cmd``, shared memory for joblib."""
@@ -73,12 +80,28 @@ class Plan:
                 "writable": list(self.writable), "tcp_connect_ports": None if self.tcp_ports is None
                 else list(self.tcp_ports), "exec": "python only" if self.exec_only else "allowed"}
 
+    def to_json(self) -> str:
+        """The plan as one JSON text (what the confining exec helper is given)."""
+        return json.dumps({"state": self.state.value, "reason": self.reason, "writable": list(self.writable),
+                           "tcp_ports": None if self.tcp_ports is None else list(self.tcp_ports),
+                           "exec_only": self.exec_only, "abi": self.abi}, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        """The plan :meth:`to_json` wrote."""
+        d = json.loads(text)
+        ports = d.get("tcp_ports")
+        return cls(State(d["state"]), str(d.get("reason", "")), tuple(d.get("writable") or ()),
+                   None if ports is None else tuple(int(p) for p in ports), d.get("exec_only"), int(d.get("abi", 0)))
+
 
 def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _tcp_ports(policy: Policy, actor: str) -> tuple[int, ...] | None:
+    from guard_kernel.policy.actions import Action, ActionClass, action_matches
+
     if policy.default_for(ActionClass.NETWORK) != "deny":
         return None
     ports: set[int] = set()
@@ -97,6 +120,8 @@ def plan(policy: Policy, *, actor: str, private_dirs: tuple[str, ...], protected
          abi: int | None = None) -> Plan:
     """The confinement for *policy* and *actor*; *private_dirs* are the session's own writable
     directories, *protected* the paths that must stay read-only (the audit folder…)."""
+    from guard_kernel.policy.paths import glob_base, resolve
+
     if policy.confine_mode == "off":
         return Plan(State.OFF, "confine: {mode: off} in the policy")
     abi = landlock.abi_version() if abi is None else abi

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from guard_kernel.kernel import landlock
+from guard_kernel.enforce import landlock
 
 ABI = landlock.abi_version()
 pytestmark = pytest.mark.skipif(ABI < 1, reason="Landlock is not available on this machine")

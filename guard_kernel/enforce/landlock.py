@@ -2,8 +2,8 @@
 
 Landlock lets an unprivileged process restrict itself (and every thread and child it will
 have, across ``execve``) to the file-system hierarchies and TCP ports it names.  The guarded
-kernel's launcher builds a ruleset and applies it in the kernel's process between ``fork`` and
-``exec`` (:mod:`guard_kernel.kernel.confine`).  Rights not "handled" by a ruleset stay
+kernel's launcher builds a ruleset and applies it in the kernel's process before the kernel runs,
+and the exec helper in each command a ``%load_ext`` session starts (:mod:`guard_kernel.enforce.confine`).  Rights not "handled" by a ruleset stay
 allowed everywhere: the guard handles the rights that *change* the file system (and TCP
 ``connect``), so reading and executing remain allowed, writing only beneath the rules' paths.
 
