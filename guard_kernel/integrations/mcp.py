@@ -1,21 +1,25 @@
-"""A jupyter-mcp-server plugin: the guard's denials reach the agent as MCP tool errors.
+"""``guard_kernel.integrations.mcp``: a jupyter-mcp-server plugin — the guard's refusals reach the
+agent as MCP tool errors.
 
-Loaded by jupyter-mcp-server through the ``reactor.mcp.extensions`` entry point (nothing else
-imports this module, so guard_kernel never needs jupyter-mcp-server).  The guarded kernel does the
-enforcing on its own; this plugin only changes how a refusal is *delivered*: without it the MCP
-server hands the kernel's error back as ordinary output text (``is_error`` false), and an agent
-may read a refused cell as a result.  With it, a tool answer that carries the guard's ``json:``
-line becomes a tool error whose text is the guard's message, JSON facts included.
+Installed with ``pip install 'guard-kernel[mcp]'``; jupyter-mcp-server loads it through the
+``reactor.mcp.extensions`` entry point (nothing else imports this module, so guard_kernel never
+needs jupyter-mcp-server).  The guarded kernel does the enforcing on its own; this plugin only
+changes how a refusal is *delivered*: without it the MCP server hands the kernel's error back as
+ordinary output text (``isError`` false), and an agent may read a refused cell as a result.  With
+it, a tool answer that carries a refusal's ``json:`` line (:mod:`guard_kernel.decision.messages`)
+becomes a tool error whose text is the guard's message, JSON line included.  Notices (a warning, a
+truncation) ran: they stay ordinary output, with their JSON line.
 
 What this version of jupyter-mcp-server allows (2.2.x, read from its source): ``AFTER_TOOL_CALL``
-handlers with ``propagate_errors=True`` turn the call into an error; ``BEFORE_EXECUTE`` passes
-``metadata={}`` and does not forward a handler's metadata to the kernel, so requests cannot be
-tagged with ``guard_actor`` — the kernelspec's actor (``agent``) applies to every cell.
+handlers with ``propagate_errors=True`` turn the call into an error.  ``BEFORE_EXECUTE`` passes
+``metadata={}`` in stdio mode, and as a server extension its metadata reaches
+jupyter-server-nbmodel, which does not put it on the kernel's ``execute_request`` either: requests
+cannot be tagged with ``guard_actor`` or the sending tool — the kernelspec's actor (``agent``)
+applies to every cell.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -26,13 +30,13 @@ from mcp.server.mcpserver.exceptions import ToolError
 from reactor.types import PluginManifest
 
 from guard_kernel import __version__
+from guard_kernel.decision.messages import ERRORS, iter_facts
 
 log = logging.getLogger("guard_kernel.mcp")
 EXECUTING_TOOLS = frozenset({"execute_code", "execute_cell", "insert_execute_code_cell"})
 """The tools whose answer carries a kernel's outputs (and so a guard refusal)."""
-DENIAL_CODES = frozenset({"guard_locked", "guard_unavailable"})
-"""``code`` values of the guard's JSON that mean nothing ran, besides any ``effect: deny`` (a
-truncation, or a ``would_deny`` warning of a policy in warn mode, ran and is not one)."""
+DENIAL_CODES = frozenset(code.value for code in ERRORS)
+"""``code`` values of the guard's JSON that mean nothing ran (a truncation or a warning ran: not one)."""
 
 
 def _texts(value: Any) -> Iterator[str]:
@@ -52,14 +56,8 @@ def _texts(value: Any) -> Iterator[str]:
 def guard_denial(result: Any) -> tuple[str, dict[str, Any]] | None:
     """The guard's refusal in a tool's answer: (its full message, its JSON facts), or None."""
     for text in _texts(result):
-        for line in text.splitlines():
-            if not line.startswith("json: {"):
-                continue
-            try:
-                facts = json.loads(line[len("json: "):])
-            except ValueError:
-                continue
-            if isinstance(facts, dict) and (facts.get("code") in DENIAL_CODES or facts.get("effect") == "deny"):
+        for facts in iter_facts(text):
+            if facts.get("code") in DENIAL_CODES:
                 return text, facts
     return None
 
