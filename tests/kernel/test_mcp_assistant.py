@@ -279,3 +279,44 @@ def test_doctor_flags_a_python3_that_is_not_guarded(tmp_path: Path, monkeypatch:
         pytest.skip("this environment has no plain python3 kernelspec")
     assert main(["doctor"]) == 1
     assert "NOT guarded" in capsys.readouterr().out
+
+
+def test_as_a_server_extension_the_same_deployment_holds(deployment: tuple[Server, Path], project: Workspace) -> None:
+    """jupyter-mcp-server enabled as an extension of the Jupyter Server itself (its default when
+    installed), reached over streamable HTTP at ``/mcp``: its kernels are the server's, so guarded,
+    and the plugin (loaded in the server process) makes the denial a tool error."""
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared._httpx_utils import create_mcp_http_client
+    from mcp.shared.exceptions import MCPError
+
+    server, audit = deployment
+    before, digests = table_counts(project), source_digests(project)
+
+    async def main() -> dict[str, Any]:
+        async with create_mcp_http_client(headers={"Authorization": f"token {TOKEN}"}) as http, \
+                streamable_http_client(server.url + "/mcp", http_client=http) as (r, w, *_), \
+                ClientSession(r, w) as s:
+            await s.initialize()
+            out: dict[str, Any] = {}
+            out["use"] = await s.call_tool("use_notebook", {"notebook_name": "ext", "notebook_path": "ext.ipynb",
+                                                            "mode": "create"})
+            try:
+                out["drop"] = await s.call_tool("execute_code", {"code": DROP, "timeout": 120})
+            except MCPError as exc:  # as an extension, 2.2.x sends a tool's error as a JSON-RPC error
+                out["drop_error"] = str(exc)
+            out["ordinary"] = await s.call_tool("execute_code", {
+                "code": WH + "con.execute('SELECT count(*) FROM customers').fetchone()[0]", "timeout": 120})
+            return out
+
+    out = asyncio.run(asyncio.wait_for(main(), timeout=600))
+    assert not out["use"].is_error, text(out["use"])
+    assert "drop" not in out, text(out["drop"])  # not an ordinary answer: an error carrying the guard's message
+    facts = find_facts(out["drop_error"])
+    assert facts is not None, out["drop_error"]
+    jsonschema.validate(facts, schema())
+    assert facts["code"] == "cell_rejected" and facts["resource"] == "customers"
+    assert not out["ordinary"].is_error and text(out["ordinary"]).strip().splitlines()[-1] == str(before["customers"])
+    assert table_counts(project) == before and source_digests(project) == digests
+    sessions = [r for f in sorted(audit.rglob("*.jsonl")) for r in read_records(str(f)) if r["kind"] == "session"]
+    assert sessions and all(r["actor"] == "agent" for r in sessions)

@@ -13,13 +13,14 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 from conftest import GuardedKernel, kernel_env, source_digests, start_kernel, table_counts
 
-from guard_kernel.decision.messages import SCHEMA_FILE, iter_facts, schema
+from guard_kernel.decision.messages import SCHEMA_FILE, find_facts, iter_facts, schema
 from guard_kernel.demo import Workspace
 from guard_kernel.enforce.ipython.notices import META_KEY
 from guard_kernel.kernel import spec
@@ -190,3 +191,25 @@ def test_old_names_still_work() -> None:
     assert issubclass(CellRejected, PolicyViolation) and issubclass(GuardUnavailable, CellRejected)
     assert issubclass(PolicyViolation, PermissionError)
 
+
+
+def test_the_doctor_says_not_guarded_with_a_valid_json_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plain ipykernel kernelspec named ``python3`` first on JUPYTER_PATH: the doctor's message ends
+    with a ``not_guarded`` line."""
+    import sys
+
+    from guard_kernel.cli.main import main
+
+    plain = tmp_path / "share" / "jupyter" / "kernels" / "python3"
+    plain.mkdir(parents=True)
+    (plain / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (plain)", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "share" / "jupyter"))
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    f = find_facts(out)
+    assert f is not None and out.rstrip().splitlines()[-1].startswith("json: ")
+    VALIDATOR.validate(f)
+    assert f["code"] == "not_guarded" and "NOT guarded" in f["message"] and "guard-kernel install" in f["hint"]
