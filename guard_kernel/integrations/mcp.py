@@ -3,12 +3,18 @@ agent as MCP tool errors.
 
 Installed with ``pip install 'guard-kernel[mcp]'``; jupyter-mcp-server loads it through the
 ``reactor.mcp.extensions`` entry point (nothing else imports this module, so guard_kernel never
-needs jupyter-mcp-server).  The guarded kernel does the enforcing on its own; this plugin only
-changes how a refusal is *delivered*: without it the MCP server hands the kernel's error back as
-ordinary output text (``isError`` false), and an agent may read a refused cell as a result.  With
-it, a tool answer that carries a refusal's ``json:`` line (:mod:`guard_kernel.decision.messages`)
-becomes a tool error whose text is the guard's message, JSON line included.  Notices (a warning, a
-truncation) ran: they stay ordinary output, with their JSON line.
+needs jupyter-mcp-server).  The guarded kernel does the enforcing on its own; this
+plugin adds two things:
+
+- before code is sent (``BEFORE_EXECUTE``, stdio mode) it asks the *target kernel*
+  (:mod:`.ask`): a kernel whose ``kernel_info`` names no running guard gets nothing (``not_guarded``),
+  and code the kernel's ``guard_kernel.check`` pre-flight denies is not sent (``cell_rejected``); the
+  MCP process has no policy of its own;
+- after a tool ran (``AFTER_TOOL_CALL``), an answer that carries a refusal's ``json:`` line
+  (:mod:`guard_kernel.decision.messages`) becomes a tool error whose text is the guard's message, JSON
+  line included (without the plugin the MCP server hands it back as ordinary output, ``isError``
+  false, and an agent may read a refused cell as a result).  Notices (a warning, a truncation) ran:
+  they stay ordinary output, with their JSON line.
 
 What this version of jupyter-mcp-server allows (2.2.x, read from its source): ``AFTER_TOOL_CALL``
 handlers with ``propagate_errors=True`` turn the call into an error.  ``BEFORE_EXECUTE`` passes
@@ -20,6 +26,7 @@ applies to every cell.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -31,6 +38,7 @@ from reactor.types import PluginManifest
 
 from guard_kernel import __version__
 from guard_kernel.decision.messages import ERRORS, iter_facts
+from guard_kernel.integrations.ask import ask
 
 log = logging.getLogger("guard_kernel.mcp")
 EXECUTING_TOOLS = frozenset({"execute_code", "execute_cell", "insert_execute_code_cell"})
@@ -77,6 +85,38 @@ class GuardDenialHook:
             raise ToolError(text.strip())
 
 
+class GuardPreflightHook:
+    """``BEFORE_EXECUTE`` (stdio mode): ask the target kernel before the code is sent; a kernel that is
+    not guarded, or whose guard would deny the code, gets nothing and the agent a tool error."""
+
+    propagate_errors = True
+
+    async def on_event(self, event: Any, **kwargs: Any) -> None:
+        if event != HookEvent.BEFORE_EXECUTE:
+            return
+        kernel_id, code, server = kwargs.get("kernel_id"), kwargs.get("code"), _server()
+        if not kernel_id or not isinstance(code, str) or server is None:
+            return
+        refusal = await asyncio.to_thread(ask, server[0], server[1], str(kernel_id), code)
+        if refusal is not None:
+            log.info("guard_kernel refused code for kernel %s before sending it: %s", kernel_id,
+                     refusal.facts.get("message"))
+            raise ToolError(refusal.text)
+
+
+def _server() -> tuple[str, str | None] | None:
+    """The Jupyter server this MCP server sends code to (URL, token), or None in the server's own
+    process (``local``: the extension mode, where kernels are reached in-process and the kernel's
+    own refusal, turned into a tool error by :class:`GuardDenialHook`, is the answer)."""
+    from jupyter_mcp_server.config import get_config
+
+    config = get_config()
+    url = str(config.code_sandbox_url or "")
+    if not url.startswith(("http://", "https://")):
+        return None
+    return url, config.code_sandbox_token or None
+
+
 class GuardKernelExtension(JupyterMCPExtension):
     """guard_kernel for jupyter-mcp-server: denials are tool errors (the kernel enforces on its own)."""
 
@@ -85,15 +125,18 @@ class GuardKernelExtension(JupyterMCPExtension):
     def __init__(self) -> None:
         super().__init__()
         if not GuardKernelExtension._registered:  # one handler per process, however often discovered
-            HookRegistry.get_instance().register(GuardDenialHook())
+            registry = HookRegistry.get_instance()
+            registry.register(GuardPreflightHook())
+            registry.register(GuardDenialHook())
             GuardKernelExtension._registered = True
-            log.info("guard_kernel %s: denials are sent as tool errors; requests are not tagged "
-                     "(this jupyter-mcp-server forwards no request metadata): the kernelspec's actor applies",
-                     __version__)
+            log.info("guard_kernel %s: code is checked by the target kernel before it is sent, refusals are "
+                     "tool errors; requests are not tagged (this jupyter-mcp-server forwards no request "
+                     "metadata): the kernelspec's actor applies", __version__)
 
     def manifest(self) -> Any:
         return PluginManifest(name="guard_kernel", version=__version__,
                               description="guard_kernel: the guarded kernel's denials reach the agent as tool errors")
 
 
-__all__ = ["DENIAL_CODES", "EXECUTING_TOOLS", "GuardDenialHook", "GuardKernelExtension", "guard_denial"]
+__all__ = ["DENIAL_CODES", "EXECUTING_TOOLS", "GuardDenialHook", "GuardKernelExtension", "GuardPreflightHook",
+           "guard_denial"]

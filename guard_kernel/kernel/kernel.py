@@ -121,10 +121,29 @@ class GuardedKernel(IPythonKernel):
         def answer(m: dict[str, Any]) -> None:
             data = m.get("content", {}).get("data") or {}
             if data:  # an empty open is only a handshake
-                comm.send(answer_request(data, guard=session.current(), shell=self.shell))
+                reply = answer_request(data, guard=session.current(), shell=self.shell)
+                if data.get("for") == "execute":  # a client will not send code this denies: record the attempt
+                    self._record_refused_before_sending(data, reply)
+                comm.send(reply)
 
         comm.on_msg(answer)
         answer(msg)
+
+    def _record_refused_before_sending(self, data: dict[str, Any], reply: dict[str, Any]) -> None:
+        """A pre-flight asked on behalf of an ``execute`` (the MCP plugin) that denies: the audit keeps the
+        attempt, as it would the refused cell."""
+        guard = session.current()
+        report = reply.get("report") or {}
+        if guard is None or not reply.get("ok") or report.get("outcome") != "deny":
+            return
+        for unit in report.get("units", []):
+            denial = unit.get("denial")
+            if denial:
+                guard.record("request", action=denial.get("action"), resource=str(denial.get("resource")),
+                             decision="deny", rules=denial.get("rules", []),
+                             message=f"refused before it was sent (pre-flight): {denial.get('message')}",
+                             code=str(data.get("code", data.get("sql", "")))[:2000], via=CHECK_TARGET,
+                             **_request_fields(guard))
 
     async def execute_request(self, stream: Any, ident: Any, parent: dict[str, Any]) -> None:
         header = parent.get("header", {})

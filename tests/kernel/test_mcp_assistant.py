@@ -103,6 +103,11 @@ def server(project: Workspace, tmp_path_factory: pytest.TempPathFactory) -> Iter
     prefix = tmp / "prefix"
     spec.install(name="python3", prefix=str(prefix), policy=str(project.policy("default")), root=str(project.root),
                  audit_dir=str(tmp / "audit-unused"))
+    plain = prefix / "share" / "jupyter" / "kernels" / "plain"  # an unguarded kernelspec beside it
+    plain.mkdir(parents=True)
+    (plain / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (not guarded)", "language": "python"}))
     srv = Server(project.root, prefix, tmp)
     try:
         yield srv, prefix
@@ -180,6 +185,9 @@ def test_every_kernel_the_assistant_reaches_is_guarded(deployment: tuple[Server,
     more = attacks(uuid.uuid4().hex[:8])
     # a running kernel the agent did not start (another user's notebook, say), started by name
     other = server.api("POST", "/api/kernels", {"name": "python3"})["id"]
+    # and one that is not guarded at all
+    unguarded = server.api("POST", "/api/kernels", {"name": "plain"})["id"]
+    marker = project.scratch / f"unguarded-{plugin}.txt"
 
     async def steps(s: Any) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -202,6 +210,8 @@ def test_every_kernel_the_assistant_reaches_is_guarded(deployment: tuple[Server,
         out["truncated"] = await s.call_tool("execute_code", {
             "code": WH + "len(con.execute('SELECT id FROM orders').fetchall())", "timeout": 120})
         out["status"] = await s.call_tool("execute_code", {"code": "%guard status --json", "timeout": 120})
+        out["unguarded"] = await s.call_tool("execute_code", {
+            "code": f"open({str(marker)!r}, 'w').write('ran')", "kernel_id": unguarded, "timeout": 120})
         return out
 
     # the client's configuration asks for a weaker session: the kernelspec's fixed values win
@@ -236,6 +246,16 @@ def test_every_kernel_the_assistant_reaches_is_guarded(deployment: tuple[Server,
     assert table_counts(project) == before  # no DROP happened, on any path
     assert source_digests(project) == digests  # and no source file changed
 
+    # the plugin asks a kernel before sending it code: one that is not guarded gets nothing
+    if plugin:
+        assert out["unguarded"].is_error and not marker.exists(), text(out["unguarded"])
+        facts = denial(out["unguarded"])
+        assert facts["code"] == "not_guarded" and "guard-kernel install" in facts["hint"]
+    else:  # without it, nothing stops code sent to an unguarded kernel: the doctor is the check
+        assert marker.read_text() == "ran"
+        marker.unlink()
+    assert main(["doctor", "--url", server.url, "--token", TOKEN]) == 1  # it names the unguarded kernel
+    server.api("DELETE", f"/api/kernels/{unguarded}")
     assert main(["doctor", "--url", server.url, "--token", TOKEN]) == 0  # the deployment holds
     kernels = server.api("GET", "/api/kernels")
     assert len(kernels) >= 3 and {k["name"] for k in kernels} == {"python3"}
@@ -246,10 +266,16 @@ def test_every_kernel_the_assistant_reaches_is_guarded(deployment: tuple[Server,
     assert len(sessions) >= 3 and all(r["actor"] == "agent" for r in sessions)
     cells = [r for r in records if r["kind"] == "cell"]
     sent = [DROP, *(code for code, _ in more.values())]
-    assert all(any(c["code"] == code for c in cells) for code in sent)  # every cell the agent sent is recorded…
-    assert all(c["actor"] == "agent" for c in cells)  # …as the agent's
-    rejected = {c["code"]: c["status"] for c in cells if c["code"] in sent}
-    assert set(rejected.values()) <= {"rejected", "error"}, rejected
+    # every denied attempt is in the audit as the agent's: with the plugin as refused before it was sent
+    # (the kernel's pre-flight answered, the code never ran), without it as a refused cell
+    asked = [r for r in records if r["kind"] == "request" and r.get("via") == "guard_kernel.check"]
+    attempts = asked if plugin else cells
+    assert all(any(r.get("code") == code for r in attempts) for code in sent), [r.get("code") for r in attempts]
+    assert all(r["actor"] == "agent" for r in attempts + cells)
+    if plugin:
+        assert not [c for c in cells if c["code"] in sent]  # none of them reached the kernel as a cell
+    else:
+        assert {c["status"] for c in cells if c["code"] in sent} <= {"rejected", "error"}
 
 
 def test_doctor_refuses_a_python3_that_fixes_no_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
