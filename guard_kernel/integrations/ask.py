@@ -9,8 +9,8 @@ MCP process has no policy of its own: the kernel decides, and enforces again whe
 
 from __future__ import annotations
 
+import json
 import logging
-import queue
 import re
 import time
 import uuid
@@ -59,32 +59,22 @@ def ask(url: str, token: str | None, kernel_id: str, code: str, *, timeout: floa
     """Ask kernel *kernel_id* on the server at *url*: None when *code* may be sent, else why not.
 
     Fail closed: a kernel that cannot be asked is not sent code either."""
-    from jupyter_kernel_client.wsclient import KernelWebSocketClient  # installed with jupyter-mcp-server
-
-    endpoint = re.sub(r"^http", "ws", url.rstrip("/")) + f"/api/kernels/{kernel_id}/channels"
-    client = KernelWebSocketClient(endpoint=endpoint, token=token, timeout=timeout, log=log)
-    deadline = time.monotonic() + timeout
     try:
-        client.start_channels(stdin=False, hb=False, control=False)
-        info = _reply(client, client.session.msg("kernel_info_request"), "shell", deadline)
-        guard = info["content"].get("guard")
-        if not isinstance(guard, dict):
-            return not_guarded(kernel_id, f"its kernel_info names no guard (implementation "
-                                          f"{info['content'].get('implementation')!r})")
-        if not guard.get("guarded"):
-            return not_guarded(kernel_id, f"its guard is not running: {guard.get('unavailable')}")
-        comm_id = uuid.uuid4().hex
-        opened = client.session.msg("comm_open", {"comm_id": comm_id, "target_name": guard["check_target"],
-                                                  "data": {"code": code, "for": "execute"}})
-        answer = _reply(client, opened, "iopub", deadline, comm_id=comm_id)["content"]["data"]
-        client.shell_channel.send(client.session.msg("comm_close", {"comm_id": comm_id, "data": {}}))
+        with _Connection(url, token, kernel_id, timeout) as conn:
+            info = conn.request("kernel_info_request", {})
+            guard = info["content"].get("guard")
+            if not isinstance(guard, dict):
+                return not_guarded(kernel_id, f"its kernel_info names no guard (implementation "
+                                              f"{info['content'].get('implementation')!r})")
+            if not guard.get("guarded"):
+                return not_guarded(kernel_id, f"its guard is not running: {guard.get('unavailable')}")
+            comm_id = uuid.uuid4().hex
+            answer = conn.request("comm_open", {"comm_id": comm_id, "target_name": guard["check_target"],
+                                                "data": {"code": code, "for": "execute"}},
+                                  channel="iopub", comm_id=comm_id)["content"]["data"]
+            conn.send("comm_close", {"comm_id": comm_id, "data": {}})
     except Exception as exc:  # cannot ask: fail closed
         return not_guarded(kernel_id, f"it could not be asked: {type(exc).__name__}: {exc}")
-    finally:
-        try:
-            client.stop_channels()
-        except Exception:  # a closed connection: nothing to release
-            pass
     if not answer.get("ok"):  # the kernel could not answer: it decides when the code runs
         log.warning("guard_kernel: kernel %s could not pre-check the code: %s", kernel_id, answer.get("error"))
         return None
@@ -95,23 +85,54 @@ def ask(url: str, token: str | None, kernel_id: str, code: str, *, timeout: floa
     return denied(kernel_id, denial)
 
 
-def _reply(client: Any, msg: dict[str, Any], channel: str, deadline: float, *,
-           comm_id: str | None = None) -> dict[str, Any]:
-    """Send *msg* on the shell channel and wait for its reply (or, with *comm_id*, the comm's answer)."""
-    client.shell_channel.send(msg)
-    get = client.get_shell_msg if channel == "shell" else client.get_iopub_msg
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"no answer to {msg['msg_type']}")
+class _Connection:
+    """One websocket to a kernel through the Jupyter server (its JSON message protocol), used for a
+    request or two and closed at once (no threads: nothing outlives the question)."""
+
+    def __init__(self, url: str, token: str | None, kernel_id: str, timeout: float) -> None:
+        import websocket  # websocket-client, installed with jupyter-mcp-server
+        from jupyter_client.session import Session
+
+        self.session = Session(username="guard_kernel")
+        endpoint = (re.sub(r"^http", "ws", url.rstrip("/")) + f"/api/kernels/{kernel_id}/channels"
+                    + f"?session_id={self.session.session}")
+        self.deadline = time.monotonic() + timeout
+        self.ws = websocket.create_connection(endpoint, timeout=timeout,
+                                              header=[f"Authorization: token {token}"] if token else [])
+
+    def __enter__(self) -> _Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         try:
-            got: dict[str, Any] = get(timeout=left)
-        except queue.Empty:
-            continue
-        if got.get("parent_header", {}).get("msg_id") != msg["header"]["msg_id"]:
-            continue
-        if comm_id is None or (got["msg_type"] == "comm_msg" and got["content"].get("comm_id") == comm_id):
-            return got
+            self.ws.close(timeout=1)
+        except Exception:  # already closed
+            pass
+
+    def send(self, msg_type: str, content: dict[str, Any], channel: str = "shell") -> str:
+        from jupyter_client.jsonutil import json_default
+
+        msg = self.session.msg(msg_type, content)
+        self.ws.send(json.dumps({**msg, "channel": channel}, default=json_default))
+        return str(msg["header"]["msg_id"])
+
+    def request(self, msg_type: str, content: dict[str, Any], *, channel: str = "shell",
+                comm_id: str | None = None) -> dict[str, Any]:
+        """Send on the shell channel; the reply on *channel* to it (with *comm_id*: the comm's message)."""
+        msg_id = self.send(msg_type, content)
+        while True:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no answer to {msg_type}")
+            self.ws.settimeout(left)
+            raw = self.ws.recv()
+            if not isinstance(raw, str):  # a binary frame (a message with buffers): not ours
+                continue
+            got: dict[str, Any] = json.loads(raw)
+            if got.get("channel") != channel or got.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            if comm_id is None or (got.get("msg_type") == "comm_msg" and got["content"].get("comm_id") == comm_id):
+                return got
 
 
 __all__ = ["DEPLOY_HINT", "Refusal", "ask", "denied", "not_guarded"]
