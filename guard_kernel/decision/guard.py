@@ -47,10 +47,11 @@ HISTORY = 100
 
 TRUNCATION_HINTS = {
     "sql": "Ask the database for less: aggregate (GROUP BY), filter (WHERE) or LIMIT the query.",
-    "dataframe": ("Read less: pass nrows= or usecols=, or copy the file into scratch/ and filter it there "
-                  "(or aggregate it in DuckDB: SELECT … FROM read_csv('file') GROUP BY …)."),
+    "dataframe": ("Read less: pass nrows= or usecols=, or copy the file into the scratch area ({scratch}) and "
+                  "filter it there (or aggregate it in DuckDB: SELECT … FROM read_csv('file') GROUP BY …)."),
 }
-"""What to do instead of a truncated read, by the kind of reader that was cut."""
+"""What to do instead of a truncated read, by the kind of reader that was cut (``{scratch}``: the
+policy's scratch globs)."""
 
 
 def _default_notify(decision: Decision) -> None:
@@ -241,7 +242,8 @@ class Guard:
         more = f"{total} exist" if total is not None else "more exist"
         msg = f"{resource}: {returned} rows returned, {more} (row cap {self.max_rows} for {self.actor})"
         d = Decision(Effect.TRUNCATE, Action.SQL_READ if reader == "sql" else Action.FILE_READ, resource, (), msg,
-                     TRUNCATION_HINTS.get(reader, TRUNCATION_HINTS["sql"]), None, statement,
+                     TRUNCATION_HINTS.get(reader, TRUNCATION_HINTS["sql"]).format(
+                         scratch=", ".join(g.text for g in self.policy.scratch) or "none declared"), None, statement,
                      {"returned": returned, "more": True, "total": total, "max_rows": self.max_rows, "reader": reader,
                       **({"via": via} if via else {})})
         self.counts["truncate"] += 1
