@@ -134,6 +134,8 @@ CASES: list[tuple[str, str, str, str, str, Callable[[dict[str, Any]], bool]]] = 
      lambda f: f["returned"] == 500 and f["total"] > 500 and f["reader"] == "dataframe"),
     ("warning", "human", "!echo hi", "", "warning", lambda f: f["effect"] == "warn" and f["action"] == "shell.exec"),
     ("unavailable-status", "bad", "%guard status", "", "guard_unavailable", lambda f: bool(f["hint"])),
+    ("unavailable-bad-switch", "bad", "%guard policy /nonexistent/policy.yaml", "GuardUnavailable", "guard_unavailable",
+     lambda f: "nonexistent" in f["message"] and "%guard policy" in f["hint"]),
 ]
 
 

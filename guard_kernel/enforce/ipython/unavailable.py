@@ -18,6 +18,7 @@ from guard_kernel.decision.evaluate import Decision, Effect, RuleHit
 from guard_kernel.decision.messages import Code, facts
 from guard_kernel.enforce.ipython.notices import show
 from guard_kernel.policy.actions import Action
+from guard_kernel.policy.model import PolicyError
 
 HINT = ("Load a valid policy with `%guard policy FILE` (check it first: python -m guard_kernel check-policy FILE), "
         "or restart the kernel with a valid GUARD_KERNEL_POLICY.")
@@ -64,7 +65,10 @@ def block(ip: Any, reason: str, load_policy: Callable[[str], None]) -> Unavailab
     def percent_guard(line: str = "") -> None:
         words = line.split()
         if len(words) == 2 and words[0] == "policy":
-            load_policy(words[1])  # raises PolicyError (shown without traceback) when it is not valid either
+            try:
+                load_policy(words[1])
+            except PolicyError as exc:  # still no guard: say so as every refusal does (JSON line included)
+                raise GuardUnavailable(Unavailable(f"{reason}; and {words[1]}: {exc}").decision()) from None
             return
         d = _gate.decision() if _gate else Unavailable(reason).decision()
         show(ip, Code.GUARD_UNAVAILABLE, d.message, [f"instead: {HINT}"],
