@@ -26,7 +26,9 @@ from guard_kernel.decision import (
     Guard,
     GuardDenied,
     GuardLocked,
+    GuardUnavailable,
     ImportRefused,
+    PolicyViolation,
     Request,
     RuleHit,
     StarRef,
@@ -54,7 +56,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Action", "ActionClass", "AuditWriter", "CellRejected", "Decision", "Effect", "Guard", "GuardDenied",
-    "GuardLocked", "ImportRefused", "Policy", "PolicyError", "Report", "Request", "RuleHit", "StarRef",
+    "GuardLocked", "GuardUnavailable", "ImportRefused", "Policy", "PolicyError", "PolicyViolation", "Report",
+    "Request", "RuleHit", "StarRef",
     "TableRef", "builtin_policy", "check", "current", "decide", "guard_from_env",
     "load_ipython_extension", "load_policy", "parse_policy", "policy_from_env", "read_records",
     "unload_ipython_extension", "verify",

@@ -28,6 +28,7 @@ if str(REPO) not in sys.path:  # the tests run from a checkout, installed or not
     sys.path.insert(0, str(REPO))
 
 from guard_kernel.audit import read_records  # noqa: E402
+from guard_kernel.decision.errors import ERROR_NAMES  # noqa: E402
 from guard_kernel.demo import Workspace, build_workspace  # noqa: E402
 
 # A real Jupyter Server for the server-extension tests (tests/jupyter_ext/). The plugin's two autouse
@@ -143,6 +144,8 @@ class CellResult:
     stderr: str = ""
     error: dict[str, Any] | None = None
     results: list[dict[str, Any]] = field(default_factory=list)
+    notices: list[dict[str, Any]] = field(default_factory=list)
+    """The guard's notices (display outputs carrying its ``guard_kernel`` metadata): data bundles."""
 
     @property
     def ok(self) -> bool:
@@ -169,7 +172,8 @@ class CellResult:
 
     def __str__(self) -> str:  # shown by pytest when an assertion on a result fails
         return (f"status={self.status} ename={self.ename}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
-                f"\n--- traceback\n{self.traceback}\n--- value\n{self.text}")
+                f"\n--- traceback\n{self.traceback}\n--- value\n{self.text}"
+                + "".join(f"\n--- notice\n{n.get('text/plain', '')}" for n in self.notices))
 
     __repr__ = __str__
 
@@ -193,6 +197,8 @@ class GuardedKernel:
                     res.stdout += content["text"]
                 else:
                     res.stderr += content["text"]
+            elif kind == "display_data" and "guard_kernel" in content.get("metadata", {}):
+                res.notices.append(content["data"])
             elif kind in ("execute_result", "display_data"):
                 res.results.append(content["data"])
             elif kind == "error":
@@ -304,8 +310,8 @@ def kernel(kernel_factory: Callable[..., GuardedKernel]) -> GuardedKernel:
 
 
 def blocked(res: CellResult) -> bool:
-    """The cell failed with a guard denial (GuardDenied / CellRejected / PermissionError)."""
-    return not res.ok and ("Denied" in res.ename or "Rejected" in res.ename or res.ename == "PermissionError"
+    """The cell failed with a guard refusal (PolicyViolation, CellRejected… or a PermissionError)."""
+    return not res.ok and (res.ename in ERROR_NAMES or res.ename == "PermissionError"
                            or "blocked by policy" in res.traceback)
 
 

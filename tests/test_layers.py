@@ -1,6 +1,6 @@
 """The import order of the package: a stage imports only the stages below it, and no module imports a circle.
 
-cli/, demo/ → tools/ → enforce/ → analysis/ → decision/ → audit/ → policy/ → _package (every import,
+cli/, demo/ → tools/, integrations/ → enforce/ → analysis/ → decision/ → audit/ → policy/ → _package (every import,
 function-level ones included; a stage not listed here, such as a new top-level one, may import any).
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "guard_kernel"
 RANK = {"_package": 0, "policy": 1, "audit": 2, "decision": 3, "analysis": 4, "enforce": 5, "tools": 6,
-        "cli": 7, "demo": 7}
+        "integrations": 6, "cli": 7, "demo": 7}
 
 
 def _module(f: Path) -> str:

@@ -6,7 +6,14 @@ session's :class:`Guard`: decide, record in the audit, count, raise).  Uses ``po
 ``audit``, nothing above them.
 """
 
-from guard_kernel.decision.errors import CellRejected, GuardDenied, GuardLocked, ImportRefused
+from guard_kernel.decision.errors import (
+    CellRejected,
+    GuardDenied,
+    GuardLocked,
+    GuardUnavailable,
+    ImportRefused,
+    PolicyViolation,
+)
 from guard_kernel.decision.evaluate import Decision, Effect, RuleHit, decide
 from guard_kernel.decision.guard import (
     ENV_ACTOR,
@@ -25,6 +32,7 @@ from guard_kernel.decision.request import Request, StarRef, TableRef
 __all__ = [
     "ENV_ACTOR", "ENV_AUDIT_DIR", "ENV_ENVIRONMENT", "ENV_POLICY", "ENV_POLICY_SHA256", "ENV_ROOT",
     "CellRejected", "Decision", "Effect", "Guard",
-    "GuardDenied", "GuardLocked", "ImportRefused", "Request", "RuleHit", "StarRef", "TableRef", "current",
+    "GuardDenied", "GuardLocked", "GuardUnavailable", "ImportRefused", "PolicyViolation", "Request", "RuleHit",
+    "StarRef", "TableRef", "current",
     "decide", "guard_from_env", "policy_from_env",
 ]

@@ -16,6 +16,7 @@ from enum import Enum
 from functools import cached_property
 from typing import Any
 
+from guard_kernel.decision.messages import MESSAGE_VERSION, Code
 from guard_kernel.decision.request import Request
 from guard_kernel.policy.actions import Action, ActionClass, action_class, action_matches
 from guard_kernel.policy.model import Policy, Rule
@@ -77,7 +78,8 @@ class Decision:
     def as_dict(self) -> dict[str, Any]:
         """The JSON shape agents and the audit read."""
         d: dict[str, Any] = {
-            "code": "policy_violation" if self.effect in (Effect.DENY, Effect.WOULD_DENY) else "policy_decision",
+            "v": MESSAGE_VERSION,
+            "code": _CODES[self.effect].value,
             "effect": self.effect.value,
             "action": self.action.value,
             "resource": self.resource,
@@ -89,6 +91,7 @@ class Decision:
             d["line"] = self.line
         if self.code is not None:
             d["statement"] = self.code
+        d.update(self.extra)  # facts only this kind of decision has (a truncation's row counts)
         return d
 
     @cached_property
@@ -119,6 +122,11 @@ class Decision:
         return text
 
 
+_CODES = {Effect.DENY: Code.POLICY_VIOLATION, Effect.WOULD_DENY: Code.WARNING, Effect.WARN: Code.WARNING,
+          Effect.TRUNCATE: Code.TRUNCATED, Effect.ALLOW: Code.ALLOWED}
+"""``code`` of a decision's JSON facts (:mod:`.messages`), by effect."""
+
+
 # ------------------------------------------------------------------- matching
 
 WRITE_LIKE = frozenset({
@@ -141,6 +149,9 @@ _HINTS: dict[Action, str] = {
     Action.NET_CONNECT: "Work with the data already in the project; ask a human to fetch what is missing.",
     Action.SHELL_EXEC: "Use Python (pathlib, pandas, duckdb) in the notebook instead of a shell command.",
     Action.PYTHON_IMPORT: "Use a module the policy allows.",
+    Action.SQL_READ: "Read the tables and columns the policy allows (%guard explain names the rule).",
+    Action.FILE_READ: "Read the files the policy allows (%guard explain names the rule).",
+    Action.KERNEL_REQUEST: "Send the code as an ordinary cell.",
 }
 
 

@@ -19,8 +19,15 @@ from typing import Any, NoReturn
 from guard_kernel.audit.redact import Redactor, redactor
 from guard_kernel.audit.session import MAX_INNER, end_fields, header_fields, inner_entry
 from guard_kernel.audit.writer import AuditSink, AuditUnavailable, AuditWriter, new_session_id
-from guard_kernel.decision.errors import GuardDenied, GuardLocked, audit_unavailable, locked_message
+from guard_kernel.decision.errors import (
+    KERNEL_LOCKED_HINT,
+    LOCKED_HINT,
+    GuardDenied,
+    GuardLocked,
+    audit_unavailable,
+)
 from guard_kernel.decision.evaluate import Decision, Effect, decide
+from guard_kernel.decision.messages import json_line
 from guard_kernel.decision.request import Request
 from guard_kernel.policy.actions import Action
 from guard_kernel.policy.load import builtin_policy, load_policy
@@ -38,8 +45,18 @@ HISTORY = 100
 """How many recent decisions a guard keeps for ``%guard explain N``."""
 
 
+TRUNCATION_HINTS = {
+    "sql": "Ask the database for less: aggregate (GROUP BY), filter (WHERE) or LIMIT the query.",
+    "dataframe": ("Read less: pass nrows= or usecols=, or copy the file into the scratch area ({scratch}) and "
+                  "filter it there (or aggregate it in DuckDB: SELECT … FROM read_csv('file') GROUP BY …)."),
+}
+"""What to do instead of a truncated read, by the kind of reader that was cut (``{scratch}``: the
+policy's scratch globs)."""
+
+
 def _default_notify(decision: Decision) -> None:
-    print(f"guard_kernel: {decision.render()}", file=sys.stderr)
+    """Outside IPython (scripts, ``guard-kernel run``'s own process): the message on stderr."""
+    print(f"guard_kernel: {decision.render()}\n{json_line(decision.as_dict())}", file=sys.stderr)
 
 
 def check_applies(policy: Policy, actor: str, environment: str) -> None:
@@ -217,17 +234,24 @@ class Guard:
             self.last = audit_unavailable(exc, None, self.audit_path)
             raise GuardDenied(self.last) from None
 
-    def truncated(self, resource: str, *, returned: int, statement: str | None = None, via: str = "") -> None:
-        """Record and show that a result was cut at the row cap."""
-        msg = (f"Result truncated to {returned} rows (row cap {self.max_rows} for {self.actor}); "
-               "aggregate in SQL or add a WHERE/LIMIT to see what you need.")
-        d = Decision(Effect.TRUNCATE, Action.SQL_READ, resource, (), msg, "Aggregate in the query, or filter it.",
-                     None, statement)
+    def truncated(self, resource: str, *, returned: int, statement: str | None = None, via: str = "",
+                  total: int | None = None, reader: str = "sql") -> None:
+        """Record and show that a result was cut at the row cap: *returned* rows came back, more exist
+        (*total* when the engine knew it without another scan); *reader* (``sql`` or ``dataframe``)
+        chooses the hint."""
+        more = f"{total} exist" if total is not None else "more exist"
+        msg = f"{resource}: {returned} rows returned, {more} (row cap {self.max_rows} for {self.actor})"
+        d = Decision(Effect.TRUNCATE, Action.SQL_READ if reader == "sql" else Action.FILE_READ, resource, (), msg,
+                     TRUNCATION_HINTS.get(reader, TRUNCATION_HINTS["sql"]).format(
+                         scratch=", ".join(g.text for g in self.policy.scratch) or "none declared"), None, statement,
+                     {"returned": returned, "more": True, "total": total, "max_rows": self.max_rows, "reader": reader,
+                      **({"via": via} if via else {})})
         self.counts["truncate"] += 1
         self.last = d
         self.history.append(d)
-        self.record("truncate", action=Action.SQL_READ.value, resource=resource, decision="truncate", rules=[],
+        self.record("truncate", action=d.action.value, resource=resource, decision="truncate", rules=[],
                     message=msg, returned=returned, max_rows=self.max_rows, via=via,
+                    **({"total": total} if total is not None else {}),
                     **({"statement": statement} if statement else {}))
         self.notify(d)
 
@@ -245,12 +269,14 @@ class Guard:
 
     def refuse_locked(self, what: str) -> NoReturn:
         """Record that *what* was refused because the policy is locked, and raise :class:`GuardLocked`."""
-        msg = (locked_message(self.policy.name) if self.policy.lock else
-               "this guarded kernel is locked: the guard cannot be unloaded, reloaded or re-configured from "
-               "inside the session. Install the kernel with another policy (guard-kernel install --policy FILE).")
+        if self.policy.lock:
+            msg, hint = f"{what} refused: policy {self.policy.name!r} is locked (lock: true)", LOCKED_HINT
+        else:
+            msg, hint = f"{what} refused: this guarded kernel is locked", KERNEL_LOCKED_HINT
+        msg += ": the guard cannot be unloaded, reloaded or re-configured from inside the session"
         self.record("guard", action=None, resource="guard_kernel", decision="deny", rules=[self.lock_rule()],
-                    message=f"{what} refused: {msg}")
-        raise GuardLocked(msg)
+                    message=f"{msg}. {hint}")
+        raise GuardLocked(msg, hint)
 
     def close(self, reason: str | None = None) -> None:
         """Record the end of the session (*reason*, else :attr:`end_reason`) and close the audit

@@ -14,7 +14,13 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
+from guard_kernel.decision.messages import Code, facts, json_line
 from guard_kernel.kernel import spec
+
+HINT = ("Install the guarded kernel under the name the assistant's server starts (guard-kernel install --name "
+        "python3 --prefix DIR --policy FILE --actor agent), put DIR/share/jupyter first on that server's "
+        "JUPYTER_PATH, and shut down unguarded kernels (docs/assistants.md).")
+"""What to do when the doctor finds a kernel an assistant could reach that is not guarded as it should be."""
 
 
 @dataclass
@@ -35,6 +41,8 @@ class Report:
         lines = [f"  {f}" for f in self.facts] + [f"  PROBLEM: {p}" for p in self.problems]
         lines.append("ok: every kernel checked is guarded" if self.ok else
                      "NOT ok: fix the problems above (README, 'AI assistants')")
+        if not self.ok:  # the guard's machine-readable line, as every message of the guard ends
+            lines.append(json_line(facts(Code.NOT_GUARDED, self.problems[0], HINT, problems=self.problems)))
         return "\n".join(lines)
 
 

@@ -31,7 +31,7 @@ from ipykernel.ipkernel import IPythonKernel
 
 from guard_kernel import __version__
 from guard_kernel.decision import guard as session
-from guard_kernel.decision.errors import GuardDenied
+from guard_kernel.decision.errors import ERROR_NAMES, CellRejected, GuardDenied, GuardUnavailable
 from guard_kernel.decision.evaluate import Decision, Effect, RuleHit
 from guard_kernel.policy.actions import Action
 
@@ -130,10 +130,29 @@ class GuardedKernel(IPythonKernel):
         def answer(m: dict[str, Any]) -> None:
             data = m.get("content", {}).get("data") or {}
             if data:  # an empty open is only a handshake
-                comm.send(answer_request(data, guard=session.current(), shell=self.shell))
+                reply = answer_request(data, guard=session.current(), shell=self.shell)
+                if data.get("for") == "execute":  # a client will not send code this denies: record the attempt
+                    self._record_refused_before_sending(data, reply)
+                comm.send(reply)
 
         comm.on_msg(answer)
         answer(msg)
+
+    def _record_refused_before_sending(self, data: dict[str, Any], reply: dict[str, Any]) -> None:
+        """A pre-flight asked on behalf of an ``execute`` (the MCP plugin) that denies: the audit keeps the
+        attempt, as it would the refused cell."""
+        guard = session.current()
+        report = reply.get("report") or {}
+        if guard is None or not reply.get("ok") or report.get("outcome") != "deny":
+            return
+        for unit in report.get("units", []):
+            denial = unit.get("denial")
+            if denial:
+                guard.record("request", action=denial.get("action"), resource=str(denial.get("resource")),
+                             decision="deny", rules=denial.get("rules", []),
+                             message=f"refused before it was sent (pre-flight): {denial.get('message')}",
+                             code=str(data.get("code", data.get("sql", "")))[:2000], via=CHECK_TARGET,
+                             **_request_fields(guard))
 
     async def execute_request(self, stream: Any, ident: Any, parent: dict[str, Any]) -> None:
         header = parent.get("header", {})
@@ -202,14 +221,13 @@ class GuardedKernel(IPythonKernel):
         return None
 
     def _refuse(self, d: Decision) -> dict[str, Any]:
-        """Reply with an error the notebook shows (no traceback) and the agent reads as JSON."""
+        """Reply with an error the notebook shows (no traceback) and the agent reads as JSON: ``ename``
+        ``GuardUnavailable`` (no guard) or ``CellRejected``, ``evalue`` the short line."""
         guard = session.current()
         if guard is not None and d.rules and d.rules[0].id != "guard-tampered":
             guard.record_decision(d, "request")
-        content = {"ename": "GuardRefused", "evalue": d.message,
-                   "traceback": [f"guard_kernel: request refused — {d.message}",
-                                 f"instead: {d.hint}" if d.hint else "",
-                                 "json: " + json.dumps(d.as_dict())]}
+        exc = GuardUnavailable(d) if d.rules and d.rules[0].id == "guard-unavailable" else CellRejected(d)
+        content = {"ename": type(exc).__name__, "evalue": str(exc), "traceback": exc._render_traceback_()}
         self.send_response(self.iopub_socket, "error", content, ident=self._topic("error"))
         return {"status": "error", "execution_count": self.execution_count, **content}
 
@@ -218,7 +236,8 @@ class GuardedKernel(IPythonKernel):
         if guard is None:
             return
         err = f"{reply.get('ename')}: {reply.get('evalue')}" if reply.get("status") == "error" else None
-        guard.record("cell", action=None, resource="cell[silent]", decision="deny" if err and "Guard" in err else "allow",
+        denied = reply.get("ename") in ERROR_NAMES
+        guard.record("cell", action=None, resource="cell[silent]", decision="deny" if denied else "allow",
                      rules=[], message="", code=code, silent=True, error=err, **_request_fields(guard))
 
     # --------------------------------------------------------- other requests
@@ -242,7 +261,7 @@ class GuardedKernel(IPythonKernel):
             guard.record("request", action=Action.KERNEL_REQUEST.value, resource="create_subshell_request",
                          decision="deny", rules=[{"id": "no-subshells", "file": "<guard>", "line": 0}], message=msg)
         if self.session is not None:
-            self.session.send(socket, "create_subshell_reply", {"status": "error", "ename": "GuardRefused",
+            self.session.send(socket, "create_subshell_reply", {"status": "error", "ename": "CellRejected",
                                                                 "evalue": msg, "traceback": []}, parent, ident)
 
     def _comm_open(self, stream: Any, ident: Any, msg: dict[str, Any]) -> None:

@@ -205,7 +205,10 @@ def test_capped_reads_bring_back_at_most_max_rows(k: GuardedKernel, code: str) -
     recs = k.since(mark)
     assert any(r.get("kind") == "truncate" or r.get("decision") == "truncate" for r in recs), \
         "the truncation is recorded"
-    assert "truncat" in (res.stderr + res.stdout).lower(), "the user is told the result was truncated"
+    shown = [n.get("text/plain", "") for n in res.notices]
+    assert any("rows returned" in x and '"code": "truncated"' in x for x in shown), \
+        "the user is told the result was truncated (a notice, not stderr)"
+    assert "truncat" not in res.stderr.lower()
 
 
 def test_fetch_df_chunk_is_capped(k: GuardedKernel) -> None:
@@ -448,7 +451,8 @@ def test_denial_is_short_with_rule_reason_and_json(k: GuardedKernel) -> None:
     assert "source:warehouse" in tb
     line = next(x for x in tb.splitlines() if x.startswith("json: "))
     facts = json.loads(line[len("json: "):])
-    assert facts["code"] == "policy_violation" and facts["action"] == "sql.write"
+    assert facts["code"] == "cell_rejected" and facts["action"] == "sql.write"  # decided before the cell ran
+    assert res.ename == "CellRejected" and res.error is not None and "\n" not in res.error["evalue"]
     assert {"resource", "rules", "message", "hint"} <= facts.keys()
 
 
@@ -505,7 +509,8 @@ def test_human_shell_runs_with_a_recorded_warning(human: GuardedKernel, scratch_
     assert res.ok, res
     assert marker.read_text().strip() == "ran"
     assert "warn" in decisions(human.since(mark))
-    assert "human-shell" in res.stderr + res.stdout
+    assert "human-shell" in "".join(n.get("text/plain", "") for n in res.notices)  # a notice, not stderr
+    assert res.stderr == ""
 
 
 def test_human_row_cap_is_larger(human: GuardedKernel) -> None:

@@ -250,7 +250,7 @@ def test_a_forked_childs_decisions_reach_the_launchers_audit(start: Start, proje
     res = k.run(FORKED_CHILD)
     assert res.ok, res
     outcome, pid = res.stdout.split()
-    assert outcome == "GuardDenied", res  # the child is guarded, and not refused for want of an audit file
+    assert outcome == "PolicyViolation", res  # the child is guarded, and not refused for want of an audit file
     assert source_digests(project) == before
     assert k.run("x = 2").ok  # a record after the child's: the chain goes on past it
     audit = str(k.audit_files()[0])
@@ -277,11 +277,11 @@ def test_without_landlock_best_effort_says_so_in_the_first_cell(start: Start, pr
     k = start(launcher=("--without-landlock",))
     first = k.run("1 + 1")
     assert first.ok, first
-    notices = [r["text/plain"] for r in first.results if NOTICE in r.get("text/plain", "")]
+    notices = [r["text/plain"] for r in first.notices if NOTICE in r.get("text/plain", "")]
     assert len(notices) == 1 and "\n" not in notices[0] and "Landlock" in notices[0], first
     assert NOTICE not in first.stderr and any(r.get("text/plain") == "2" for r in first.results)
     second = k.run("2 + 2")
-    assert second.ok and not any(NOTICE in r.get("text/plain", "") for r in second.results), second
+    assert second.ok and not any(NOTICE in r.get("text/plain", "") for r in second.notices), second
     assert status(k)["confinement"]["state"] == "unavailable"
     header = next(r for r in read_records(str(k.audit_files()[0])) if r["kind"] == "session")
     assert header["confinement"]["state"] == "unavailable" and "Landlock" in header["confinement"]["reason"]

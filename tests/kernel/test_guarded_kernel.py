@@ -18,6 +18,7 @@ from conftest import GuardedKernel, kernel_env, table_counts
 
 from guard_kernel.audit import read_records
 from guard_kernel.cli.main import main
+from guard_kernel.decision.errors import ERROR_NAMES
 from guard_kernel.demo import Workspace
 from guard_kernel.kernel import spec
 
@@ -67,7 +68,7 @@ def shell_reply(k: GuardedKernel, msg_id: str) -> dict[str, Any]:
 
 
 def refused(res: Any) -> bool:
-    return res.status == "error" and res.ename in ("GuardRefused", "CellRejected", "GuardDenied", "GuardLocked")
+    return res.status == "error" and res.ename in ERROR_NAMES
 
 
 def test_guarded_before_the_first_cell_and_locked(start: Start, project: Workspace) -> None:
@@ -260,7 +261,7 @@ def test_load_ext_with_a_bad_policy_refuses_cells_until_a_good_one(kernel_factor
     assert k.load_result is not None and k.load_result.status == "error"
     target = project.root / "data" / "raw" / "after-bad-load.csv"
     res = k.run(f"open({str(target)!r}, 'w').write('x')")
-    assert res.ename == "CellRejected" and "could not start" in res.traceback
+    assert res.ename == "GuardUnavailable" and "could not start" in res.traceback
     assert not target.exists()
     assert k.run(f"%guard policy {project.policy('default')}").ok
     assert refused(k.run(f"open({str(target)!r}, 'w').write('x')"))

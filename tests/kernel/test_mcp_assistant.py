@@ -4,7 +4,11 @@ against a real Jupyter Server on 127.0.0.1 whose ``python3`` is the guarded kern
 Issue 18's three ways around a per-notebook ``%load_ext`` — ``execute_code`` before ``use_notebook``
 (the MCP server's own launch-time kernel), ``execute_code(kernel_id=…)`` to any running kernel,
 and ``restart_notebook`` — must each land in a guarded kernel: a ``DROP TABLE`` on a source comes
-back to the agent as a denial with the JSON facts, and the table keeps its rows.
+back to the agent as a denial with the JSON facts, and the table keeps its rows.  Then, in the same
+agent session: a ``COPY … TO`` outside scratch, ``!rm`` on a source file and ``df.to_csv('/tmp/…')``
+are denials too (tool errors with the plugin, the kernel's error text without), every source keeps
+its checksum, ordinary analysis runs, and a truncation comes back with its JSON.  One Jupyter Server
+serves the module; each test starts its own MCP server (the plugin is on or off per process).
 """
 
 from __future__ import annotations
@@ -17,15 +21,18 @@ import socket
 import subprocess
 import sys
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
-from conftest import table_counts
+from conftest import source_digests, table_counts
 
 from guard_kernel.audit import read_records
 from guard_kernel.cli.main import main
+from guard_kernel.decision.messages import find_facts, schema
 from guard_kernel.demo import Workspace
 from guard_kernel.kernel import spec
 
@@ -86,21 +93,39 @@ class Server:
             self.proc.wait(30)
 
 
-@pytest.fixture
-def deployment(project: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Server, Path]]:
-    """The documented deployment: the guarded kernelspec installed as ``python3`` in a prefix first on
-    the server's JUPYTER_PATH, with its policy, project root and audit folder fixed."""
+@pytest.fixture(scope="module")
+def server(project: Workspace, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path]]:
+    """One Jupyter Server for the module: the documented deployment, the guarded kernelspec installed as
+    ``python3`` in a prefix first on the server's JUPYTER_PATH (its policy and project root fixed)."""
     if MCP_SERVER is None:
         pytest.skip("jupyter-mcp-server is not installed (pip install -e '.[test]')")
-    prefix, audit = tmp_path / "prefix", tmp_path / "audit"
+    tmp = tmp_path_factory.mktemp("mcp")
+    prefix = tmp / "prefix"
+    spec.install(name="python3", prefix=str(prefix), policy=str(project.policy("default")), root=str(project.root),
+                 audit_dir=str(tmp / "audit-unused"))
+    plain = prefix / "share" / "jupyter" / "kernels" / "plain"  # an unguarded kernelspec beside it
+    plain.mkdir(parents=True)
+    (plain / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (not guarded)", "language": "python"}))
+    srv = Server(project.root, prefix, tmp)
+    try:
+        yield srv, prefix
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def deployment(server: tuple[Server, Path], project: Workspace, tmp_path: Path,
+               monkeypatch: pytest.MonkeyPatch) -> tuple[Server, Path]:
+    """The module's server, with the kernelspec re-installed so this test's kernels audit into their own
+    folder (the server reads the kernelspec whenever it starts a kernel)."""
+    srv, prefix = server
+    audit = tmp_path / "audit"
     monkeypatch.setenv("JUPYTER_PATH", str(prefix / "share" / "jupyter"))  # for guard-kernel doctor here
     spec.install(name="python3", prefix=str(prefix), policy=str(project.policy("default")), root=str(project.root),
                  audit_dir=str(audit))
-    server = Server(project.root, prefix, tmp_path)
-    try:
-        yield server, audit
-    finally:
-        server.stop()
+    return srv, audit
 
 
 def text(result: Any) -> str:
@@ -108,11 +133,12 @@ def text(result: Any) -> str:
 
 
 def denial(result: Any) -> dict[str, Any]:
-    """The JSON facts of a denial the agent received (the ``json:`` line of the guard's message)."""
+    """The JSON facts of a message the agent received (the ``json:`` line of the guard's message),
+    checked against the shipped schema."""
     body = text(result)
-    lines = [ln for ln in body.splitlines() if ln.startswith("json: ")]
-    assert lines, f"no denial in the tool's answer:\n{body}"
-    facts: dict[str, Any] = json.loads(lines[-1][len("json: "):])
+    facts = find_facts(body)
+    assert facts is not None, f"no guard message in the tool's answer:\n{body}"
+    jsonschema.validate(facts, schema())
     return facts
 
 
@@ -134,6 +160,20 @@ def run_agent(server: Server, root: Path, steps: Any, env: dict[str, str] | None
     return asyncio.run(main())
 
 
+WH = "import duckdb\ncon = duckdb.connect('data/warehouse.duckdb', read_only=True)\n"
+
+
+def attacks(tag: str) -> dict[str, tuple[str, Path | None]]:
+    """More of what an over-eager agent tries, each a denial: name → (cell, file it must not create)."""
+    copy_out, csv_out = Path(f"/tmp/guard-mcp-copy-{tag}.csv"), Path(f"/tmp/guard-mcp-df-{tag}.csv")
+    return {
+        "copy_out": (WH + f"con.execute(\"COPY customers TO '{copy_out}' (HEADER)\")", copy_out),
+        "rm_source": ("!rm data/raw/regions.csv", None),
+        "to_csv_tmp": ("import pandas as pd\n"
+                       f"pd.read_csv('data/raw/regions.csv').to_csv('{csv_out}')", csv_out),
+    }
+
+
 @pytest.mark.parametrize("plugin", [True, False], ids=["plugin", "no-plugin"])
 def test_every_kernel_the_assistant_reaches_is_guarded(deployment: tuple[Server, Path], project: Workspace,
                                                        plugin: bool) -> None:
@@ -141,8 +181,13 @@ def test_every_kernel_the_assistant_reaches_is_guarded(deployment: tuple[Server,
     both carry the JSON facts, and either way nothing ran."""
     server, audit = deployment
     before = table_counts(project)
+    digests = source_digests(project)
+    more = attacks(uuid.uuid4().hex[:8])
     # a running kernel the agent did not start (another user's notebook, say), started by name
     other = server.api("POST", "/api/kernels", {"name": "python3"})["id"]
+    # and one that is not guarded at all
+    unguarded = server.api("POST", "/api/kernels", {"name": "plain"})["id"]
+    marker = project.scratch / f"unguarded-{plugin}.txt"
 
     async def steps(s: Any) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -155,10 +200,18 @@ def test_every_kernel_the_assistant_reaches_is_guarded(deployment: tuple[Server,
                                                         "mode": "create"})
         out["restart"] = await s.call_tool("restart_notebook", {"notebook_name": "nb"})
         out["after_restart"] = await s.call_tool("execute_code", {"code": DROP, "timeout": 120})
+        for name, (code, _) in more.items():
+            out[name] = await s.call_tool("execute_code", {"code": code, "timeout": 120})
         out["ordinary"] = await s.call_tool("execute_code", {
-            "code": f"import duckdb\nduckdb.connect({str(project.warehouse)!r}, read_only=True)"
-                    ".execute('SELECT count(*) FROM customers').fetchone()[0]", "timeout": 120})
+            "code": WH + "con.execute('SELECT count(*) FROM customers').fetchone()[0]", "timeout": 120})
+        out["analysis"] = await s.call_tool("execute_code", {
+            "code": WH + "df = con.execute('SELECT region, count(*) AS n FROM customers GROUP BY region "
+                         "ORDER BY region').df()\nint(df.n.sum())", "timeout": 120})
+        out["truncated"] = await s.call_tool("execute_code", {
+            "code": WH + "len(con.execute('SELECT id FROM orders').fetchall())", "timeout": 120})
         out["status"] = await s.call_tool("execute_code", {"code": "%guard status --json", "timeout": 120})
+        out["unguarded"] = await s.call_tool("execute_code", {
+            "code": f"open({str(marker)!r}, 'w').write('ran')", "kernel_id": unguarded, "timeout": 120})
         return out
 
     # the client's configuration asks for a weaker session: the kernelspec's fixed values win
@@ -169,24 +222,60 @@ def test_every_kernel_the_assistant_reaches_is_guarded(deployment: tuple[Server,
     for step in ("launch", "by_id", "after_restart"):
         assert out[step].is_error is plugin, (step, text(out[step]))
         facts = denial(out[step])
-        assert facts["code"] == "policy_violation" and facts["action"] == "sql.ddl", step
+        assert facts["code"] == "cell_rejected" and facts["action"] == "sql.ddl", step
         assert facts["resource"] == "customers" and facts["hint"], step
+    expected = {"copy_out": ("sql.export", "file.write"), "rm_source": ("shell.exec", "file.delete"),
+                "to_csv_tmp": ("export.dataframe", "file.write")}
+    for name, (_, made) in more.items():
+        assert out[name].is_error is plugin, (name, text(out[name]))
+        facts = denial(out[name])
+        assert facts["effect"] == "deny" and facts["action"] in expected[name] and facts["hint"], (name, facts)
+        assert made is None or not made.exists(), made
     assert not out["use"].is_error and not out["restart"].is_error, (text(out["use"]), text(out["restart"]))
     assert not out["ordinary"].is_error and not out["status"].is_error
     assert text(out["ordinary"]).strip() == str(before["customers"])
+    assert not out["analysis"].is_error and text(out["analysis"]).strip().splitlines()[-1] == str(before["customers"])
+    truncated = out["truncated"]
+    assert not truncated.is_error, text(truncated)  # it ran: a notice, never a tool error
+    facts = denial(truncated)
+    assert facts["code"] == "truncated" and facts["returned"] == 500 and facts["more"] is True
+    assert facts["reader"] == "sql" and "WHERE" in facts["hint"]
+    assert "500" in text(truncated).splitlines()
     status = json.loads(text(out["status"]))
     assert status["actor"] == "agent" and status["lock"] is True and status["kernel"] == "python3"
     assert table_counts(project) == before  # no DROP happened, on any path
+    assert source_digests(project) == digests  # and no source file changed
 
+    # the plugin asks a kernel before sending it code: one that is not guarded gets nothing
+    if plugin:
+        assert out["unguarded"].is_error and not marker.exists(), text(out["unguarded"])
+        facts = denial(out["unguarded"])
+        assert facts["code"] == "not_guarded" and "guard-kernel install" in facts["hint"]
+    else:  # without it, nothing stops code sent to an unguarded kernel: the doctor is the check
+        assert marker.read_text() == "ran"
+        marker.unlink()
+    assert main(["doctor", "--url", server.url, "--token", TOKEN]) == 1  # it names the unguarded kernel
+    server.api("DELETE", f"/api/kernels/{unguarded}")
     assert main(["doctor", "--url", server.url, "--token", TOKEN]) == 0  # the deployment holds
     kernels = server.api("GET", "/api/kernels")
     assert len(kernels) >= 3 and {k["name"] for k in kernels} == {"python3"}
-    files = sorted(audit.rglob("*.jsonl"))
-    denied = [r for f in files for r in read_records(str(f)) if r.get("decision") == "deny"
-              and r.get("action") == "sql.ddl"]
+    records = [r for f in sorted(audit.rglob("*.jsonl")) for r in read_records(str(f))]
+    denied = [r for r in records if r.get("decision") == "deny" and r.get("action") == "sql.ddl"]
     assert len(denied) >= 3  # one per path, each recorded by the kernel that refused it
-    sessions = [r for f in files for r in read_records(str(f)) if r["kind"] == "session"]
+    sessions = [r for r in records if r["kind"] == "session"]
     assert len(sessions) >= 3 and all(r["actor"] == "agent" for r in sessions)
+    cells = [r for r in records if r["kind"] == "cell"]
+    sent = [DROP, *(code for code, _ in more.values())]
+    # every denied attempt is in the audit as the agent's: with the plugin as refused before it was sent
+    # (the kernel's pre-flight answered, the code never ran), without it as a refused cell
+    asked = [r for r in records if r["kind"] == "request" and r.get("via") == "guard_kernel.check"]
+    attempts = asked if plugin else cells
+    assert all(any(r.get("code") == code for r in attempts) for code in sent), [r.get("code") for r in attempts]
+    assert all(r["actor"] == "agent" for r in attempts + cells)
+    if plugin:
+        assert not [c for c in cells if c["code"] in sent]  # none of them reached the kernel as a cell
+    else:
+        assert {c["status"] for c in cells if c["code"] in sent} <= {"rejected", "error"}
 
 
 def test_doctor_refuses_a_python3_that_fixes_no_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -216,3 +305,44 @@ def test_doctor_flags_a_python3_that_is_not_guarded(tmp_path: Path, monkeypatch:
         pytest.skip("this environment has no plain python3 kernelspec")
     assert main(["doctor"]) == 1
     assert "NOT guarded" in capsys.readouterr().out
+
+
+def test_as_a_server_extension_the_same_deployment_holds(deployment: tuple[Server, Path], project: Workspace) -> None:
+    """jupyter-mcp-server enabled as an extension of the Jupyter Server itself (its default when
+    installed), reached over streamable HTTP at ``/mcp``: its kernels are the server's, so guarded,
+    and the plugin (loaded in the server process) makes the denial a tool error."""
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared._httpx_utils import create_mcp_http_client
+    from mcp.shared.exceptions import MCPError
+
+    server, audit = deployment
+    before, digests = table_counts(project), source_digests(project)
+
+    async def main() -> dict[str, Any]:
+        async with create_mcp_http_client(headers={"Authorization": f"token {TOKEN}"}) as http, \
+                streamable_http_client(server.url + "/mcp", http_client=http) as (r, w, *_), \
+                ClientSession(r, w) as s:
+            await s.initialize()
+            out: dict[str, Any] = {}
+            out["use"] = await s.call_tool("use_notebook", {"notebook_name": "ext", "notebook_path": "ext.ipynb",
+                                                            "mode": "create"})
+            try:
+                out["drop"] = await s.call_tool("execute_code", {"code": DROP, "timeout": 120})
+            except MCPError as exc:  # as an extension, 2.2.x sends a tool's error as a JSON-RPC error
+                out["drop_error"] = str(exc)
+            out["ordinary"] = await s.call_tool("execute_code", {
+                "code": WH + "con.execute('SELECT count(*) FROM customers').fetchone()[0]", "timeout": 120})
+            return out
+
+    out = asyncio.run(asyncio.wait_for(main(), timeout=600))
+    assert not out["use"].is_error, text(out["use"])
+    assert "drop" not in out, text(out["drop"])  # not an ordinary answer: an error carrying the guard's message
+    facts = find_facts(out["drop_error"])
+    assert facts is not None, out["drop_error"]
+    jsonschema.validate(facts, schema())
+    assert facts["code"] == "cell_rejected" and facts["resource"] == "customers"
+    assert not out["ordinary"].is_error and text(out["ordinary"]).strip().splitlines()[-1] == str(before["customers"])
+    assert table_counts(project) == before and source_digests(project) == digests
+    sessions = [r for f in sorted(audit.rglob("*.jsonl")) for r in read_records(str(f)) if r["kind"] == "session"]
+    assert sessions and all(r["actor"] == "agent" for r in sessions)

@@ -70,7 +70,7 @@ def _source_read(guard: Guard, target: Any) -> str | None:
     return None
 
 
-def _over_cap(guard: Guard, resource: str, limit: int, via: str) -> None:
+def _over_cap(guard: Guard, resource: str, limit: int, via: str, total: int | None = None) -> None:
     """Past the cap: deny (``on_exceed: deny``) or record the truncation."""
     if guard.policy.limits.on_exceed == "deny":
         d = Decision(Effect.DENY, Action.FILE_READ, resource,
@@ -80,11 +80,12 @@ def _over_cap(guard: Guard, resource: str, limit: int, via: str) -> None:
                      "Aggregate or filter in DuckDB (read_csv/read_parquet in SQL), or pass nrows=.")
         guard.record_decision(d, "read", via=via)
         raise GuardDenied(d)
-    guard.truncated(resource, returned=limit, via=via)
+    guard.truncated(resource, returned=limit, via=via, total=total, reader="dataframe")
 
 
-def _cut(guard: Guard, result: Any, limit: int, resource: str, via: str) -> Any:
-    """*result* cut to *limit* rows (DataFrame, Series, pyarrow Table, or a dict of them)."""
+def _cut(guard: Guard, result: Any, limit: int, resource: str, via: str, exact: bool = False) -> Any:
+    """*result* cut to *limit* rows (DataFrame, Series, pyarrow Table, or a dict of them); *exact*: it
+    holds every row (no row limit was pushed down), so its length is the total."""
     if isinstance(result, dict):
         over = [k for k, v in result.items() if _rows(v) > limit]
         if over:
@@ -92,7 +93,7 @@ def _cut(guard: Guard, result: Any, limit: int, resource: str, via: str) -> Any:
             return {k: (_head(v, limit) if k in over else v) for k, v in result.items()}
         return result
     if _rows(result) > limit:
-        _over_cap(guard, resource, limit, via)
+        _over_cap(guard, resource, limit, via, _rows(result) if exact else None)
         return _head(result, limit)
     return result
 
@@ -199,7 +200,7 @@ def _reader(orig: Any, param: str, via: str, *, nrows: bool, chunks: bool = Fals
             result = orig(*args, **kwargs)
         if chunks and (kwargs.get("chunksize") is not None or kwargs.get("iterator")):
             return _CappedReader(result, guard, limit, real, via)
-        return _cut(guard, result, limit, real, via)
+        return _cut(guard, result, limit, real, via, exact=not pushdown)
 
     return guarded(orig, body)
 

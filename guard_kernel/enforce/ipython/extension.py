@@ -30,11 +30,12 @@ from guard_kernel.audit.live import LiveNotebook, after_cell
 from guard_kernel.audit.pipe import PipeSink
 from guard_kernel.audit.session import MAX_INNER, kernel_identity, worst
 from guard_kernel.decision import guard as session
-from guard_kernel.decision.errors import GuardDenied
+from guard_kernel.decision.errors import GuardDenied, GuardUnavailable
 from guard_kernel.decision.evaluate import Decision, Effect, RuleHit
+from guard_kernel.decision.messages import Code, facts
 from guard_kernel.decision.request import Request
 from guard_kernel.enforce import lazy
-from guard_kernel.enforce.ipython import outputs, unavailable
+from guard_kernel.enforce.ipython import notices, outputs, unavailable
 from guard_kernel.enforce.ipython.cell import CellTransformer, analyze_source
 from guard_kernel.enforce.ipython.config import configured_environ
 from guard_kernel.enforce.layer import Layer, ModuleLayer
@@ -123,13 +124,13 @@ def load_ipython_extension(ip: Any) -> None:
     """Guard *ip*: policy from the environment, every layer, the cell gate, magics, audit."""
     global _loaded
     if _loaded is not None and _loaded.ip is ip and session.current() is _loaded.guard:
-        print("guard_kernel: already loaded; nothing changed.", file=sys.stderr)
+        notices.note(ip, "already loaded; nothing changed.")
         return
     if _loaded is not None and _loaded.ip is ip and _loaded.guard.locked:
         # the guard was pushed aside by code (set_current): a locked guard is put back, not replaced
         session.set_current(_loaded.guard)
         _heal(_loaded)
-        print("guard_kernel: already loaded with a locked policy; its hooks were restored.", file=sys.stderr)
+        notices.note(ip, "already loaded with a locked policy; its hooks were restored.")
         return
     if _loaded is not None:  # a stale load (another shell, or an unlocked guard replaced): undo it first
         _teardown(_loaded)
@@ -140,8 +141,8 @@ def load_ipython_extension(ip: Any) -> None:
             default_actor="human", environ=configured_environ(ip, os.environ),
             header={"kernel": _kernel_info(ip), "in_force": IN_FORCE})
     except Exception as exc:  # fail closed: no guard, no cells (until %guard policy FILE loads one)
-        unavailable.block(ip, f"{type(exc).__name__}: {exc}", lambda file: _load_with_policy(ip, file))
-        raise
+        gate = unavailable.block(ip, f"{type(exc).__name__}: {exc}", lambda file: _load_with_policy(ip, file))
+        raise GuardUnavailable(gate.decision()) from exc
     unavailable.unblock(ip)
     state = _Loaded(ip, guard, CellTransformer(ip))
     try:
@@ -153,12 +154,9 @@ def load_ipython_extension(ip: Any) -> None:
         session.set_current(existing)
         raise
     _loaded = state
-    p = guard.policy
     guard.record("extension", action=None, resource="guard_kernel", decision="allow", rules=[],
                  message="guard_kernel loaded", layers=[layer.name for layer in state.layers])
-    lock = "locked" if p.lock else "unlocked"
-    print(f"guard_kernel: policy {p.name} ({p.mode}, {lock}), actor {guard.actor}; audit: {guard.audit_path}",
-          file=sys.stderr)
+    notices.banner(ip, guard)
 
 
 def _load_with_policy(ip: Any, file: str) -> None:
@@ -177,6 +175,7 @@ def _install(state: _Loaded) -> None:
         state.layers.append(layer)  # before install: a failure undoes the hook too
         layer.install()
     ip.ast_transformers.append(state.transformer)
+    guard.notify = notices.notify(ip)  # warnings and truncations as display outputs, not stderr
     _register_events(state)
     state.outputs_undo = outputs.install(ip, guard)
     _wrap_shell(state)
@@ -244,7 +243,7 @@ def unload_ipython_extension(ip: Any) -> None:
         state.guard.close("unload")
     except ValueError:  # already closed
         pass
-    print("guard_kernel: unloaded; this session is no longer guarded.", file=sys.stderr)
+    notices.note(ip, "unloaded; this session is no longer guarded.")
 
 
 def _teardown(state: _Loaded) -> None:
@@ -334,8 +333,9 @@ def _heal(state: _Loaded) -> None:
         _repair(state)
         guard.record("guard", action=None, resource="guard_kernel", decision="deny", rules=[guard.lock_rule()],
                      message=f"guard hooks removed by code were restored: {', '.join(repaired)}")
-        print(f"guard_kernel: restored guard hooks removed by code ({', '.join(repaired)}); the policy is locked.",
-              file=sys.stderr)
+        msg = f"restored guard hooks removed by code ({', '.join(repaired)}); the policy is locked"
+        hint = "Do not change the guard's hooks."
+        notices.show(state.ip, Code.WARNING, msg, [f"instead: {hint}"], facts(Code.WARNING, msg, hint))
 
 
 def _tampered(state: _Loaded) -> list[str]:

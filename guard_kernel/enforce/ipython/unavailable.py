@@ -9,14 +9,16 @@ and the real guard goes on, or the kernel is restarted.  Fail closed, and say ho
 from __future__ import annotations
 
 import ast
-import sys
 from collections.abc import Callable
 from typing import Any
 
 from guard_kernel._package import PACKAGE
-from guard_kernel.decision.errors import CellRejected
+from guard_kernel.decision.errors import GuardUnavailable
 from guard_kernel.decision.evaluate import Decision, Effect, RuleHit
+from guard_kernel.decision.messages import Code, facts
+from guard_kernel.enforce.ipython.notices import show
 from guard_kernel.policy.actions import Action
+from guard_kernel.policy.model import PolicyError
 
 HINT = ("Load a valid policy with `%guard policy FILE` (check it first: python -m guard_kernel check-policy FILE), "
         "or restart the kernel with a valid GUARD_KERNEL_POLICY.")
@@ -36,7 +38,7 @@ class Unavailable(ast.NodeTransformer):
     def visit_Module(self, node: ast.Module) -> ast.Module:
         if node.body and all(_is_guard_magic(st) for st in node.body):
             return node
-        raise CellRejected(self.decision())
+        raise GuardUnavailable(self.decision())
 
 
 def _is_guard_magic(st: ast.stmt) -> bool:
@@ -52,22 +54,28 @@ def _is_guard_magic(st: ast.stmt) -> bool:
 _gate: Unavailable | None = None
 
 
-def block(ip: Any, reason: str, load_policy: Callable[[str], None]) -> None:
+def block(ip: Any, reason: str, load_policy: Callable[[str], None]) -> Unavailable:
     """Refuse every cell of *ip* with *reason*; ``%guard policy FILE`` calls *load_policy* (which installs
-    the real guard) and lifts the gate."""
+    the real guard) and lifts the gate.  Returns the gate."""
     global _gate
     unblock(ip)
-    _gate = Unavailable(reason)
-    ip.ast_transformers.append(_gate)
+    _gate = gate = Unavailable(reason)
+    ip.ast_transformers.append(gate)
 
     def percent_guard(line: str = "") -> None:
         words = line.split()
         if len(words) == 2 and words[0] == "policy":
-            load_policy(words[1])  # raises PolicyError (shown without traceback) when it is not valid either
+            try:
+                load_policy(words[1])
+            except PolicyError as exc:  # still no guard: say so as every refusal does (JSON line included)
+                raise GuardUnavailable(Unavailable(f"{reason}; and {words[1]}: {exc}").decision()) from None
             return
-        print(f"guard_kernel: {_gate.decision().message if _gate else reason}\ninstead: {HINT}", file=sys.stderr)
+        d = _gate.decision() if _gate else Unavailable(reason).decision()
+        show(ip, Code.GUARD_UNAVAILABLE, d.message, [f"instead: {HINT}"],
+             facts(Code.GUARD_UNAVAILABLE, d.message, HINT, reason=reason))
 
     ip.register_magic_function(percent_guard, "line", "guard")
+    return gate
 
 
 def unblock(ip: Any) -> None:

@@ -188,8 +188,8 @@ def test_human_shell_warns_once_and_runs(make_shell: Callable[..., Shell], capsy
     res = sh.run("out = get_ipython().getoutput('echo guarded-hello')")
     assert res.success
     assert list(sh.ip.user_ns["out"]) == ["guarded-hello"]
-    err = capsys.readouterr().err
-    assert err.count("WARN") == 1 and "echo guarded-hello" in err
+    out = capsys.readouterr().out  # a notice (display output), not stderr
+    assert out.count("WARN") == 1 and "echo guarded-hello" in out
     shell_recs = sh.records("shell")
     assert [r["decision"] for r in shell_recs] == ["warn"]
 
@@ -486,8 +486,8 @@ def test_warnings_are_shown(make_shell: Callable[..., Shell], capsys: Any) -> No
     sh = make_shell(actor="human")
     capsys.readouterr()
     sh.run("!echo hi")
-    err = capsys.readouterr().err
-    assert re.search(r"WARN: Shell command run under policy agent-default", err)
+    out = capsys.readouterr().out
+    assert re.search(r"WARN: Shell command run under policy agent-default", out)
 
 
 def test_human_bash_cell_runs_with_one_warning(make_shell: Callable[..., Shell], capsys: Any) -> None:
@@ -495,7 +495,7 @@ def test_human_bash_cell_runs_with_one_warning(make_shell: Callable[..., Shell],
     capsys.readouterr()
     assert sh.run("%%bash\necho bash-ran > scratch/bash.txt\n").success
     assert (sh.root / "scratch" / "bash.txt").read_text().strip() == "bash-ran"
-    assert capsys.readouterr().err.count("WARN") == 1
+    assert capsys.readouterr().out.count("WARN") == 1
     assert [r["decision"] for r in sh.records("magic")] == ["warn"]
 
 

@@ -23,7 +23,7 @@ def test_shell_commands_cannot_change_sources(kernel_factory: Callable[..., Guar
                 "files = !truncate -s 0 data/warehouse.duckdb", "!rm -rf data"]
     for code in attempts:
         res: Any = k.run(code)
-        assert res.status == "error" and res.ename in ("GuardDenied", "CellRejected"), (code, res)
+        assert res.status == "error" and res.ename in ("PolicyViolation", "CellRejected"), (code, res)
     assert source_digests(project) == before
     assert "north" in k.run("!grep -c north data/raw/regions.csv; cat data/raw/regions.csv | head -2").stdout
     assert k.run("!echo fine > scratch/shell.txt").ok

@@ -46,7 +46,9 @@ ATTEMPTS = [
      " text=True)\nprint(r.returncode, r.stderr)", "Permission denied"),
     ("import subprocess, sys\nr = subprocess.run([sys.executable, '-c', \"import os; os.remove('data/raw/' + "
      "'regions.csv')\"], capture_output=True, text=True)\nprint(r.returncode, r.stderr[-200:])", "PermissionError"),
-    ("import os\nprint(os.system('f=data/raw/regions.csv; : > $f 2>&1 || echo refused'))", "refused"),
+    # the status, not an echo: the command's own text (in the guard's shell notice) must not be what matches
+    ("import os\nst = os.system('f=data/raw/regions.csv; (: > $f) 2>/dev/null || exit 7')\n"
+     "print('exit-status', st >> 8)", "exit-status 7"),
     ("import os\nprint(os.popen('truncate -s 0 data/raw/$(echo regions).csv 2>&1').read())", "Permission denied"),
     ("x = !sh -c 'rm -f data/raw/$(echo regions).csv' 2>&1\nprint(x)", "Permission denied"),
     ("!sh scratch/wipe.sh", "Permission denied"),  # a script file: the words name only the script
