@@ -54,6 +54,12 @@ _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 _launched = False
 
 
+def _tmpdir_option() -> str | None:
+    from guard_kernel.enforce.spark.session import tmpdir_option
+
+    return tmpdir_option()
+
+
 def _script() -> str | None:
     mod = sys.modules.get("pyspark")
     path = getattr(mod, "__file__", None)
@@ -82,6 +88,9 @@ def gateway_launch(argv: Any, env: Any) -> str | None:
     while rest[:1] == ["--conf"] and len(rest) >= 2:
         key, _, value = rest[1].partition("=")
         k = key.strip().lower()
+        if k == "spark.driver.extrajavaoptions" and value == _tmpdir_option():
+            rest = rest[2:]
+            continue  # the guard's own option: the JVM's temporary files in the kernel's private TMPDIR
         if k.startswith(_CODE_CONF) or (k == "spark.plugins" and not set(value.split(",")) <= _PLUGINS):
             return f"--conf {key} adds code or runs a program"
         rest = rest[2:]

@@ -81,6 +81,25 @@ def _confine_exec_denied(g: Guard) -> None:
     raise GuardDenied(d)
 
 
+def tmpdir_option() -> str | None:
+    """``-Djava.io.tmpdir=$TMPDIR`` when the kernel has a private temporary folder (the guarded
+    kernel's: the JVM inherits its Landlock rules, and Java ignores ``TMPDIR``), else None."""
+    import os
+
+    tmp = os.environ.get("TMPDIR")
+    if not tmp or os.path.realpath(tmp) == os.path.realpath("/tmp"):
+        return None
+    return f"-Djava.io.tmpdir={tmp}"
+
+
+def _private_tmp(builder: Any) -> None:
+    """The local JVM's temporary files go where the kernel may write (its private TMPDIR)."""
+    opt = tmpdir_option()
+    opts = getattr(builder, "_options", None)
+    if opt is not None and isinstance(opts, dict) and "spark.driver.extraJavaOptions" not in opts:
+        opts["spark.driver.extraJavaOptions"] = opt
+
+
 def _remote_of(builder: Any) -> str | None:
     opts = getattr(builder, "_options", {}) or {}
     url = opts.get("spark.remote")
@@ -102,6 +121,7 @@ def builder_wrappers(original: Callable[[Any, str], Any],
                 check_remote(g, url, "SparkSession.builder.getOrCreate")
             else:
                 _confine_exec_denied(g)
+                _private_tmp(builder)
         return original(builder, "getOrCreate")(builder, *args, **kwargs)
 
     return {"getOrCreate": get_or_create}
