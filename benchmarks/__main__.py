@@ -19,6 +19,7 @@ from . import (
     bench_guarded_kernel,
     bench_kernel,
     bench_runtime,
+    bench_spark,
     bench_sql,
     bench_static,
 )
@@ -34,6 +35,7 @@ GROUPS: dict[str, Callable[[Config], list[Result]]] = {
     "runtime": bench_runtime.run,
     "static": bench_static.run,
     "audit": bench_audit.run,
+    "spark": bench_spark.run,
 }
 
 HERE = os.path.dirname(os.path.abspath(__file__))
