@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from guard_kernel.enforce import lazy
 from guard_kernel.enforce.layer import Wrappers
-from guard_kernel.enforce.spark import collect, session, writers
+from guard_kernel.enforce.spark import collect, delta, session, writers
 
 if TYPE_CHECKING:
     from guard_kernel.decision.guard import Guard
@@ -171,6 +171,15 @@ def _connect(_module: Any = None) -> None:
     _udfs(_CONNECT_UDF_METHODS)
 
 
+def _delta(_module: Any = None) -> None:
+    if "delta" in _done:
+        return
+    _done.add("delta")
+    cls = _find("delta.tables:DeltaTable")
+    if cls is not None:
+        _patch(cls, delta.wrappers(cls, _active))
+
+
 def install(guard: Guard) -> None:
     """Guard PySpark (now if imported, else right after its import); idempotent."""
     global _guard
@@ -179,6 +188,7 @@ def install(guard: Guard) -> None:
         return
     _unhooks.append(lazy.when_imported("pyspark.sql", _classic))
     _unhooks.append(lazy.when_imported("pyspark.sql.connect.session", _connect))
+    _unhooks.append(lazy.when_imported("delta.tables", _delta))
 
 
 def installed() -> bool:
