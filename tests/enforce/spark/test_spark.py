@@ -21,6 +21,13 @@ def _count(spark: Any, table: str) -> int:
     return int(spark.sql(f"SELECT count(*) AS n FROM {table}").collect()[0]["n"])
 
 
+def _counts(spark: Any) -> tuple[int, int, int]:
+    """Rows of orders, prod.customers and other, in one query (the next statement after a denial)."""
+    row = spark.sql("SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM prod.customers), "
+                    "(SELECT count(*) FROM other)").collect()[0]
+    return int(row[0]), int(row[1]), int(row[2])
+
+
 def _files(path: Path) -> list[str]:
     return sorted(str(p.relative_to(path)) for p in path.rglob("*")) if path.exists() else []
 
@@ -65,9 +72,7 @@ def test_destructive_sql_refused_and_nothing_changes(guard: Guard, spark_project
         spark.sql(statement)
     assert why in str(e.value)
     assert _files(spark_project.root / "warehouse") == warehouse  # no file of any table changed
-    assert _count(spark, "orders") == 100
-    assert _count(spark, "prod.customers") == 20
-    assert _count(spark, "other") == 10
+    assert _counts(spark) == (100, 20, 10)
     assert not (spark_project.root / "data" / "evil").exists()
     assert "deny" in [r["decision"] for r in _records(guard)]
 
@@ -153,7 +158,7 @@ def test_writers_refused_before_any_job(guard: Guard, spark_project: SparkProjec
     assert not (spark_project.root / "out").exists()
     assert spark.sparkContext.statusTracker().getJobIdsForGroup() == jobs  # no job was started
     assert spark.streams.active == []
-    assert _count(spark, "orders") == 100 and _count(spark, "prod.customers") == 20 and _count(spark, "other") == 10
+    assert _counts(spark) == (100, 20, 10)
 
 
 def test_writes_to_scratch_and_own_tables_run(guard: Guard, spark_project: SparkProject) -> None:
