@@ -150,7 +150,7 @@ def catalog_wrappers(original: Callable[[Any, str], Any],
         def guarded(cat: Any, *args: Any, **kwargs: Any) -> Any:
             g = active()
             if g is not None:
-                session = getattr(cat, "_sparkSession", None) or getattr(cat, "_sparkSession", None)
+                session = getattr(cat, "_sparkSession", None)
                 v = statements.check_sql(g, text(*args, **kwargs), session, via=f"Catalog.{name}")
                 result = original(cat, name)(cat, *args, **kwargs)
                 statements.after(g, v)
@@ -162,10 +162,14 @@ def catalog_wrappers(original: Callable[[Any, str], Any],
     def q(name: Any) -> str:
         return ".".join(f"`{p}`" for p in str(name).replace("`", "").split("."))
 
+    def create(tableName: Any, path: Any = None, *a: Any, **k: Any) -> str:  # PySpark's argument names
+        where = k.get("path", path)
+        location = " LOCATION '" + str(where).replace("'", "") + "'" if where else ""
+        return f"CREATE TABLE {q(tableName)} (x INT){location}"
+
     return {
-        "createTable": as_sql("createTable", lambda tableName, *a, **k: f"CREATE TABLE {q(tableName)} (x INT)"),
-        "createExternalTable": as_sql("createExternalTable",
-                                      lambda tableName, *a, **k: f"CREATE TABLE {q(tableName)} (x INT)"),
+        "createTable": as_sql("createTable", create),
+        "createExternalTable": as_sql("createExternalTable", create),
         "recoverPartitions": as_sql("recoverPartitions", lambda tableName: f"ALTER TABLE {q(tableName)} RECOVER PARTITIONS"),
         "dropGlobalTempView": as_sql("dropGlobalTempView", lambda viewName: f"DROP VIEW global_temp.{q(viewName)}"),
     }

@@ -124,6 +124,8 @@ def wrappers(original: Callable[[Any, str], Any], active: Callable[[], Guard | N
                     table = kwargs.get("table") or (args[1] if len(args) > 1 else "")
                     _jdbc(g, str(url), str(table), via)
                 else:
+                    if name == "saveAsTable" and (kwargs.get("path") or _opts(w).get("path")):
+                        _path_write(g, w, "save", (), {"path": kwargs.get("path") or _opts(w).get("path")})
                     table = kwargs.get("name") or kwargs.get("tableName") or (args[0] if args else "")
                     key = statements.table_written(g, _session(w), str(table), Action.SQL_WRITE, via,
                                                    creates=name == "saveAsTable")

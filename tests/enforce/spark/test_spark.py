@@ -125,6 +125,8 @@ def _writes(spark: Any) -> list[tuple[str, Any]]:
          .select("id", "name").write.mode("append").saveAsTable("prod.customers")),
         ("insertInto a source", lambda: df.limit(1).write.insertInto("orders", overwrite=True)),
         ("insertInto a table not the session's", lambda: df.selectExpr("id", "'y'").write.insertInto("other")),
+        ("saveAsTable with a path in a source", lambda: df.write.option("path", "data/ext").saveAsTable("ext_t")),
+        ("catalog.createTable at a source path", lambda: spark.catalog.createTable("ext_c", path="data/events")),
         ("jdbc", lambda: df.write.jdbc("jdbc:postgresql://db.example.com:5432/x", "orders")),
         ("format jdbc save", lambda: df.write.format("jdbc").option("url", "jdbc:postgresql://db.example.com/x")
          .option("dbtable", "t").save()),
@@ -141,7 +143,8 @@ def _writes(spark: Any) -> list[tuple[str, Any]]:
 WRITE_NAMES = [
     "parquet to a source path", "csv outside scratch", "save with format and option(path)", "save(path) to a URL",
     "orc", "text", "json", "saveAsTable overwrite of a source", "saveAsTable append to a source database",
-    "insertInto a source", "insertInto a table not the session's", "jdbc", "format jdbc save", "writeTo append",
+    "insertInto a source", "insertInto a table not the session's", "saveAsTable with a path in a source",
+    "catalog.createTable at a source path", "jdbc", "format jdbc save", "writeTo append",
     "writeTo createOrReplace", "writeTo replace in source db", "writeStream to a source path",
     "writeStream toTable of a source"]
 
