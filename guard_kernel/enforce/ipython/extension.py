@@ -62,7 +62,6 @@ IN_FORCE = (
     {"layer": "magics_and_shell", "what": "magics, aliases and !cmd decided before they run"},
     {"layer": "duckdb_gate", "what": "every DuckDB connection and statement; row caps (once duckdb is imported)"},
     {"layer": "dataframe", "what": "dataframe writers; row caps on source readers"},
-    {"layer": "spark", "what": "spark.sql, DataFrame writers, row caps, Python code for executors (once pyspark is imported)"},
     {"layer": "runtime", "what": "sys.addaudithook: files, processes, sockets, imports"},
 )
 """What ``%load_ext`` puts in force, as the session header lists it (in-process layers only)."""
