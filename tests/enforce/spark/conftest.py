@@ -17,13 +17,16 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("pyspark")
-if shutil.which("java") is None:  # `make test` installs it (Makefile target `java`)
-    pytest.skip("no Java runtime: run `make java` (as root) to install Debian's", allow_module_level=True)
-
 from guard_kernel.decision.guard import Guard, set_current
 from guard_kernel.enforce.spark import layer
 from guard_kernel.policy import load_policy
+
+
+def need_spark() -> None:
+    """Skip the test when PySpark or Java is missing (`make test` installs both: the test extra, `make java`)."""
+    pytest.importorskip("pyspark")
+    if shutil.which("java") is None:
+        pytest.skip("no Java runtime: run `make java` (as root) to install Debian's")
 
 MAX = 5
 
@@ -70,6 +73,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def spark_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkProject]:
     """A local Spark with a Spark Connect server in the same JVM, and the project's tables."""
+    need_spark()
     from pyspark.sql import SparkSession
 
     root = tmp_path_factory.mktemp("spark-project")

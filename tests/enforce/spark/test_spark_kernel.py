@@ -14,6 +14,7 @@ import pytest
 from conftest import GuardedKernel, blocked, source_digests
 
 from guard_kernel.demo import Workspace
+from tests.enforce.spark.conftest import need_spark
 
 AGENT = """version: 1
 name: spark-agent
@@ -39,6 +40,7 @@ spark.range(12).count()
 
 @pytest.fixture
 def agent_kernel(kernel_factory: Callable[..., GuardedKernel], tmp_path: Path) -> GuardedKernel:
+    need_spark()
     policy = tmp_path / "spark-agent.yaml"
     policy.write_text(AGENT)
     k = kernel_factory(policy=policy, actor="agent")
