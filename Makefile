@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean postgres chromium
+.PHONY: demo test lint bench clean postgres chromium java
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,14 @@ chromium:
 	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } || \
 	  echo "warning: could not install chromium; the browser tests (audit notebook, audit pages) will be skipped"
 
-test: lint postgres chromium
+# PySpark (a test extra) ships Spark's jars but needs a Java runtime (17+) for local Spark in the tests
+# (tests/enforce/spark/): install Debian's when there is no `java` (as root; otherwise those tests skip).
+java:
+	@command -v java >/dev/null 2>&1 || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q default-jre-headless >/dev/null; } || \
+	  echo "warning: could not install a Java runtime; the Spark tests will be skipped"
+
+test: lint postgres chromium java
 	$(BIN)/python -m pytest -p no:cacheprovider --nbval-lax tests notebooks
 
 $(VENV)/.bench: $(STAMP)

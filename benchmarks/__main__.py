@@ -20,6 +20,7 @@ from . import (
     bench_kernel,
     bench_runtime,
     bench_server,
+    bench_spark,
     bench_sql,
     bench_static,
 )
@@ -36,6 +37,7 @@ GROUPS: dict[str, Callable[[Config], list[Result]]] = {
     "static": bench_static.run,
     "audit": bench_audit.run,
     "server": bench_server.run,
+    "spark": bench_spark.run,
 }
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -45,6 +45,9 @@ class Action(str, Enum):
     """A network connection or datagram."""
     SHELL_EXEC = "shell.exec"
     """A shell command or a new process."""
+    SPARK_UDF = "spark.udf"
+    """Python code shipped to Spark's executors (UDFs, ``mapInPandas``, ``applyInPandas``…), where no
+    guard runs: a shell-class action."""
     PYTHON_IMPORT = "python.import"
     """Importing a module (rules usually name ctypes, cffi…)."""
     KERNEL_REQUEST = "kernel.request"
@@ -88,6 +91,7 @@ _CLASS_OF: dict[Action, ActionClass] = {
     Action.SQL_EXPORT: ActionClass.EXPORT,
     Action.NET_CONNECT: ActionClass.NETWORK,
     Action.SHELL_EXEC: ActionClass.SHELL,
+    Action.SPARK_UDF: ActionClass.SHELL,
     Action.PYTHON_IMPORT: ActionClass.NONE,
     Action.KERNEL_REQUEST: ActionClass.NONE,
 }

@@ -222,6 +222,8 @@ def _build(data: dict[str, Any], node: yaml.Node | None, file: str, sha: str, ro
             name=name, duckdb=resolve(s["duckdb"], root) if s.get("duckdb") else None, tables=tables,
             paths=tuple(PathGlob.make(p, root) for p in s.get("paths", ())),
             line=_line_of(node, ["sources", name]) or 0, file=file, **_database(s, node, file, root, ["sources", name]),
+            spark_tables=tuple(t.lower().replace("`", "") for t in (s.get("spark") or {}).get("tables", ())),
+            spark_databases=tuple(d.lower().replace("`", "") for d in (s.get("spark") or {}).get("databases", ())),
         )
     limits = data.get("limits") or {}
     max_rows = limits.get("max_rows", {"agent": 500, "human": 10000})

@@ -100,6 +100,10 @@ class Source:
     """Real path of a SQLite database file."""
     scratch_schemas: tuple[str, ...] = ()
     """Schemas of the database the session may write in (lower-case)."""
+    spark_tables: tuple[str, ...] = ()
+    """Spark catalog tables of the source (lower-case, ``db.table`` or ``table`` in any database)."""
+    spark_databases: tuple[str, ...] = ()
+    """Spark databases (schemas) all of whose tables belong to the source (lower-case)."""
 
 
 @dataclass(frozen=True, eq=False)

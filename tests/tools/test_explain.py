@@ -37,7 +37,7 @@ CASES: list[tuple[str, str, str, list[str], list[str]]] = [
         "shell.exec: allowed with a warning — rule human-shell (default.yaml:",
         "rules for other actors or environments: agent-no-egress (default.yaml:",
     ], ["net.connect: denied — rule agent-no-egress"]),
-    ("analyst", "analyst", "human", ["shell (shell.exec) — allowed by default"], []),
+    ("analyst", "analyst", "human", ["shell (shell.exec, spark.udf) — allowed by default"], []),
     ("audit-only", "audit-only", "agent", ["mode audit (nothing is blocked, denials are recorded)"], []),
 ]
 

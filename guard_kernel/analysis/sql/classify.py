@@ -298,6 +298,10 @@ def _server_statement(text: str, d: SqlDialect) -> SqlStatement:
         return SqlStatement(text, Action.SQL_CONFIG, first)
     if first in ("START", "SAVEPOINT", "RELEASE") or (first == "ROLLBACK" and "TO" in words):
         return SqlStatement(text, Action.SQL_READ, "TRANSACTION", reason="transaction control")
+    if d.name == "spark":
+        special = spark_statement(text, words)
+        if special is not None:
+            return special
     if d.name == "postgres" and first == "SHOW":  # a setting's value
         return SqlStatement(text, Action.SQL_READ, "SHOW", returns_rows=True)
     if first == "EXPLAIN":
@@ -355,7 +359,49 @@ def _server_statement(text: str, d: SqlDialect) -> SqlStatement:
         return unknown("a query with a data-modifying WITH clause: run the write as a statement of its own")
     if isinstance(tree, exp.Create) and str(tree.args.get("kind") or "").upper() in ("TRIGGER", "RULE", "POLICY"):
         return unknown("a trigger, rule or policy runs code on another table's reads and writes")
+    if d.name == "spark":
+        if tree.find(exp.QueryTransform) is not None:
+            return unknown("TRANSFORM … USING runs a program on the executors")
+        if isinstance(tree, exp.Create) and str(tree.args.get("kind") or "").upper() == "FUNCTION":
+            return unknown("CREATE FUNCTION loads code (a JVM class or a jar) into Spark")
     return _classify(text, kind, tree, vocab.read_functions)
+
+
+_SPARK_TABLE = re.compile(r"\s*(?:CACHE\s+(?:LAZY\s+)?|UNCACHE\s+|REFRESH\s+)TABLE\s+(?:IF\s+EXISTS\s+)?"
+                          r"([`\w.]+)\s*(?:OPTIONS\s*\([^)]*\)\s*)?(AS\s+)?", re.I)
+
+
+def spark_statement(text: str, words: list[str]) -> SqlStatement | None:
+    """Spark statements sqlglot does not read or reads as another kind, or None for the tree.
+
+    ``CACHE``/``UNCACHE``/``REFRESH``/``CLEAR CACHE`` change no data (``CACHE TABLE c AS SELECT``
+    reads its query and makes a temporary view); ``SHOW``/``USE`` read the catalog.
+    """
+    first = words[0] if words else ""
+    if first in ("CACHE", "UNCACHE", "REFRESH"):
+        if first == "REFRESH" and words[1:2] != ["TABLE"]:  # REFRESH FUNCTION / REFRESH 'path'
+            return SqlStatement(text, Action.SQL_READ, "REFRESH", reason="cache maintenance")
+        m = _SPARK_TABLE.match(text)
+        if m is None:
+            return SqlStatement(text, Action.SQL_UNKNOWN, first, reason=f"{first} not understood")
+        parts = m.group(1).replace("`", "").lower().split(".")
+        ref = TableRef(parts[-1], parts[-2] if len(parts) > 1 else None)
+        if not m.group(2):
+            return SqlStatement(text, Action.SQL_READ, first, (ref,), reason="cache maintenance")
+        inner = analyze(text[m.end():], "spark")
+        if len(inner) != 1 or inner[0].action is not Action.SQL_READ:
+            return SqlStatement(text, Action.SQL_UNKNOWN, first, reason=inner[0].reason if inner else "empty query")
+        s = inner[0]
+        view = TableRef(ref.name, "temp")
+        return SqlStatement(text, Action.SQL_DDL, first, (*s.tables, view), (view,), (view,), s.columns, s.stars,
+                            s.column_patterns, s.files, temporary=True, macros=s.macros)
+    if first == "CLEAR" and words[1:2] == ["CACHE"]:
+        return SqlStatement(text, Action.SQL_READ, "CLEAR", reason="cache maintenance")
+    if first == "SHOW":
+        return SqlStatement(text, Action.SQL_READ, "SHOW", returns_rows=True)
+    if first == "USE":
+        return SqlStatement(text, Action.SQL_READ, "USE", reason="changes the current database")
+    return None
 
 
 def _server_copy(text: str, tree: exp.Copy, d: SqlDialect) -> SqlStatement:

@@ -49,11 +49,13 @@ LAYERS = {
     "psycopg": "guard_kernel.enforce.dbapi.psycopg",
     "sqlalchemy": "guard_kernel.enforce.dbapi.sqlalchemy",
     "children": "guard_kernel.enforce.runtime.children",
+    "spark": "guard_kernel.enforce.spark.layer",
     "runtime": "guard_kernel.enforce.runtime.hook",
 }
 """Runtime layers installed on load (name in the audit → module), in this order; the
 process audit hook comes last so the other layers' own imports are not judged as the user's."""
-_ON_IMPORT = {"duckdb_gate": "duckdb", "sqlite": "sqlite3", "psycopg": "psycopg", "sqlalchemy": "sqlalchemy"}
+_ON_IMPORT = {"duckdb_gate": "duckdb", "sqlite": "sqlite3", "psycopg": "psycopg", "sqlalchemy": "sqlalchemy",
+              "spark": "pyspark"}
 """Layers that import their library: installed right after user code imports it (at once if it is
 imported already), so loading the guard does not import DuckDB (and sqlglot) for sessions without it."""
 

@@ -25,6 +25,7 @@ import inspect
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -95,6 +96,14 @@ def _wrap_execute_child(orig: Callable[..., Any]) -> Callable[..., Any]:
             if executable:
                 argv[0] = os.fsdecode(executable)
         exe = os.fsdecode(executable) if executable is not None else argv[0] if argv else ""
+        if "pyspark.java_gateway" in sys.modules:
+            from guard_kernel.enforce.spark.gateway import is_gateway_launch
+
+            # PySpark's own JVM (the installed spark-submit, from its launcher, checked word by word)
+            # runs as before: it writes its port into the kernel's temporary folder, which the
+            # helper's plan does not open. Spark's actions are decided at the driver API instead.
+            if is_gateway_launch((executable, args, a[i_cwd], a[i_env])):
+                return orig(self, *a)
         if _plan is not None and _plan.state is confine.State.REFUSED:
             _refuse(_current(), " ".join(str(w) for w in argv))
         path = _resolve(exe, a[i_cwd], a[i_env]) if isinstance(exe, str) and exe else None

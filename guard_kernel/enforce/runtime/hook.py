@@ -330,6 +330,11 @@ def _shell(guard: Guard, command: str, event: str) -> None:
 
 
 def _on_popen(guard: Guard, args: tuple[Any, ...]) -> None:
+    if "pyspark.java_gateway" in sys.modules:  # PySpark's own JVM gateway is recorded as what it is
+        from guard_kernel.enforce.spark.gateway import record_gateway
+
+        if record_gateway(guard, args):
+            return
     _shell(guard, _command_text(args[1] if args[1] is not None else args[0]), "subprocess.Popen")
 
 
@@ -365,6 +370,11 @@ def _on_connect(guard: Guard, args: tuple[Any, ...]) -> None:
     sock, address = args[0], args[1]
     if getattr(sock, "family", None) == getattr(socket, "AF_UNIX", object()):
         return  # local IPC, not the network
+    if "pyspark.java_gateway" in sys.modules:  # PySpark talking to the JVM it launched (loopback)
+        from guard_kernel.enforce.spark.gateway import is_gateway_socket
+
+        if is_gateway_socket(address):
+            return
     if isinstance(address, tuple) and len(address) >= 2:
         _net(guard, address[0], address[1], "socket.connect")
     else:

@@ -16,7 +16,7 @@ def _actions(text: str, dialect: str) -> list[str]:
 
 def test_duckdb_stays_the_default_dialect() -> None:
     assert analyze("SELECT 1") == analyze("SELECT 1", "duckdb")
-    assert set(DIALECTS) == {"duckdb", "postgres", "sqlite"}
+    assert set(DIALECTS) == {"duckdb", "postgres", "sqlite", "spark"}
     assert get("postgresql").name == "postgres"
     assert analyze("SELECT 1", "oracle")[0].action is Action.SQL_UNKNOWN
 
