@@ -91,9 +91,12 @@ def test_pg_bypass_class_returns_only_masked_values(pg_server: PgServer, tmp_pat
     psycopg_layer.install(g)
     try:
         with psycopg.connect(pg_server.dsn("shop")) as con:
-            for fetch in (lambda c: c.fetchall(), lambda c: [c.fetchone()], lambda c: c.fetchmany(50)):
+            for fetch in (lambda c: c.fetchall(), lambda c: [c.fetchone()], lambda c: c.fetchmany(50), list):
                 rows = repr(fetch(con.execute(case["sql"])))
                 assert not LEAK.search(rows), rows
+            with con.cursor(name="server_side") as cur:  # a server-side cursor: rows fetched in batches
+                cur.execute(case["sql"])
+                assert not LEAK.search(repr(cur.fetchall()))
     finally:
         psycopg_layer.uninstall()
         set_current(None)
@@ -111,6 +114,20 @@ def test_pg_oracle_reads_are_denied(pg_con: Any, case: dict[str, Any]) -> None:
 @pytest.mark.parametrize("case", _cases("benign", "pg"), ids=lambda c: c["id"])
 def test_pg_benign_runs(pg_con: Any, case: dict[str, Any]) -> None:
     assert pg_con.execute(case["sql"]).fetchall()
+
+
+@pytest.mark.parametrize("sql", ["SELECT * FROM customers", "SELECT x FROM (SELECT ssn AS x, name FROM customers) t"])
+def test_pg_dataframe_readers_see_masks(pg_con: Any, sql: str) -> None:
+    import warnings
+
+    import pandas as pd
+    import polars as pl
+    with warnings.catch_warnings():  # pandas prefers SQLAlchemy, and says so
+        warnings.simplefilter("ignore")
+        shown = pd.read_sql(sql, pg_con).to_string()
+    assert "***" in shown or "x" in shown
+    assert not LEAK.search(shown), shown
+    assert not LEAK.search(repr(pl.read_database(sql, pg_con).rows()))
 
 
 def test_pg_hash_is_the_keyed_hmac(pg_con: Any) -> None:
@@ -183,6 +200,9 @@ def test_sqlite_hash_is_the_keyed_hmac_and_pandas_sees_masks(lite: tuple[Any, An
     assert con.execute("SELECT name, ssn, dob FROM customers WHERE id = 3").fetchone() == (
         hmac.new(KEY, b"name3", hashlib.sha256).hexdigest(), "***", None)
     assert not LEAK.search(pd.read_sql("SELECT * FROM customers", con).to_string())
+    import polars as pl
+
+    assert not LEAK.search(repr(pl.read_database("SELECT * FROM customers", con).rows()))
 
 
 def test_sqlalchemy_over_sqlite_sees_masks(lite: tuple[Any, Any], tmp_path: Path) -> None:
