@@ -177,7 +177,7 @@ _NO_SCOPE = _Scope({})
 _KIND: dict[type, int] = {}
 """Expression class → what the walk does with it (see :func:`_kind`); computed once per class,
 so the walk costs one dict lookup per node."""
-_SKIP, _COL, _TABLE, _STAR, _COLUMNS, _CTE, _FILE_FUNC, _ANON, _POSITIONAL, _WHOLE = range(10)
+_SKIP, _COL, _TABLE, _STAR, _COLUMNS, _CTE, _FILE_FUNC, _ANON, _POSITIONAL, _WHOLE, _JOIN = range(11)
 _LEAVES = frozenset({exp.Identifier, exp.Literal})
 """Node classes whose arguments are strings and flags only: the walk does not visit them."""
 
@@ -199,6 +199,8 @@ def _kind(t: type) -> int:
             k = _WHOLE
         elif t is exp.CTE:
             k = _CTE
+        elif t is exp.Join:
+            k = _JOIN
         elif t is exp.Anonymous:
             k = _ANON
         elif issubclass(t, exp.Func):
@@ -247,6 +249,14 @@ def collect(node: exp.Expr, facts: Facts) -> None:
         elif k == _CTE:
             if n.alias:
                 derived.add(n.alias.lower())
+        elif k == _JOIN:
+            # `JOIN … USING (c)` joins on c of both sides, and sqlglot keeps c as a bare
+            # identifier: count it as the column c, unqualified, in the join's scope
+            for ident in n.args.get("using") or ():
+                if isinstance(ident, exp.Identifier):
+                    col = exp.Column(this=ident.copy())
+                    col.parent = n
+                    cols.append(col)
         elif k == _WHOLE:
             # SUMMARIZE t shows every column's min and max; PIVOT/UNPIVOT t passes every other
             # column through: the whole of t is read, wherever the clause sits
