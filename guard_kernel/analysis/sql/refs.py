@@ -9,7 +9,7 @@ a ``*`` that reaches the result, a CREATE/INSERT/COPY or an IN list is a whole-r
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -468,3 +468,45 @@ def star_of(t: exp.Expr | None, facts: Facts) -> None:
         ref = table_ref(t)
         facts.tables[ref] = None
         facts.stars[StarRef(ref.name)] = None
+
+
+def through_views(names: Iterable[str], views: Mapping[str, str], protected: Container[str],
+                  dialect: str) -> tuple[str, str] | None:
+    """(view, protected table) for the first of *names* that is a view (*views*: name → its
+    definition, from the database's catalog) reading a *protected* table, directly or through
+    other views; None when none does.  The guard does not resolve a view's columns: a view that
+    reads a table with denied or masked columns counts as reading all of them.  A definition
+    sqlglot cannot read counts as reading a protected table (fail closed; ``?`` names it)."""
+    import sqlglot
+    from sqlglot.errors import SqlglotError
+
+    seen: set[str] = set()
+
+    def reach(view: str, depth: int) -> str | None:
+        if view in seen or depth > 16:
+            return None
+        seen.add(view)
+        try:
+            trees = [t for t in sqlglot.parse(views[view], read=dialect) if t is not None]
+        except SqlglotError:
+            return "?"
+        for tree in trees:
+            ctes = {c.alias.lower() for c in tree.find_all(exp.CTE) if c.alias}
+            for t in tree.find_all(exp.Table):
+                name = t.name.lower()
+                if name in ctes and not t.db:
+                    continue
+                if name in protected:
+                    return name
+                if name in views:
+                    hit = reach(name, depth + 1)
+                    if hit is not None:
+                        return hit
+        return None
+
+    for n in names:
+        if n in views:
+            hit = reach(n, 0)
+            if hit is not None:
+                return n, hit
+    return None

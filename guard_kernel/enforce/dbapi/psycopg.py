@@ -116,7 +116,7 @@ def _new_state(key: tuple[str, int, str], source: str | None, scratch: frozenset
 
 
 def _catalog(conn: Any, st: core.DbState) -> None:
-    """Let the guard read a table's columns (in order) on *conn*, for masked columns."""
+    """Let the guard read a table's columns (in order) on *conn*, for masked columns, and its views."""
     def columns(table: str) -> list[str]:
         g = _guard
         if g is None:
@@ -125,9 +125,20 @@ def _catalog(conn: Any, st: core.DbState) -> None:
             cur = _orig(psycopg.Cursor, "execute")(conn.cursor(), _COLUMNS, (table,))
             return [r[0] for r in _orig(psycopg.Cursor, "fetchall")(cur)]
 
+    def views() -> dict[str, str]:
+        g = _guard
+        if g is None:
+            return {}
+        with g.quiet():
+            cur = _orig(psycopg.Cursor, "execute")(conn.cursor(), _VIEWS)
+            return {str(n): str(d or "") for n, d in _orig(psycopg.Cursor, "fetchall")(cur)}
+
     st.columns = columns
+    st.views = views
 
 
+_VIEWS = ("SELECT viewname, definition FROM pg_views WHERE schemaname NOT IN ('pg_catalog', 'information_schema') "
+          "UNION ALL SELECT matviewname, definition FROM pg_matviews")
 _COLUMNS = ("SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
             "AND NOT attisdropped ORDER BY attnum")
 

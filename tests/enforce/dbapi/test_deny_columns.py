@@ -26,6 +26,11 @@ from guard_kernel.enforce.duckdb import rows as duckdb_rows
 from guard_kernel.policy import load_policy
 from tests.enforce.dbapi.pg_server import PgServer
 
+VIEWS = ["CREATE VIEW cv AS SELECT id, ssn AS s FROM customers",  # a view stored in the source
+         "CREATE VIEW cv2 AS SELECT s AS z FROM cv",  # a view of that view
+         "CREATE VIEW cw AS WITH w AS (SELECT * FROM customers) SELECT id, ssn FROM w",
+         "CREATE VIEW ov AS SELECT oid, amount FROM orders",  # a view that reads no protected table
+         "CREATE VIEW nv AS SELECT id, name FROM customers"]  # a protected table's other columns: denied too
 CASES = yaml.safe_load((Path(__file__).parents[1] / "fixtures/deny_columns.yaml").read_text())
 ENGINES = ("duckdb", "pg", "sqlite")
 SSN = re.compile(r"ssn\d", re.I)
@@ -75,6 +80,8 @@ def _duckdb(root: Path) -> Iterator[Engine]:
     con.execute("CREATE TABLE customers AS SELECT i AS id, 'name' || i AS name, 'ssn' || i AS ssn, "
                 "DATE '2000-01-01' + i::INT AS dob FROM range(20) r(i)")
     con.execute("CREATE TABLE orders AS SELECT i AS oid, i % 20 AS cid, i * 1.5 AS amount FROM range(100) r(i)")
+    for v in VIEWS:
+        con.execute(v)
     con.close()
     g = _guard(root, "duckdb: data/shop.duckdb")
     duckdb_gate.install(g)
@@ -93,6 +100,9 @@ def _duckdb(root: Path) -> Iterator[Engine]:
 
 
 def _pg(root: Path, server: PgServer) -> Iterator[Engine]:
+    with psycopg.connect(server.dsn("shop"), autocommit=True) as owner:  # the guard is not installed yet
+        for v in VIEWS:
+            owner.execute(v.replace("CREATE VIEW", "CREATE OR REPLACE VIEW"))
     g = _guard(root, f'url: "postgresql://localhost:{server.port}/shop"')
     psycopg_layer.install(g)
     con = psycopg.connect(server.dsn("shop"), autocommit=True)
@@ -107,6 +117,8 @@ def _pg(root: Path, server: PgServer) -> Iterator[Engine]:
         psycopg_layer.uninstall()
         set_current(None)
         g.close()
+        with psycopg.connect(server.dsn("shop"), autocommit=True) as owner:
+            owner.execute("DROP VIEW IF EXISTS cv2, cv, cw, ov, nv")
 
 
 def _sqlite(root: Path) -> Iterator[Engine]:
@@ -118,6 +130,8 @@ def _sqlite(root: Path) -> Iterator[Engine]:
                     [(i, f"name{i}", f"ssn{i}", f"2000-01-{i + 1:02d}") for i in range(20)])
     raw.execute("CREATE TABLE orders (oid INTEGER, cid INTEGER, amount REAL)")
     raw.executemany("INSERT INTO orders VALUES (?, ?, ?)", [(i, i % 20, i * 1.5) for i in range(100)])
+    for v in VIEWS:
+        raw.execute(v)
     raw.commit()
     g = _guard(root, 'url: "sqlite:///data/shop.sqlite"')
     sqlite_layer.install(g)
@@ -176,6 +190,26 @@ def test_oracle_on_a_denied_column_is_denied(engine: Engine, case: dict[str, Any
 def test_benign_reads_run_unchanged(engine: Engine, case: dict[str, Any]) -> None:
     _applies(case, engine)
     assert repr(engine.con.execute(case["sql"]).fetchall()) == engine.leaked(case["sql"])
+
+
+@pytest.mark.parametrize("sql,leaks", [
+    ("SELECT * FROM cv", True), ("SELECT s FROM cv", True), ("SELECT z FROM cv2", True), ("SELECT ssn FROM cw", True),
+    ("SELECT o.oid FROM orders o JOIN cv ON cv.id = o.cid", False), ("SELECT * FROM nv", False),
+])
+def test_a_source_view_reading_a_protected_table_is_denied(engine: Engine, sql: str, leaks: bool) -> None:
+    """The guard does not follow a view's columns: a view stored in the source that reads a table
+    with denied columns (directly, through a CTE or another view) is denied, whatever it selects."""
+    shown = engine.leaked(sql)
+    assert shown is not None and bool(SSN.search(shown)) is leaks, shown
+    with pytest.raises(GuardDenied) as e:
+        engine.con.execute(sql).fetchall()
+    assert e.value.decision.rules[0].id == "source:shop.customers.deny_columns", e.value.decision
+    assert "view stored in the database" in e.value.decision.message
+
+
+def test_a_source_view_over_other_tables_is_read(engine: Engine) -> None:
+    sql = "SELECT oid, amount FROM ov ORDER BY oid"
+    assert repr(engine.con.execute(sql).fetchall()) == engine.leaked(sql)
 
 
 # ------------------------------------------------------------------ the grid, checked by each engine

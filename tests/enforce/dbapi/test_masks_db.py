@@ -147,6 +147,7 @@ def _make_sqlite(root: Path) -> Path:
                     [(i, f"name{i}", f"ssn{i}", f"2000-01-{i + 1:02d}") for i in range(20)])
     con.execute("CREATE TABLE orders (oid INTEGER, cid INTEGER, amount REAL)")
     con.executemany("INSERT INTO orders VALUES (?, ?, ?)", [(i, i % 20, i * 1.5) for i in range(100)])
+    con.execute("CREATE VIEW mv AS SELECT id, ssn AS s FROM customers")  # stored in the source
     con.commit()
     con.close()
     return db
@@ -191,6 +192,15 @@ def test_sqlite_oracle_reads_are_denied(lite: tuple[Any, Any], case: dict[str, A
 def test_sqlite_benign_runs_unchanged(lite: tuple[Any, Any], case: dict[str, Any]) -> None:
     raw, con = lite
     assert con.execute(case["sql"]).fetchall() == raw.execute(case["sql"]).fetchall()
+
+
+def test_sqlite_source_view_over_a_masked_table_is_denied(lite: tuple[Any, Any]) -> None:
+    raw, con = lite
+    assert LEAK.search(repr(raw.execute("SELECT s FROM mv").fetchall()))
+    with pytest.raises(GuardDenied) as e:
+        con.execute("SELECT s FROM mv")
+    assert e.value.decision.rules[0].id == "source:shop.customers.mask_columns"
+    assert "masked" in e.value.decision.message
 
 
 def test_sqlite_hash_is_the_keyed_hmac_and_pandas_sees_masks(lite: tuple[Any, Any]) -> None:
