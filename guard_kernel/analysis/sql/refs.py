@@ -23,7 +23,7 @@ none.  So there is one resolver, this one.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Container, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +63,8 @@ class Facts:
     files: dict[str, None] = field(default_factory=dict)
     macros: dict[str, None] = field(default_factory=dict)
     """Table functions the guard does not know: callable only as the session's own table macros."""
+    functions: dict[str, None] = field(default_factory=dict)
+    """Functions sqlglot does not know (lower-case): maybe stored in the database (:func:`through_views`)."""
     unknown: str | None = None
     read_functions: frozenset[str] = frozenset()
     """Table functions of the statement's dialect that only produce rows."""
@@ -275,7 +277,12 @@ def collect(node: exp.Expr, facts: Facts) -> None:
             # SUMMARIZE t shows every column's min and max; PIVOT/UNPIVOT t passes every other
             # column through: the whole of t is read, wherever the clause sits
             star_of(n.this, facts)
-        elif k == _FILE_FUNC or str(n.name).lower() in FILE_FUNCS:
+        elif k == _ANON:
+            fname = str(n.name).lower()
+            facts.functions[fname] = None
+            if fname in FILE_FUNCS:
+                funcs.append(n)
+        elif k == _FILE_FUNC:
             funcs.append(n)
     memo = _Tables()
     for t in tables:
@@ -484,13 +491,14 @@ def star_of(t: exp.Expr | None, facts: Facts) -> None:
         facts.stars[StarRef(ref.name)] = None
 
 
-def through_views(names: Iterable[str], views: Mapping[str, str], protected: Container[str],
+def through_views(names: Iterable[str], views: Mapping[str, str], protected: Collection[str],
                   dialect: str) -> tuple[str, str] | None:
-    """(view, protected table) for the first of *names* that is a view (*views*: name → its
-    definition, from the database's catalog) reading a *protected* table, directly or through
-    other views; None when none does.  The guard does not resolve a view's columns: a view that
-    reads a table with denied or masked columns counts as reading all of them.  A definition
-    sqlglot cannot read counts as reading a protected table (fail closed; ``?`` names it)."""
+    """(object, protected table) for the first of *names* that is an object stored in the database
+    (*views*: name → its definition, from the catalog: a view, a macro, a function's body) reading a
+    *protected* table, directly or through other stored objects; None when none does.  The guard
+    does not resolve such an object's columns: one that reads a table with denied or masked
+    columns counts as reading all of them.  A definition sqlglot cannot read (a PL/pgSQL body…)
+    counts as reading a protected table (fail closed): the first one its text names, else the first."""
     import sqlglot
     from sqlglot.errors import SqlglotError
 
@@ -503,13 +511,14 @@ def through_views(names: Iterable[str], views: Mapping[str, str], protected: Con
         try:
             trees = [t for t in sqlglot.parse(views[view], read=dialect) if t is not None]
         except SqlglotError:
-            return "?"
+            text = views[view].lower()
+            named = [p for p in sorted(protected) if p in text]
+            return (named or sorted(protected) or ["?"])[0]
         for tree in trees:
             ctes = {c.alias.lower() for c in tree.find_all(exp.CTE) if c.alias}
-            for t in tree.find_all(exp.Table):
-                name = t.name.lower()
-                if name in ctes and not t.db:
-                    continue
+            used = [t.name.lower() for t in tree.find_all(exp.Table) if not (t.name.lower() in ctes and not t.db)]
+            used += [str(f.name).lower() for f in tree.find_all(exp.Anonymous)]
+            for name in used:
                 if name in protected:
                     return name
                 if name in views:

@@ -49,7 +49,8 @@ class DbState:
     known_columns: dict[str, list[str]] = field(default_factory=dict)
     """Columns read so far, per table: kept for the session, forgotten after any DDL."""
     views: Callable[[], dict[str, str]] | None = None
-    """How the driver reads the database's views (name → definition) from the catalog."""
+    """How the driver reads the objects the database stores that may read a table — views,
+    functions — (name → definition) from the catalog."""
     known_views: dict[str, str] | None = None
     """The views read: kept for the session, read again after any DDL."""
 
@@ -134,13 +135,14 @@ def _masked(st: DbState, g: Guard, text: str, decided: tuple[Decision, ...]) -> 
 
 def _through_views(st: DbState, g: Guard, stmts: Iterable[_sql.SqlStatement],
                    decided: tuple[Decision, ...]) -> tuple[Decision, ...]:
-    """*decided*, plus a denial when a statement reads a view of the source that reads a table
-    with denied or masked columns: the guard does not resolve a view's columns (fail closed)."""
+    """*decided*, plus a denial when a statement reads a view of the source, or calls a function
+    stored there, that reads a table with denied or masked columns: the guard does not resolve
+    such an object's columns (fail closed)."""
     src = g.policy.sources.get(st.source) if st.source else None
     if src is None or st.views is None or not decided:
         return decided
     protected = {t.name for t in src.tables.values() if t.deny_columns or t.mask_columns}
-    names = {t.name for s in stmts for t in s.tables} - protected
+    names = {n for s in stmts for n in (*(t.name for t in s.tables), *s.functions)} - protected
     if not protected or not names:
         return decided
     if st.known_views is None:

@@ -138,7 +138,10 @@ def _catalog(conn: Any, st: core.DbState) -> None:
 
 
 _VIEWS = ("SELECT viewname, definition FROM pg_views WHERE schemaname NOT IN ('pg_catalog', 'information_schema') "
-          "UNION ALL SELECT matviewname, definition FROM pg_matviews")
+          "UNION ALL SELECT matviewname, definition FROM pg_matviews "
+          # functions stored outside the system schemas, by their body (a C function's is its symbol)
+          "UNION ALL SELECT p.proname, p.prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+          "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')")
 _COLUMNS = ("SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
             "AND NOT attisdropped ORDER BY attnum")
 

@@ -4,10 +4,11 @@ of the mask key.
 
 * :func:`masked` — every statement goes through :func:`guard_kernel.analysis.sql.mask.rewrite`;
   one that cannot be masked (a filter, join, group or order on a masked column…) is denied.
-* :func:`through_views` — a view stored in a source database is a name the classifier cannot
-  see through: when its definition (read from ``duckdb_views()``, once per set of attached
-  catalogs) reads a table with ``deny_columns`` or ``mask_columns``, directly or through other
-  views, reading the view is denied (fail closed: the guard does not follow a view's columns).
+* :func:`through_views` — a view or a scalar macro stored in a source database is a name the
+  classifier cannot see through: when its definition (read from ``duckdb_views()`` and
+  ``duckdb_functions()``, once per set of attached catalogs) reads a table with ``deny_columns``
+  or ``mask_columns``, directly or through other views and macros, using it is denied (fail
+  closed: the guard does not follow such an object's columns).
   The session's own views are judged, and masked, when they are made.
 * :func:`scrubbed` — DuckDB quotes the statement it ran in its errors: the key's pads never
   appear in what reaches the session.
@@ -71,7 +72,9 @@ def _source_views(con: Any, g: Guard, st: ConnState) -> dict[str, str]:
             cur = orig(Conn, "cursor")(con)
             try:
                 rows = orig(Conn, "fetchall")(orig(Conn, "execute")(
-                    cur, "SELECT database_name, view_name, sql FROM duckdb_views() WHERE NOT internal"))
+                    cur, "SELECT database_name, view_name, sql FROM duckdb_views() WHERE NOT internal "
+                         "UNION ALL SELECT database_name, function_name, macro_definition FROM duckdb_functions() "
+                         "WHERE function_type = 'macro' AND NOT internal"))
             finally:
                 orig(Conn, "close")(cur)
         wanted = set(sources)
@@ -85,7 +88,8 @@ def through_views(con: Any, g: Guard, st: ConnState, stmts: tuple[_sql.SqlStatem
     """*decided*, with a denial added to each statement that reads a source's view reading a
     protected table."""
     protected = _protected(g)
-    if not protected or not any(t.name not in protected for s in stmts for t in s.tables):
+    uses_other = any(s.functions or any(t.name not in protected for t in s.tables) for s in stmts)
+    if not protected or not uses_other:
         return decided
     try:
         views = _source_views(con, g, st)
@@ -95,7 +99,8 @@ def through_views(con: Any, g: Guard, st: ConnState, stmts: tuple[_sql.SqlStatem
         return decided
     out = list(decided)
     for i, s in enumerate(stmts):
-        hit = _views_reaching(sorted({t.name for t in s.tables} - protected), views, protected, "duckdb")
+        hit = _views_reaching(sorted({t.name for t in s.tables} - protected | set(s.functions)), views, protected,
+                              "duckdb")
         if hit is not None and decided[i]:
             out[i] = (*decided[i], view_denial(g.policy, hit[0], hit[1], decided[i][0]))
     return tuple(out)

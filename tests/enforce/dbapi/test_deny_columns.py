@@ -31,6 +31,15 @@ VIEWS = ["CREATE VIEW cv AS SELECT id, ssn AS s FROM customers",  # a view store
          "CREATE VIEW cw AS WITH w AS (SELECT * FROM customers) SELECT id, ssn FROM w",
          "CREATE VIEW ov AS SELECT oid, amount FROM orders",  # a view that reads no protected table
          "CREATE VIEW nv AS SELECT id, name FROM customers"]  # a protected table's other columns: denied too
+FUNCTIONS = {
+    "duckdb": ["CREATE MACRO leak(i) AS (SELECT max(ssn) FROM customers WHERE id = i)",
+               "CREATE MACRO twice(i) AS i * 2"],
+    "pg": ["CREATE OR REPLACE FUNCTION leak(i int) RETURNS text AS 'SELECT ssn FROM customers WHERE id = i' "
+           "LANGUAGE sql",
+           "CREATE OR REPLACE FUNCTION leak_pl(i int) RETURNS text AS $$ BEGIN RETURN (SELECT ssn FROM customers "
+           "WHERE id = i); END $$ LANGUAGE plpgsql",
+           "CREATE OR REPLACE FUNCTION twice(i int) RETURNS int AS 'SELECT i * 2' LANGUAGE sql"],
+}
 CASES = yaml.safe_load((Path(__file__).parents[1] / "fixtures/deny_columns.yaml").read_text())
 ENGINES = ("duckdb", "pg", "sqlite")
 SSN = re.compile(r"ssn\d", re.I)
@@ -80,7 +89,7 @@ def _duckdb(root: Path) -> Iterator[Engine]:
     con.execute("CREATE TABLE customers AS SELECT i AS id, 'name' || i AS name, 'ssn' || i AS ssn, "
                 "DATE '2000-01-01' + i::INT AS dob FROM range(20) r(i)")
     con.execute("CREATE TABLE orders AS SELECT i AS oid, i % 20 AS cid, i * 1.5 AS amount FROM range(100) r(i)")
-    for v in VIEWS:
+    for v in VIEWS + FUNCTIONS["duckdb"]:
         con.execute(v)
     con.close()
     g = _guard(root, "duckdb: data/shop.duckdb")
@@ -103,6 +112,8 @@ def _pg(root: Path, server: PgServer) -> Iterator[Engine]:
     with psycopg.connect(server.dsn("shop"), autocommit=True) as owner:  # the guard is not installed yet
         for v in VIEWS:
             owner.execute(v.replace("CREATE VIEW", "CREATE OR REPLACE VIEW"))
+        for f in FUNCTIONS["pg"]:
+            owner.execute(f)
     g = _guard(root, f'url: "postgresql://localhost:{server.port}/shop"')
     psycopg_layer.install(g)
     con = psycopg.connect(server.dsn("shop"), autocommit=True)
@@ -119,6 +130,7 @@ def _pg(root: Path, server: PgServer) -> Iterator[Engine]:
         g.close()
         with psycopg.connect(server.dsn("shop"), autocommit=True) as owner:
             owner.execute("DROP VIEW IF EXISTS cv2, cv, cw, ov, nv")
+            owner.execute("DROP FUNCTION IF EXISTS leak(int), leak_pl(int), twice(int)")
 
 
 def _sqlite(root: Path) -> Iterator[Engine]:
@@ -197,7 +209,22 @@ def test_a_source_view_reading_a_protected_table_is_denied(engine: Engine, sql: 
     with pytest.raises(GuardDenied) as e:
         engine.con.execute(sql).fetchall()
     assert e.value.decision.rules[0].id == "source:shop.customers.deny_columns", e.value.decision
-    assert "view stored in the database" in e.value.decision.message
+    assert "is stored in the database (a view or a function)" in e.value.decision.message
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "pg"], indirect=True)
+def test_a_function_stored_in_the_source_that_reads_a_protected_table_is_denied(engine: Engine) -> None:
+    """DuckDB macros and PostgreSQL functions (SQL or PL/pgSQL) stored in the source: calling one
+    whose body reads a table with denied columns is denied; one that reads none is called."""
+    calls = ["SELECT leak(1)", "SELECT o.oid, leak(o.cid) FROM orders o"] + (
+        ["SELECT leak_pl(2)"] if engine.name == "pg" else [])
+    for sql in calls:
+        shown = engine.leaked(sql)
+        assert shown is not None and SSN.search(shown), (sql, shown)
+        with pytest.raises(GuardDenied) as e:
+            engine.con.execute(sql).fetchall()
+        assert e.value.decision.rules[0].id == "source:shop.customers.deny_columns", e.value.decision
+    assert engine.con.execute("SELECT twice(21)").fetchall() == [(42,)]
 
 
 def test_a_source_view_over_other_tables_is_read(engine: Engine) -> None:
