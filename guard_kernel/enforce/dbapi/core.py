@@ -25,8 +25,8 @@ from guard_kernel.policy.model import Policy, Source
 if TYPE_CHECKING:  # the classifier (and sqlglot) load with the first statement, not with the layer
     from guard_kernel.analysis.sql import requests as _sql
 
-__all__ = ["DbState", "Pending", "Verdict", "after", "check", "precheck", "server_source", "sqlite_source", "take",
-           "take_one"]
+__all__ = ["DbState", "Pending", "Verdict", "after", "check", "precheck", "protects_columns", "server_source",
+           "sqlite_source", "take", "take_one"]
 
 
 @dataclass
@@ -139,18 +139,26 @@ def _through_views(st: DbState, g: Guard, stmts: Iterable[_sql.SqlStatement],
     stored there, that reads a table with denied or masked columns: the guard does not resolve
     such an object's columns (fail closed)."""
     src = g.policy.sources.get(st.source) if st.source else None
-    if src is None or st.views is None or not decided:
+    if src is None or (st.views is None and st.known_views is None) or not decided:
         return decided
     protected = {t.name for t in src.tables.values() if t.deny_columns or t.mask_columns}
     names = {n for s in stmts for n in (*(t.name for t in s.tables), *s.functions)} - protected
     if not protected or not names:
         return decided
-    if st.known_views is None:
+    if st.known_views is None and st.views is not None:
         st.known_views = {k.lower(): v for k, v in st.views().items()}
+    if st.known_views is None:
+        return decided
     from guard_kernel.analysis.sql.refs import through_views
 
     hit = through_views(sorted(names), st.known_views, protected, st.dialect)
     return decided if hit is None else (*decided, view_denial(g.policy, hit[0], hit[1], decided[0]))
+
+
+def protects_columns(g: Guard, st: DbState) -> bool:
+    """Whether the connection's source has tables with denied or masked columns."""
+    src = g.policy.sources.get(st.source) if st.source else None
+    return src is not None and any(t.deny_columns or t.mask_columns for t in src.tables.values())
 
 
 def _columns(st: DbState, table: str) -> list[str] | None:
@@ -199,7 +207,8 @@ def after(st: DbState, g: Guard, stmts: Iterable[_sql.SqlStatement]) -> None:
     for s in stmts:
         if s.action is Action.SQL_DDL:
             st.known_columns.clear()
-            st.known_views = None
+            if st.views is not None:  # (without a reader, the views read at connect are kept)
+                st.known_views = None
         for t in s.created:
             if t.catalog == "temp":
                 g.owned_tables.add(f"temp.{t.name}")

@@ -257,7 +257,15 @@ async def _async_connect(cls: Any, /, conninfo: str = "", **kwargs: Any) -> Any:
     st = _decide_connect(g, conninfo, kwargs)
     conn = await original(cls, conninfo, **kwargs)  # (not quiet across an await: other tasks run meanwhile)
     _STATES[conn] = st
-    # async: no catalog reader, so a masked table is denied (fail closed)
+    # async: no catalog reader, so a masked table is denied (fail closed); the source's views and
+    # functions are read once, here (the session cannot change them: the source is read-only)
+    if core.protects_columns(g, st):
+        cur = conn.cursor()
+        await _orig(psycopg.AsyncCursor, "execute")(cur, _VIEWS)
+        rows = await _orig(psycopg.AsyncCursor, "fetchall")(cur)
+        st.known_views = {str(n).lower(): str(d or "") for n, d in rows}
+        if not conn.autocommit:
+            await conn.rollback()  # leave the connection as the caller opened it: no transaction
     return conn
 
 

@@ -269,3 +269,33 @@ def test_no_query_that_returns_ssn_is_allowed(engine: Engine) -> None:
                 assert not SSN.search(repr(rows)), f"allowed on {engine.name}, and it returned ssn values: {q}"
     print(f"{engine.name}: {leaking} leaking queries denied, {allowed} allowed")
     assert leaking > 50 and allowed > 20, (leaking, allowed)  # the grid holds both kinds
+
+
+def test_async_psycopg_sees_source_views_and_functions(engine_pg_async: Any) -> None:
+    """psycopg's async connections have no catalog reader: the views and functions are read when
+    the connection opens, and a use of one that reads a protected table is denied."""
+    import asyncio
+
+    async def session() -> list[Any]:
+        got: list[Any] = []
+        async with await psycopg.AsyncConnection.connect(engine_pg_async) as con:
+            for sql in ("SELECT s FROM cv", "SELECT leak(1)", "SELECT twice(2)", "SELECT oid FROM ov ORDER BY oid"):
+                try:
+                    got.append((await (await con.execute(sql)).fetchall())[:1])
+                except GuardDenied as e:
+                    got.append(e.decision.rules[0].id)
+        return got
+
+    assert asyncio.run(session()) == ["source:shop.customers.deny_columns", "source:shop.customers.deny_columns",
+                                      [(4,)], [(0,)]]
+
+
+@pytest.fixture()
+def engine_pg_async(pg_server: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.chdir(tmp_path)
+    gen = _pg(tmp_path, pg_server)
+    next(gen)
+    try:
+        yield pg_server.dsn("shop")
+    finally:
+        gen.close()
