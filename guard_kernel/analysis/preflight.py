@@ -93,6 +93,8 @@ class Unit:
     source: str
     decisions: tuple[Decision, ...] = ()
     runtime: tuple[RuntimeNote, ...] = ()
+    masked: tuple[str, ...] = ()
+    """``table.column (mask)`` the statement reads and gets back masked (``mask_columns``): allowed, not denied."""
 
     @property
     def outcome(self) -> Outcome:
@@ -106,6 +108,8 @@ class Unit:
         out: dict[str, Any] = {"kind": self.kind, "index": self.index, "outcome": self.outcome.value,
                                "source": self.source, "decisions": [d.as_dict() for d in self.decisions],
                                "runtime": [n.as_dict() for n in self.runtime]}
+        if self.masked:
+            out["masked"] = list(self.masked)
         if denials:  # what the kernel would have raised, as GuardDenied.as_dict() shows it
             out["denial"] = {**denials[0].as_dict(), **({"also": [d.as_dict() for d in denials[1:]]}
                                                         if len(denials) > 1 else {})}
@@ -166,10 +170,13 @@ class Report:
             lines.append(f"{u.kind} {u.index}: {u.outcome.value.upper()}  {first}")
             for d in u.decisions:
                 lines.extend("  " + x for x in _render_decision(d).splitlines())
+            if u.masked:
+                lines.append(f"  MASKED: {', '.join(u.masked)} will come back masked (computed in the database), "
+                             "not denied")
             for n in u.runtime:
                 where = f" (line {n.line})" if n.line else ""
                 lines.append(f"  RUNTIME: decided at run time{where}: {n.reason}\n    code: {n.code[:200]}")
-            if not u.decisions and not u.runtime:
+            if not u.decisions and not u.runtime and not u.masked:
                 lines.append("  nothing the guard decides before it runs")
         count = {o: sum(u.outcome is o for u in self.units) for o in Outcome}
         if any(d.action is Action.SQL_READ and not d.blocked for d in self.decisions):
@@ -382,10 +389,41 @@ def _check_sql(text: str, facts: Any, decider: Decider, database: str | None) ->
     for i, st in enumerate(stmts, 1):  # each statement gives one request, then one per file it reads
         mine = reqs[pos:pos + 1 + len(st.files)]
         pos += len(mine)
-        units.append(Unit(i, "statement", st.text.strip(), tuple(decider(r) for r in mine)))
+        decisions = tuple(decider(r) for r in mine)
+        masked: tuple[str, ...] = ()
+        if decisions and not any(d.blocked for d in decisions):
+            masked, denial = _masks(facts.policy, st, decisions[0])
+            decisions += (denial,) if denial is not None else ()
+        units.append(Unit(i, "statement", st.text.strip(), decisions, masked=masked))
         for t in st.created:
             facts.owned_tables.update({t.name, str(t)})
     return units
+
+
+def _masks(policy: Policy, st: Any, first: Decision) -> tuple[tuple[str, ...], Decision | None]:
+    """What ``mask_columns`` does to statement *st* in a session: the masked columns it reads
+    (``table.column (mask)``), or the denial when masking cannot hold (a filter, join, group or
+    order on a masked column…) — the rewrite the DuckDB gate runs, without running it."""
+    masks = policy.mask_columns()
+    named = [t.name for t in st.tables if t.name in masks]
+    if not named:
+        return (), None
+    from guard_kernel.analysis.sql import mask
+
+    try:
+        mask.rewrite(st.text, "duckdb", masks)
+    except mask.MaskDenied as e:
+        from guard_kernel.decision.evaluate import mask_denial
+
+        return (), mask_denial(policy, e, first)
+    cols = {c.rpartition(".")[2]: c.rpartition(".")[0] for c in st.columns}
+    out: list[str] = []
+    for t in dict.fromkeys(named):
+        for c, kind in sorted(masks[t].items()):
+            starred = any(s.table in (None, t) and c not in s.exclude for s in st.stars)
+            if starred or (c in cols and cols[c] in ("", t)):
+                out.append(f"{t}.{c} ({kind})")
+    return tuple(out), None
 
 
 def looks_like_python(text: str) -> bool:

@@ -291,6 +291,23 @@ def mask_denial(policy: Policy, err: Any, stmt: Decision) -> Decision:
                     "join, group or order on other columns.", stmt.line, stmt.code)
 
 
+def view_denial(policy: Policy, view: str, table: str, stmt: Decision) -> Decision:
+    """The denial of a use of *view*, a view or function stored in a source that reads *table*,
+    whose columns are denied or masked: the guard does not follow such an object's columns (fail
+    closed); would-deny in audit mode."""
+    src = next((s for s in policy.sources.values() if table in s.tables), None)
+    t = src.tables[table] if src is not None else None
+    kind = "deny_columns" if t is not None and t.deny_columns else "mask_columns"
+    cols = ", ".join(sorted(t.deny_columns if kind == "deny_columns" else t.mask_columns)) if t is not None else "?"
+    hit = RuleHit(f"source:{src.name if src else '?'}.{table}.{kind}",
+                  _base((src.file if src else "") or policy.file), src.line if src else 0)
+    return Decision(Effect.WOULD_DENY if policy.mode == "audit" else Effect.DENY, stmt.action, stmt.resource,
+                    (hit,), f"{view} is stored in the database (a view or a function) and reads {table} (columns "
+                    f"{cols} {'denied' if kind == 'deny_columns' else 'masked'}): the guard does not follow its "
+                    "columns, so using it is denied.",
+                    f"Read {table} itself, naming the columns you need.", stmt.line, stmt.code)
+
+
 def _render(template: str, policy: Policy, req: Request, rule: str, actor: str, environment: str) -> str:
     try:
         return template.format(action=req.action.value, resource=req.resource, policy=policy.name,

@@ -2,7 +2,8 @@
 
 Grouped by action class (read, write, export, network, shell, imports); each line names the rule
 (id, file, line) that says so — the file too, since a rule may come from a parent policy
-(``extends``).  Also the fixed protections (read-only sources, protected columns, ``sql.unknown``),
+(``extends``).  Also the fixed protections (read-only sources, protected and masked columns,
+``sql.unknown``),
 the scratch area and the row cap.  The equivalent of datasette's permission debug page.
 """
 
@@ -19,6 +20,10 @@ CLASS_TITLES: dict[ActionClass, str] = {
     ActionClass.READ: "read", ActionClass.WRITE: "write", ActionClass.EXPORT: "export",
     ActionClass.NETWORK: "network", ActionClass.SHELL: "shell", ActionClass.NONE: "imports",
 }
+
+
+_MASK_TEXT = {"redact": "as ***", "hash": "as a keyed HMAC", "null": "as NULL", "last4": "as ***+last 4"}
+"""How each ``mask_columns`` kind reads in the explanation."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,8 @@ def explain(policy: Policy, actor: str, environment: str = "default") -> dict[st
         "lock": policy.lock, "classes": {}, "not_for_this_actor": [],
         "sources": [{"name": s.name, "duckdb": s.duckdb, "paths": [g.text for g in s.paths],
                      "protected_columns": {t: sorted(st.deny_columns) for t, st in s.tables.items() if st.deny_columns},
+                     "masked_columns": {t: dict(sorted(st.mask_columns.items())) for t, st in s.tables.items()
+                                        if st.mask_columns},
                      "file": s.file or policy.file, "line": s.line} for s in policy.sources.values()],
         "extends": list(policy.extends),
         "scratch": [g.text for g in policy.scratch],
@@ -136,6 +143,11 @@ def render(data: dict[str, Any]) -> str:
                 for t, cols in s["protected_columns"].items():
                     out.append(f"  - never: {', '.join(f'{t}.{x}' for x in cols)} of source {s['name']}, "
                                f"SELECT * and whole-row reads included ({_short(s['file'])}:{s['line']})")
+                for t, masks in s.get("masked_columns", {}).items():
+                    shown = ", ".join(f"{t}.{c} ({_MASK_TEXT[m]})" for c, m in masks.items())
+                    out.append(f"  - masked: {shown} of source {s['name']} come back masked, computed in the "
+                               f"database; a read that filters, joins, groups or orders on them is denied "
+                               f"({_short(s['file'])}:{s['line']})")
             out.append(f"  - row cap: at most {data['max_rows']} rows per query into Python for {data['actor']} "
                        f"(past it: {data['on_exceed']})")
         if title == "write":

@@ -2,8 +2,8 @@
 
 Errors (the policy cannot be used): anything :func:`~guard_kernel.policy.load.load_policy` refuses,
 a glob or a ``where.command`` pattern that does not compile.  Warnings (the policy works, but
-probably not as meant): a declared DuckDB source that is not on disk, tables and columns a source
-does not have (when it can be opened read-only), a rule that can never match (an action no rule
+probably not as meant): a declared DuckDB or SQLite source that is not on disk, tables and columns
+a source does not have — in ``deny_columns`` and ``mask_columns`` — (when it can be opened read-only), a rule that can never match (an action no rule
 decides, a ``where`` key its actions never carry, an actor or environment ``applies_to`` excludes),
 and an ``allow``/``warn`` rule shadowed by a broader ``deny``.  Every finding is
 ``file:line: field: reason`` (a warning's reason starts ``warning:``).
@@ -19,7 +19,7 @@ from enum import Enum
 
 from guard_kernel.policy.actions import Action, action_matches
 from guard_kernel.policy.load import load_policy
-from guard_kernel.policy.model import Policy, PolicyError, Rule
+from guard_kernel.policy.model import Policy, PolicyError, Rule, Source
 
 
 class Severity(str, Enum):
@@ -106,46 +106,78 @@ def _compile_checks(policy: Policy) -> list[Finding]:
     return out
 
 
+def _catalog(src: Source) -> dict[str, set[str]]:
+    """Table → columns of a DuckDB or SQLite source read-only; raises
+    :class:`OSError` when it is not on disk and anything else its library raises."""
+    if src.duckdb:
+        if not os.path.exists(src.duckdb):
+            raise OSError(f"{src.duckdb} does not exist (yet): its tables and columns are not checked")
+        import duckdb
+
+        con = duckdb.connect(src.duckdb, read_only=True)
+        try:
+            rows = con.execute("SELECT table_name, column_name FROM duckdb_columns()").fetchall()
+        finally:
+            con.close()
+        return _by_table(rows)
+    path = src.sqlite or ""
+    if not os.path.exists(path):
+        raise OSError(f"{path} does not exist (yet): its tables and columns are not checked")
+    import sqlite3
+    from urllib.parse import quote
+
+    lite = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)  # read-only: the linter never writes
+    try:
+        rows = lite.execute("SELECT m.name, p.name FROM sqlite_schema m, pragma_table_info(m.name) p "
+                            "WHERE m.type IN ('table', 'view')").fetchall()
+    finally:
+        lite.close()
+    return _by_table(rows)
+
+
+def _by_table(rows: Iterable[tuple[object, object]]) -> dict[str, set[str]]:
+    cols: dict[str, set[str]] = {}
+    for t, c in rows:
+        cols.setdefault(str(t).lower(), set()).add(str(c).lower())
+    return cols
+
+
 def _source_checks(policy: Policy) -> list[Finding]:
-    """DuckDB sources on disk, and their tables and columns (opened read-only)."""
+    """DuckDB and SQLite sources on disk, and their tables and the columns ``deny_columns`` and
+    ``mask_columns`` name (opened read-only; a database server is not contacted)."""
     out: list[Finding] = []
     known: dict[str, set[str]] = {}  # table → columns, over every source that could be opened
     opened_all = True
     for src in policy.sources.values():
-        if not src.duckdb:
-            continue
-        field = f"sources.{src.name}.duckdb"
-        if not os.path.exists(src.duckdb):
-            out.append(Finding(src.file or policy.file, src.line or None, field,
-                               f"{src.duckdb} does not exist (yet): its tables and columns are not checked"))
-            opened_all = False
+        if not (src.duckdb or src.sqlite):
             continue
         try:
-            import duckdb
-
-            con = duckdb.connect(src.duckdb, read_only=True)
-            try:
-                rows = con.execute("SELECT table_name, column_name FROM duckdb_columns()").fetchall()
-            finally:
-                con.close()
-        except Exception as exc:  # locked by a writer, not a DuckDB file…: say so, check the rest
-            out.append(Finding(src.file or policy.file, src.line or None, field, f"cannot be opened read-only: {exc}"))
+            cols = _catalog(src)
+        except OSError as exc:
+            out.append(Finding(src.file or policy.file, src.line or None,
+                               f"sources.{src.name}.{'duckdb' if src.duckdb else 'url'}", str(exc)))
             opened_all = False
             continue
-        cols: dict[str, set[str]] = {}
-        for t, c in rows:
-            cols.setdefault(str(t).lower(), set()).add(str(c).lower())
+        except Exception as exc:  # locked by a writer, not a database file…: say so, check the rest
+            out.append(Finding(src.file or policy.file, src.line or None,
+                               f"sources.{src.name}.{'duckdb' if src.duckdb else 'url'}",
+                               f"cannot be opened read-only: {exc}"))
+            opened_all = False
+            continue
         for t in cols:
             known.setdefault(t, set()).update(cols[t])
+        base = os.path.basename(src.duckdb or src.sqlite or "")
         for name, table in src.tables.items():
             if name not in cols:
                 out.append(Finding(src.file or policy.file, src.line or None, f"sources.{src.name}.tables.{name}",
-                                   f"no table {name!r} in {os.path.basename(src.duckdb)} "
-                                   f"(tables: {', '.join(sorted(cols)) or 'none'})"))
+                                   f"no table {name!r} in {base} (tables: {', '.join(sorted(cols)) or 'none'})"))
                 continue
             for c in sorted(table.deny_columns - cols[name]):
                 out.append(Finding(src.file or policy.file, src.line or None, f"sources.{src.name}.tables.{name}.deny_columns",
                                    f"table {name!r} has no column {c!r}"))
+            for c in sorted(set(table.mask_columns) - cols[name]):
+                out.append(Finding(src.file or policy.file, src.line or None, f"sources.{src.name}.tables.{name}.mask_columns",
+                                   f"table {name!r} has no column {c!r}: the mask never applies"))
     if known and opened_all:
         loc = _local(policy)
         for i, r in enumerate(policy.rules):

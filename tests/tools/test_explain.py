@@ -87,3 +87,16 @@ def test_cli_malformed_policy_is_bad_input(tmp_path: Path, capsys: pytest.Captur
     bad.write_text("version: 1\nname: b\nrules:\n  - {id: a, effect: deny, actions: [sql.drop]}\n")
     assert main(["policy", "explain", str(bad)]) == 2
     assert f"{bad}:4: rules[0].actions[0]: unknown action 'sql.drop'" in capsys.readouterr().err
+
+
+def test_masked_columns_are_explained(tmp_path: Path) -> None:
+    p = tmp_path / "p.yaml"
+    p.write_text("version: 1\nname: m\nsources:\n  shop:\n    duckdb: shop.duckdb\n    tables:\n"
+                 "      customers: {mask_columns: {ssn: last4, email: hash, dob: 'null'}, deny_columns: [card]}\n")
+    data = explain(load_policy(p, root=str(tmp_path)), "agent")
+    assert data["sources"][0]["masked_columns"] == {"customers": {"dob": "null", "email": "hash", "ssn": "last4"}}
+    text = render(data)
+    assert ("masked: customers.dob (as NULL), customers.email (as a keyed HMAC), customers.ssn (as ***+last 4) "
+            "of source shop come back masked") in text, text
+    assert "a read that filters, joins, groups or orders on them is denied (p.yaml:4)" in text, text
+    assert "never: customers.card of source shop" in text

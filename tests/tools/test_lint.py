@@ -35,6 +35,9 @@ CASES: list[tuple[str, str, list[tuple[int | None, str, str, str]]]] = [
     ("unknown-column", SRC + "    tables: {customers: {deny_columns: [sssn]}}\n",
      [(4, "sources.wh.tables.customers.deny_columns", "warning", "no column 'sssn'")]),
     ("known-table-and-column", SRC + "    tables: {customers: {deny_columns: [ssn]}}\n", []),
+    ("unknown-mask-column", SRC + "    tables: {customers: {mask_columns: {sssn: redact, email: hash}}}\n",
+     [(4, "sources.wh.tables.customers.mask_columns", "warning", "no column 'sssn': the mask never applies")]),
+    ("known-mask-column", SRC + "    tables: {customers: {mask_columns: {email: hash}}}\n", []),
     ("rule-column-of-no-table", SRC + "rules:\n  - {id: a, effect: deny, actions: [sql.read], "
                                       "where: {columns: [clients.ssn]}}\n",
      [(7, "rules[0].where.columns", "warning", "no source has a table 'clients'")]),
@@ -144,3 +147,25 @@ def test_findings_in_a_parent_name_the_parents_file_and_index(tmp_path: Path) ->
                      "p0 (parent.yaml:4) matches everything it does (any matching deny wins)",
                      f"{tmp_path / 'parent.yaml'}:5: rules[1].actions: warning: sql.unknown is always denied before "
                      "any rule: this rule never decides anything"]
+
+
+@pytest.mark.parametrize("tables,expected", [
+    ("{customers: {mask_columns: {ssn: last4}, deny_columns: [name]}}", []),
+    ("{customers: {mask_columns: {sn: last4}}}",
+     [(4, "sources.shop.tables.customers.mask_columns", "warning", "no column 'sn'")]),
+    ("{clients: {mask_columns: {ssn: redact}}}", [(4, "sources.shop.tables.clients", "warning", "no table 'clients'")]),
+])
+def test_sqlite_source_columns_are_checked_read_only(tmp_path: Path, tables: str,
+                                                     expected: list[tuple[int | None, str, str, str]]) -> None:
+    import sqlite3
+
+    db = tmp_path / "shop.sqlite"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE customers (id INTEGER, name TEXT, ssn TEXT)")
+    con.commit()
+    con.close()
+    before = db.read_bytes()
+    p = tmp_path / "p.yaml"
+    p.write_text(HEAD + f"sources:\n  shop:\n    url: sqlite:///shop.sqlite\n    tables: {tables}\n")
+    check_findings(lint_policy(str(p), root=str(tmp_path)), expected)
+    assert db.read_bytes() == before and not (tmp_path / "shop.sqlite-journal").exists()

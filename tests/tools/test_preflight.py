@@ -210,3 +210,30 @@ def test_cli_reads_code_from_stdin(ws: Workspace, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr("sys.stdin", io.StringIO("SELECT 1; DELETE FROM orders"))
     assert main(["check", "--policy", str(ws.policy("default")), "--cwd", str(ws.root), "--sql", "-", "--json"]) == 3
     assert [u["outcome"] for u in json.loads(capsys.readouterr().out)["units"]] == ["allow", "deny"]
+
+
+MASK_POLICY = "version: 1\nname: masks\nextends: {parent}\nsources:\n  warehouse:\n    duckdb: data/warehouse.duckdb\n" \
+              "    tables:\n      customers: {{deny_columns: [ssn], mask_columns: {{email: hash, name: redact}}}}\n"
+
+
+@pytest.mark.parametrize("sql,outcome,masked,rule", [
+    ("SELECT email FROM customers", Outcome.ALLOW, ["customers.email (hash)"], None),
+    ("SELECT * EXCLUDE (ssn) FROM customers", Outcome.ALLOW, ["customers.email (hash)", "customers.name (redact)"],
+     None),
+    ("SELECT upper(x) FROM (SELECT name AS x FROM customers) t", Outcome.ALLOW, ["customers.name (redact)"], None),
+    ("SELECT id FROM customers WHERE email LIKE 'a%'", Outcome.DENY, [], "source:warehouse.customers.mask_columns"),
+    ("SELECT id FROM customers ORDER BY name", Outcome.DENY, [], "source:warehouse.customers.mask_columns"),
+    ("SELECT ssn FROM customers", Outcome.DENY, [], "source:warehouse.customers.deny_columns"),
+    ("SELECT id, region FROM customers", Outcome.ALLOW, [], None),
+])
+def test_masked_columns_are_said_to_be_masked_not_denied(ws: Workspace, tmp_path: Path, sql: str, outcome: Outcome,
+                                                         masked: list[str], rule: str | None) -> None:
+    p = tmp_path / "masks.yaml"
+    p.write_text(MASK_POLICY.format(parent=ws.policy("default")))
+    report = check(sql, policy=p, actor="agent", cwd=str(ws.root))
+    (unit,) = report.units
+    assert unit.outcome is outcome and list(unit.masked) == masked, report.render()
+    assert _denial_rules(unit.decisions)[:1] == ([rule] if rule else [])
+    if masked:
+        assert f"MASKED: {', '.join(masked)} will come back masked" in report.render()
+        assert json.loads(report.to_json())["units"][0]["masked"] == masked

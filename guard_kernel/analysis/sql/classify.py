@@ -103,6 +103,9 @@ class SqlStatement:
     """Table macros this statement creates (``CREATE [TEMP] MACRO m(…) AS TABLE …``)."""
     dropped_macros: tuple[str, ...] = ()
     """Macros this statement drops, or replaces with a scalar macro."""
+    functions: tuple[str, ...] = ()
+    """Functions sqlglot does not know that the statement calls (lower-case): a database may store
+    one that reads a protected table (the layers check them against the catalog)."""
     unlocks: bool = False
     """Would undo a read-only lock the guard put on the connection (``SET
     default_transaction_read_only = off``, ``BEGIN READ WRITE``, ``PRAGMA query_only = OFF``,
@@ -578,7 +581,7 @@ def _classify(text: str, kind: str, tree: exp.Expr, read_functions: frozenset[st
     return SqlStatement(
         text, action, kind, tables, written, tuple(facts.created), tuple(facts.columns), tuple(facts.stars),
         tuple(facts.patterns), tuple(facts.files), export_path, attach, returns_rows, temporary, reason,
-        cap_append, own_limit, tuple(facts.macros), created_macros, dropped_macros,
+        cap_append, own_limit, tuple(facts.macros), created_macros, dropped_macros, tuple(facts.functions),
     )
 
 

@@ -149,6 +149,12 @@ def _replacement(table: exp.Table, masks: Mapping[str, str], dialect: str, key: 
 def _check_predicates(tree: exp.Expr, masks: Mapping[str, Mapping[str, str]], named: set[str]) -> None:
     """Deny a masked column used to filter, join, group or order (by name: conservative)."""
     cols = {c: t for t in named for c in masks[t]}
+    for join in tree.find_all(exp.Join):  # `JOIN … USING (ssn)`: sqlglot keeps ssn as a bare identifier
+        for ident in join.args.get("using") or ():
+            name = ident.name.lower()
+            if name in cols:
+                raise MaskDenied(f"this read joins on masked column {cols[name]}.{name}: its value would leak "
+                                 "through which rows come back", cols[name], name)
     for col in tree.find_all(exp.Column):
         name = col.name.lower()
         if name not in cols:

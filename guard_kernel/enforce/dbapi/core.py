@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from guard_kernel.decision.errors import GuardDenied
-from guard_kernel.decision.evaluate import Decision, Effect, mask_denial
+from guard_kernel.decision.evaluate import Decision, Effect, mask_denial, view_denial
 from guard_kernel.decision.guard import Guard
 from guard_kernel.decision.request import Request
 from guard_kernel.policy.actions import Action
@@ -25,8 +25,8 @@ from guard_kernel.policy.model import Policy, Source
 if TYPE_CHECKING:  # the classifier (and sqlglot) load with the first statement, not with the layer
     from guard_kernel.analysis.sql import requests as _sql
 
-__all__ = ["DbState", "Pending", "Verdict", "after", "check", "precheck", "server_source", "sqlite_source", "take",
-           "take_one"]
+__all__ = ["DbState", "Pending", "Verdict", "after", "check", "precheck", "protects_columns", "server_source",
+           "sqlite_source", "take", "take_one"]
 
 
 @dataclass
@@ -48,6 +48,11 @@ class DbState:
     """How the driver reads a table's columns in order from the catalog (for masked columns)."""
     known_columns: dict[str, list[str]] = field(default_factory=dict)
     """Columns read so far, per table: kept for the session, forgotten after any DDL."""
+    views: Callable[[], dict[str, str]] | None = None
+    """How the driver reads the objects the database stores that may read a table — views,
+    functions — (name → definition) from the catalog."""
+    known_views: dict[str, str] | None = None
+    """The views read: kept for the session, read again after any DDL."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,8 @@ def _verdict(st: DbState, g: Guard, text: str, cwd: str, cap: bool, limit: int) 
     pending = (last.text.strip(), last.resource) if last is not None and last.returns_rows else None
     run = text
     if not any(d.blocked for d in decided):
+        decided = _through_views(st, g, stmts, decided)
+    if not any(d.blocked for d in decided):
         run, decided = _masked(st, g, text, decided)
     if cap and len(stmts) == 1 and pending is not None:
         run = _sql.cap_statement(stmts[0] if run is text else _sql.analyze(run, st.dialect)[0], limit)
@@ -124,6 +131,34 @@ def _masked(st: DbState, g: Guard, text: str, decided: tuple[Decision, ...]) -> 
         return _mask.rewrite(text, st.dialect, masks, catalog=catalog), decided
     except _mask.MaskDenied as e:
         return text, (*decided, mask_denial(g.policy, e, decided[0]))
+
+
+def _through_views(st: DbState, g: Guard, stmts: Iterable[_sql.SqlStatement],
+                   decided: tuple[Decision, ...]) -> tuple[Decision, ...]:
+    """*decided*, plus a denial when a statement reads a view of the source, or calls a function
+    stored there, that reads a table with denied or masked columns: the guard does not resolve
+    such an object's columns (fail closed)."""
+    src = g.policy.sources.get(st.source) if st.source else None
+    if src is None or (st.views is None and st.known_views is None) or not decided:
+        return decided
+    protected = {t.name for t in src.tables.values() if t.deny_columns or t.mask_columns}
+    names = {n for s in stmts for n in (*(t.name for t in s.tables), *s.functions)} - protected
+    if not protected or not names:
+        return decided
+    if st.known_views is None and st.views is not None:
+        st.known_views = {k.lower(): v for k, v in st.views().items()}
+    if st.known_views is None:
+        return decided
+    from guard_kernel.analysis.sql.refs import through_views
+
+    hit = through_views(sorted(names), st.known_views, protected, st.dialect)
+    return decided if hit is None else (*decided, view_denial(g.policy, hit[0], hit[1], decided[0]))
+
+
+def protects_columns(g: Guard, st: DbState) -> bool:
+    """Whether the connection's source has tables with denied or masked columns."""
+    src = g.policy.sources.get(st.source) if st.source else None
+    return src is not None and any(t.deny_columns or t.mask_columns for t in src.tables.values())
 
 
 def _columns(st: DbState, table: str) -> list[str] | None:
@@ -172,6 +207,8 @@ def after(st: DbState, g: Guard, stmts: Iterable[_sql.SqlStatement]) -> None:
     for s in stmts:
         if s.action is Action.SQL_DDL:
             st.known_columns.clear()
+            if st.views is not None:  # (without a reader, the views read at connect are kept)
+                st.known_views = None
         for t in s.created:
             if t.catalog == "temp":
                 g.owned_tables.add(f"temp.{t.name}")

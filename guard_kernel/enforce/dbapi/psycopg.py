@@ -116,7 +116,7 @@ def _new_state(key: tuple[str, int, str], source: str | None, scratch: frozenset
 
 
 def _catalog(conn: Any, st: core.DbState) -> None:
-    """Let the guard read a table's columns (in order) on *conn*, for masked columns."""
+    """Let the guard read a table's columns (in order) on *conn*, for masked columns, and its views."""
     def columns(table: str) -> list[str]:
         g = _guard
         if g is None:
@@ -125,9 +125,23 @@ def _catalog(conn: Any, st: core.DbState) -> None:
             cur = _orig(psycopg.Cursor, "execute")(conn.cursor(), _COLUMNS, (table,))
             return [r[0] for r in _orig(psycopg.Cursor, "fetchall")(cur)]
 
+    def views() -> dict[str, str]:
+        g = _guard
+        if g is None:
+            return {}
+        with g.quiet():
+            cur = _orig(psycopg.Cursor, "execute")(conn.cursor(), _VIEWS)
+            return {str(n): str(d or "") for n, d in _orig(psycopg.Cursor, "fetchall")(cur)}
+
     st.columns = columns
+    st.views = views
 
 
+_VIEWS = ("SELECT viewname, definition FROM pg_views WHERE schemaname NOT IN ('pg_catalog', 'information_schema') "
+          "UNION ALL SELECT matviewname, definition FROM pg_matviews "
+          # functions stored outside the system schemas, by their body (a C function's is its symbol)
+          "UNION ALL SELECT p.proname, p.prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+          "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')")
 _COLUMNS = ("SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
             "AND NOT attisdropped ORDER BY attnum")
 
@@ -243,7 +257,15 @@ async def _async_connect(cls: Any, /, conninfo: str = "", **kwargs: Any) -> Any:
     st = _decide_connect(g, conninfo, kwargs)
     conn = await original(cls, conninfo, **kwargs)  # (not quiet across an await: other tasks run meanwhile)
     _STATES[conn] = st
-    # async: no catalog reader, so a masked table is denied (fail closed)
+    # async: no catalog reader, so a masked table is denied (fail closed); the source's views and
+    # functions are read once, here (the session cannot change them: the source is read-only)
+    if core.protects_columns(g, st):
+        cur = conn.cursor()
+        await _orig(psycopg.AsyncCursor, "execute")(cur, _VIEWS)
+        rows = await _orig(psycopg.AsyncCursor, "fetchall")(cur)
+        st.known_views = {str(n).lower(): str(d or "") for n, d in rows}
+        if not conn.autocommit:
+            await conn.rollback()  # leave the connection as the caller opened it: no transaction
     return conn
 
 

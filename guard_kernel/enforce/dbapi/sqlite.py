@@ -247,8 +247,20 @@ def connect(database: Any, *args: Any, **kwargs: Any) -> Any:
             sqlite3.Connection.set_authorizer(con, _read_only)
             if any(t.mask_columns for t in source.tables.values()):
                 _masking(con, st, g)
+            if any(t.mask_columns or t.deny_columns for t in source.tables.values()):
+                _views(con, st, g)
     con._guard_state = st
     return con
+
+
+def _views(con: Any, st: core.DbState, g: Guard) -> None:
+    """The connection's reader of the source's views (name → definition)."""
+    def views() -> dict[str, str]:
+        with g.quiet():
+            rows = sqlite3.Connection.execute(con, "SELECT name, sql FROM sqlite_schema WHERE type = 'view'").fetchall()
+        return {str(n): str(q or "") for n, q in rows}
+
+    st.views = views
 
 
 def _masking(con: Any, st: core.DbState, g: Guard) -> None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, cast
 
 import _duckdb
@@ -37,9 +37,10 @@ from duckdb import _relation
 
 from guard_kernel.analysis.sql import mask as _mask
 from guard_kernel.analysis.sql import requests as _sql
-from guard_kernel.decision.evaluate import Decision, Effect, mask_denial
+from guard_kernel.decision.evaluate import Effect
 from guard_kernel.decision.guard import Guard
 from guard_kernel.decision.request import Request
+from guard_kernel.enforce.duckdb import columns
 from guard_kernel.enforce.duckdb.rows import (
     CONN_FETCH,
     EPOCH,
@@ -220,8 +221,10 @@ def _verdict(con: Any, g: Guard, text: str, export_action: Action, cwd: str) -> 
     # all statements at once: a later statement sees what earlier ones ATTACH, USE and CREATE
     reqs = iter(_sql.to_requests(stmts, ctx, export_action=export_action))
     decided = tuple(tuple(g.decide(next(reqs)) for _ in range(1 + len(s.files))) for s in stmts)
+    if not any(d.blocked for ds in decided for d in ds):
+        decided = columns.through_views(con, g, _state(con), stmts, decided)
     if g.policy.mask_columns() and not any(d.blocked for ds in decided for d in ds):
-        text, decided = _masked(g, text, stmts, decided)
+        text, decided = columns.masked(g, text, stmts, decided)
         if text is not c_text:
             stmts = _sql.analyze(text)
     last = stmts[-1] if stmts else None
@@ -229,41 +232,6 @@ def _verdict(con: Any, g: Guard, text: str, export_action: Action, cwd: str) -> 
         text, stmts, decided, tuple(d for ds in decided for d in ds if d.blocked), g, g.policy, EPOCH[0],
         frozenset(g.owned_tables), cwd,
         (last.text.strip(), last.resource) if last is not None and last.returns_rows else None)
-
-
-def _masked(g: Guard, text: str, stmts: tuple[_sql.SqlStatement, ...],
-            decided: tuple[tuple[Decision, ...], ...]) -> tuple[str, tuple[tuple[Decision, ...], ...]]:
-    """*text* with masked columns masked in the engine (:mod:`~guard_kernel.analysis.sql.mask`); a
-    statement that cannot be masked gets a denial (a would-deny in audit mode, run as it is)."""
-    masks = g.policy.mask_columns()
-    out: list[str] = []
-    changed = False
-    new_decided = list(decided)
-    for i, s in enumerate(stmts):
-        try:
-            new = _mask.rewrite(s.text, "duckdb", masks)
-        except _mask.MaskDenied as e:
-            new_decided[i] = (*decided[i], mask_denial(g.policy, e, decided[i][0]))
-            out.append(s.text)
-            continue
-        changed = changed or new is not s.text
-        out.append(s.text if new is s.text else new + ";\n")
-    if changed and len(stmts) == 1:
-        return out[0].rstrip(";\n"), tuple(new_decided)
-    return ("".join(out) if changed else text), tuple(new_decided)
-
-
-@contextlib.contextmanager
-def _scrubbed() -> Iterator[None]:
-    """DuckDB errors quote the statement they ran: the mask key's pads never appear in them."""
-    try:
-        yield
-    except duckdb.Error as e:
-        msg = str(e)
-        clean = _mask.scrub(msg)
-        if clean == msg:
-            raise
-        raise type(e)(clean) from None
 
 
 def _check(con: Any, g: Guard, text: str, *, record_last: bool = True, record_reads: bool = True,
@@ -418,7 +386,7 @@ def _execute(self: Any, query: Any, parameters: Any = None) -> Any:
     if text is None:  # let DuckDB raise its own error for a wrong type
         return orig(Conn, "execute")(self, query, parameters)
     c = _check(self, g, text)
-    with g.quiet(), _scrubbed():
+    with g.quiet(), columns.scrubbed():
         return _run_statements(self, g, c, parameters, orig(Conn, "execute"))
 
 
@@ -428,7 +396,7 @@ def _executemany(self: Any, query: Any, parameters: Any = None) -> Any:
     if g is None or text is None:
         return orig(Conn, "executemany")(self, query, parameters)
     c = _check(self, g, text)
-    with g.quiet(), _scrubbed():
+    with g.quiet(), columns.scrubbed():
         result = orig(Conn, "executemany")(self, c.text, parameters)
     st = _state(self)
     st.pending = _pending_for(c, g)
@@ -479,7 +447,7 @@ def _submit(self: Any, sql: str, values: Any = None, format: str = "rows", batch
     if p is not None:
         p.display = display
         run_sql = _sql.cap(c.text, g.max_rows if display else g.max_rows + 1)
-    with g.quiet(), _scrubbed():
+    with g.quiet(), columns.scrubbed():
         result = orig(Conn, "_submit")(self, run_sql, values, format, batch_size)
     _after(self, g, c.stmts)
     return CappedResult(result, p) if p is not None else result
@@ -492,7 +460,7 @@ def _prepare_script(self: Any, sql: Any, values: Any = None, **kwargs: Any) -> A
         return orig(Conn, "_prepare_script")(self, sql, values, **kwargs)
     c = _check(self, g, text, record_last=False)
     sql = c.text if isinstance(sql, str) or len(c.stmts) > 1 or c.text != text else sql
-    with g.quiet(), _scrubbed():
+    with g.quiet(), columns.scrubbed():
         out = orig(Conn, "_prepare_script")(self, sql, values, **kwargs)
     _after(self, g, c.stmts[:-1])  # the last runs through _submit (or lazily, as a relation)
     return out
@@ -504,7 +472,7 @@ def _create_view(self: Any, name: str, sql: str, **kwargs: Any) -> Any:
         quoted = '"' + str(name).replace('"', '""') + '"'
         stmt = f"CREATE OR REPLACE VIEW {quoted} AS {sql}"
         c = _check(self, g, stmt)
-        with g.quiet(), _scrubbed():
+        with g.quiet(), columns.scrubbed():
             if c.text != stmt:  # masked columns: the view is made of the masked rows
                 sql = _mask.rewrite(sql, "duckdb", g.policy.mask_columns())
             out = orig(Conn, "_create_view")(self, name, sql, **kwargs)

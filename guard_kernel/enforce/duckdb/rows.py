@@ -91,6 +91,9 @@ class ConnState:
     """(policy, EPOCH, cwd, owned tables, SqlContext): the context last built for this connection."""
     macros: set[str] = field(default_factory=set)
     """Table macros created on this connection in the session (its cursors start without them)."""
+    views: tuple[int, dict[str, str]] | None = None
+    """(EPOCH, view → definition) of the views stored in the source databases the connection
+    reaches (:mod:`~guard_kernel.enforce.duckdb.columns`); read again when the catalogs change."""
 
 
 def orig(owner: Any, name: str) -> Any:

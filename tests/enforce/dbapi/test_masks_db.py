@@ -91,9 +91,12 @@ def test_pg_bypass_class_returns_only_masked_values(pg_server: PgServer, tmp_pat
     psycopg_layer.install(g)
     try:
         with psycopg.connect(pg_server.dsn("shop")) as con:
-            for fetch in (lambda c: c.fetchall(), lambda c: [c.fetchone()], lambda c: c.fetchmany(50)):
+            for fetch in (lambda c: c.fetchall(), lambda c: [c.fetchone()], lambda c: c.fetchmany(50), list):
                 rows = repr(fetch(con.execute(case["sql"])))
                 assert not LEAK.search(rows), rows
+            with con.cursor(name="server_side") as cur:  # a server-side cursor: rows fetched in batches
+                cur.execute(case["sql"])
+                assert not LEAK.search(repr(cur.fetchall()))
     finally:
         psycopg_layer.uninstall()
         set_current(None)
@@ -113,6 +116,20 @@ def test_pg_benign_runs(pg_con: Any, case: dict[str, Any]) -> None:
     assert pg_con.execute(case["sql"]).fetchall()
 
 
+@pytest.mark.parametrize("sql", ["SELECT * FROM customers", "SELECT x FROM (SELECT ssn AS x, name FROM customers) t"])
+def test_pg_dataframe_readers_see_masks(pg_con: Any, sql: str) -> None:
+    import warnings
+
+    import pandas as pd
+    import polars as pl
+    with warnings.catch_warnings():  # pandas prefers SQLAlchemy, and says so
+        warnings.simplefilter("ignore")
+        shown = pd.read_sql(sql, pg_con).to_string()
+    assert "***" in shown or "x" in shown
+    assert not LEAK.search(shown), shown
+    assert not LEAK.search(repr(pl.read_database(sql, pg_con).rows()))
+
+
 def test_pg_hash_is_the_keyed_hmac(pg_con: Any) -> None:
     row = pg_con.execute("SELECT name, ssn, dob FROM customers WHERE id = 3").fetchone()
     assert row == (hmac.new(KEY, b"name3", hashlib.sha256).hexdigest(), "***", None)
@@ -130,6 +147,7 @@ def _make_sqlite(root: Path) -> Path:
                     [(i, f"name{i}", f"ssn{i}", f"2000-01-{i + 1:02d}") for i in range(20)])
     con.execute("CREATE TABLE orders (oid INTEGER, cid INTEGER, amount REAL)")
     con.executemany("INSERT INTO orders VALUES (?, ?, ?)", [(i, i % 20, i * 1.5) for i in range(100)])
+    con.execute("CREATE VIEW mv AS SELECT id, ssn AS s FROM customers")  # stored in the source
     con.commit()
     con.close()
     return db
@@ -176,6 +194,15 @@ def test_sqlite_benign_runs_unchanged(lite: tuple[Any, Any], case: dict[str, Any
     assert con.execute(case["sql"]).fetchall() == raw.execute(case["sql"]).fetchall()
 
 
+def test_sqlite_source_view_over_a_masked_table_is_denied(lite: tuple[Any, Any]) -> None:
+    raw, con = lite
+    assert LEAK.search(repr(raw.execute("SELECT s FROM mv").fetchall()))
+    with pytest.raises(GuardDenied) as e:
+        con.execute("SELECT s FROM mv")
+    assert e.value.decision.rules[0].id == "source:shop.customers.mask_columns"
+    assert "masked" in e.value.decision.message
+
+
 def test_sqlite_hash_is_the_keyed_hmac_and_pandas_sees_masks(lite: tuple[Any, Any]) -> None:
     import pandas as pd
 
@@ -183,6 +210,9 @@ def test_sqlite_hash_is_the_keyed_hmac_and_pandas_sees_masks(lite: tuple[Any, An
     assert con.execute("SELECT name, ssn, dob FROM customers WHERE id = 3").fetchone() == (
         hmac.new(KEY, b"name3", hashlib.sha256).hexdigest(), "***", None)
     assert not LEAK.search(pd.read_sql("SELECT * FROM customers", con).to_string())
+    import polars as pl
+
+    assert not LEAK.search(repr(pl.read_database("SELECT * FROM customers", con).rows()))
 
 
 def test_sqlalchemy_over_sqlite_sees_masks(lite: tuple[Any, Any], tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,8 +98,15 @@ def test_bypass_class_returns_only_masked_values(guard: Guard, raw: Any, case: d
     try:
         got = repr(con.execute(q).fetchall())
         assert not _leaks(got), got
-        for frame in (con.sql(q).df().to_string(), repr(con.sql(q).arrow()), repr(con.execute(q).fetchnumpy())):
-            assert not _leaks(frame)
+        fetches: list[Callable[[Any], Any]] = [
+            lambda c: c.sql(q).df().to_string(), lambda c: c.sql(q).arrow(), lambda c: c.execute(q).fetchnumpy(),
+            lambda c: c.execute(q).fetchone(), lambda c: c.execute(q).fetchmany(50), lambda c: c.sql(q).pl(),
+            lambda c: c.sql(q).fetchall(), lambda c: c.execute(q).df().to_string(), lambda c: list(c.sql(q).fetchall()),
+        ]
+        for fetch in fetches:  # a cursor each: DuckDB wants a result finished before the next statement
+            with con.cursor() as cur:
+                frame = repr(fetch(cur))
+            assert not _leaks(frame), frame
     finally:
         con.close()
 
