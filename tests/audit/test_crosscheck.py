@@ -26,7 +26,11 @@ from guard_kernel.demo import Workspace
 
 POLICY = {"name": "server", "sha256": "0" * 64}
 TAMPER = "import guard_kernel.decision.guard as g\ng.current().audit.write = lambda kind, **f: dict(f)"
-"""A cell that replaces the session guard's audit sink ``write`` with a no-op."""
+"""A cell that replaces the session guard's audit sink ``write`` with a no-op (the guard puts it back)."""
+SILENCE = ("ip = get_ipython()\nfor e in ('pre_run_cell', 'post_run_cell'):\n    ip.events.callbacks[e].clear()\n"
+           + TAMPER)
+"""A cell that also unregisters the guard's cell callbacks: out of a ``%load_ext`` guard's reach (the
+guarded kernel's per-request check still sees it)."""
 
 
 def server_writer(folder: Path) -> AuditWriter:
@@ -209,7 +213,7 @@ def broken_session(project: Workspace, tmp_path_factory: pytest.TempPathFactory)
             ("load", "%load_ext guard_kernel"),
             ("plain", "x = 40 + 2"),
             ("denied", "open('data/raw/crosscheck.csv', 'w').write('x')"),
-            ("tamper", TAMPER),
+            ("tamper", SILENCE),
             ("unrecorded", "y = x + 1"),
         ]:
             ids[name], content = fwd.run(code)
@@ -299,14 +303,13 @@ def test_the_guarded_kernels_header_names_the_servers_kernel_id(project: Workspa
     assert rc == 0 and "the kernel recorded 2" in out, out
 
 
-def test_a_guarded_kernel_silenced_by_a_cell_is_caught_by_crosscheck(project: Workspace, tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch,
-                                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    """Today one cell silences even the guarded kernel's audit: it replaces the guard's sink
-    ``write`` in the kernel, the launcher (which owns the file) is simply sent nothing more, and
-    the per-request tamper check does not look at the sink.  The launcher's file stays intact and
-    verifies; only the server's record shows the cells that ran unrecorded.  (When the tamper check
-    learns this, the cell is refused and recorded, and this test's expectation changes.)"""
+def test_a_cell_that_replaces_the_sink_is_recorded_anyway(project: Workspace, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A cell that replaces the guard's sink ``write`` used to silence the guarded kernel's audit
+    from then on (crosscheck found it).  The recording path is pinned now: the cell's end puts it
+    back, records the cell and a ``tamper`` record naming what was replaced, and every later cell
+    is recorded; crosscheck finds nothing missing."""
     from jupyter_client.manager import KernelManager
 
     from guard_kernel.kernel import spec
@@ -331,7 +334,10 @@ def test_a_guarded_kernel_silenced_by_a_cell_is_caught_by_crosscheck(project: Wo
     server.close()
     [kernel] = sorted(audit.glob("*.jsonl"))
     assert verify(str(kernel)).ok  # nothing in the launcher's file was erased or rewritten
+    records = list(read_records(str(kernel)))
+    [tamper] = [r for r in records if r["kind"] == "tamper"]
+    assert tamper["decision"] == "deny" and any("write" in h for h in tamper["hooks"]), tamper
     rc, out = run_cli(capsys, server.path, str(kernel), "--json")
     report = json.loads(out)
-    assert rc == 1 and [m["msg_id"] for m in report["missing"]] == silenced
-    assert whole not in {m["msg_id"] for m in report["missing"]} and report["counts"]["recorded"] == 1
+    assert rc == 0 and report["missing"] == [] and report["counts"]["recorded"] == 3, report
+    assert {whole, *silenced} <= {(r.get("request") or {}).get("msg_id") for r in records}

@@ -35,7 +35,7 @@ from guard_kernel.decision.evaluate import Decision, Effect, RuleHit
 from guard_kernel.decision.messages import Code, facts
 from guard_kernel.decision.request import Request
 from guard_kernel.enforce import lazy
-from guard_kernel.enforce.ipython import notices, outputs, unavailable
+from guard_kernel.enforce.ipython import notices, outputs, pins, unavailable
 from guard_kernel.enforce.ipython.cell import CellTransformer, analyze_source
 from guard_kernel.enforce.ipython.config import configured_environ
 from guard_kernel.enforce.layer import Layer, ModuleLayer
@@ -96,6 +96,8 @@ class _Loaded:
     """Removes the display caps (:mod:`.outputs`)."""
     live: LiveNotebook | None = None
     """The live audit notebook (audit/live.py), updated after every cell."""
+    pinned: pins.Pins | None = None
+    """The guard's own recording path as loaded (:mod:`.pins`)."""
 
 
 _loaded: _Loaded | None = None
@@ -146,7 +148,7 @@ def load_ipython_extension(ip: Any) -> None:
         gate = unavailable.block(ip, f"{type(exc).__name__}: {exc}", lambda file: _load_with_policy(ip, file))
         raise GuardUnavailable(gate.decision()) from exc
     unavailable.unblock(ip)
-    state = _Loaded(ip, guard, CellTransformer(ip))
+    state = _Loaded(ip, guard, CellTransformer(ip), pinned=pins.pin(guard))
     try:
         session.set_current(guard)
         with guard.quiet():  # the guard's own imports and set-up are not the user's actions
@@ -307,8 +309,18 @@ def _register_events(state: _Loaded) -> None:
             guard.cell_log = frame.outer_log
             if frame.outer_log is not None:  # a cell run from a cell: its records are the outer cell's too
                 frame.outer_log.extend(frame.log)
+        # a cell that replaced the recording path (the sink, a record method) would silence its own
+        # record and every later one: put it back first, then say so after the cell's record
+        replaced = state.pinned.broken() if state.pinned is not None else []
+        if replaced and state.pinned is not None:
+            state.pinned.restore()
         try:
             _record_cell(guard, frame, result)
+            if replaced:
+                guard.record("tamper", action=None, resource="guard_kernel", decision="deny",
+                             rules=[guard.lock_rule()], hooks=replaced,
+                             message="this cell replaced the guard's recording path (" + ", ".join(replaced)
+                             + "); it was put back and the cell recorded")
         except Exception as exc:  # the cell has run; say the record is missing rather than hide it
             print(f"guard_kernel: could not write the cell record: {exc}", file=sys.stderr)
         if guard.policy.audit.live_notebook and not isinstance(guard.audit, PipeSink):  # the launcher writes it
@@ -356,6 +368,8 @@ def _tampered(state: _Loaded) -> list[str]:
             out.append(f"{event} callback")
     for layer in state.layers:
         out.extend(layer.tampered())
+    if state.pinned is not None:
+        out.extend(state.pinned.broken())
     return out
 
 
@@ -373,6 +387,8 @@ def _repair(state: _Loaded) -> None:
             ip.events.register(event, cb)
     for layer in state.layers:
         layer.install()
+    if state.pinned is not None:
+        state.pinned.restore()
 
 
 def tampered() -> list[str]:
