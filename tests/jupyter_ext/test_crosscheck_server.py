@@ -30,8 +30,12 @@ from guard_kernel.audit.session import read_header
 from guard_kernel.cli.main import main
 from guard_kernel.demo import Workspace
 
-TAMPER = "import guard_kernel.decision.guard as g\ng.current().audit.write = lambda kind, **f: dict(f)"
-"""A cell that replaces the session guard's audit sink ``write`` with a no-op (tests/audit/test_crosscheck.py)."""
+# Replacing the sink alone is caught now (the guard pins its recording path, enforce/ipython/pins.py);
+# unregistering the guard's cell callbacks as well is out of a %load_ext guard's reach: only the
+# server's record shows what ran after it.
+TAMPER = ("ip = get_ipython()\nfor e in ('pre_run_cell', 'post_run_cell'):\n    ip.events.callbacks[e].clear()\n"
+          "import guard_kernel.decision.guard as g\ng.current().audit.write = lambda kind, **f: dict(f)")
+"""A cell that unregisters the guard's cell callbacks and replaces its sink ``write`` (as tests/audit/test_crosscheck.py's SILENCE)."""
 
 
 @pytest.fixture(name="audit_dir")
