@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from guard_kernel.decision.guard import Guard
+from guard_kernel.decision.messages import Code, facts, json_line
 
 __all__ = ["install"]
 
@@ -38,9 +39,19 @@ def _record(g: Guard, kind: str, shown: int, total: int | None, unit: str, key: 
              unit=unit)
 
 
-def _note(shown: int, total: int | None, unit: str, key: str) -> str:
+_HINTS = {
+    "rows": "Show fewer rows (df.head(n), a filter, an aggregate), or write the result to scratch and read it there.",
+    "characters": "Print less (a summary, len(), the first lines), or write the text to a file in scratch.",
+}
+
+
+def _note(shown: int, total: int | None, unit: str, key: str, more: str = "") -> str:
+    """The note under a cut output: the short line (*more* appended), then its ``json:`` line."""
     of = f"{total}" if total is not None else f"more than {shown}"
-    return f"… output cut to {shown} of {of} {unit} (limits.{key} of the guard's policy)"
+    line = f"… output cut to {shown} of {of} {unit} (limits.{key} of the guard's policy){more}"
+    return line + "\n" + json_line(facts(Code.TRUNCATED, line.lstrip("… "), _HINTS[unit], effect="truncate",
+                                          returned=shown, more=True, total=total, reader="display", unit=unit,
+                                          via=f"limits.{key}"))
 
 
 def _type_name(obj: Any) -> str:
@@ -77,19 +88,19 @@ def _cut_format(ip: Any, guard: Guard) -> Callable[[], None]:
         except Exception:  # a table that cannot say its length: shown as its library shows it
             cut = None
         data, md = orig(cut[0] if cut else obj, include, exclude)
+        text = data.get("text/plain")
+        n = limits.display_bytes
+        if isinstance(text, str) and len(text) > n:  # the output itself, before any note of ours
+            _record(guard, "text", n, len(text), "characters", "display_bytes")
+            data["text/plain"] = text[:n] + "\n" + _note(n, len(text), "characters", "display_bytes")
         if cut:
             kind = _type_name(obj).rsplit(".", 1)[-1]
             _record(guard, kind, limits.display_rows, cut[1], "rows", "display_rows")
             note = _note(limits.display_rows, cut[1], "rows", "display_rows")
             if isinstance(data.get("text/plain"), str):
                 data["text/plain"] += "\n" + note
-            if isinstance(data.get("text/html"), str):
-                data["text/html"] += f"<p><em>{html.escape(note)}</em></p>"
-        text = data.get("text/plain")
-        n = limits.display_bytes
-        if isinstance(text, str) and len(text) > n:
-            _record(guard, "text", n, len(text), "characters", "display_bytes")
-            data["text/plain"] = text[:n] + "\n" + _note(n, len(text), "characters", "display_bytes")
+            if isinstance(data.get("text/html"), str):  # people read the line; programs the text/plain
+                data["text/html"] += f"<p><em>{html.escape(note.splitlines()[0])}</em></p>"
         return data, md
 
     fmt.format = format
@@ -148,8 +159,8 @@ class _StreamCut:
             return len(s)
         self.cut_at = n
         self.write_orig(s[:max(n - used, 0)])
-        self.write_orig(f"\n{_note(n, None, 'characters', 'display_bytes')}; the rest of this "
-                        f"cell's {self.name} is not shown\n")
+        self.write_orig("\n" + _note(n, None, "characters", "display_bytes",
+                                      f"; the rest of this cell's {self.name} is not shown") + "\n")
         return len(s)
 
     def end_cell(self) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pandas as pd
 import pytest
 from conftest import GuardedKernel, kernel_env
@@ -14,6 +15,7 @@ from IPython.core.interactiveshell import InteractiveShell
 
 from guard_kernel.audit import read_records
 from guard_kernel.decision.guard import Guard
+from guard_kernel.decision.messages import find_facts, schema
 from guard_kernel.demo import Workspace
 from guard_kernel.enforce.ipython import outputs
 from guard_kernel.policy import parse_policy
@@ -55,7 +57,11 @@ def test_dataframe_rows_are_capped(shell: tuple[Any, Guard], n: int, cut: bool) 
 def test_long_text_is_cut(shell: tuple[Any, Guard]) -> None:
     ip, g = shell
     data, _ = ip.display_formatter.format("x" * 3000)
-    assert data["text/plain"].count("x") == 1999 and "output cut to 2000 of 3002 characters" in data["text/plain"]
+    shown, line = data["text/plain"].rsplit("\n", 1)
+    assert shown.count("x") == 1999 and "output cut to 2000 of 3002 characters" in shown
+    facts = find_facts(line)  # the note ends with the machine-readable line, like every guard message
+    assert facts is not None and facts["code"] == "truncated" and facts["returned"] == 2000 and facts["total"] == 3002
+    jsonschema.validate(facts, schema())
     data, _ = ip.display_formatter.format("short")
     assert data["text/plain"] == "'short'"
     assert [r["unit"] for r in _cuts(g)] == ["characters"]
@@ -132,7 +138,10 @@ def test_long_stream_output_is_cut_noted_and_audited(k: GuardedKernel, code: str
     text = res.stdout if stream == "stdout" else res.stderr
     note = "output cut to 400 of more than 400 characters (limits.display_bytes of the guard's policy)"
     assert note in text, res
-    assert len(text) < 400 + 200, len(text)  # the cap, plus the note
+    assert len(text) < 400 + 800, len(text)  # the cap, plus the note and its json line
+    facts = find_facts(text)
+    assert facts is not None and facts["reader"] == "display" and facts["unit"] == "characters", text
+    jsonschema.validate(facts, schema())
     assert first in text and gone not in text, text
     cuts = _kernel_cuts(k, mark)
     assert [(c["resource"], c["shown"], c["total"], c["decision"]) for c in cuts] == [
