@@ -81,22 +81,35 @@ def _path_write(g: Guard, w: Any, name: str, args: tuple[Any, ...], kwargs: dict
     check_export(g, text, via)
 
 
+def _remembering(original: Callable[[Any, str], Any], name: str, named: tuple[str, ...]) -> Callable[..., Any]:
+    """A builder call (``format``, ``mode``, ``option``…) that keeps what it says about the target
+    for the write that follows; *named* are the calls whose first argument is kept under their name."""
+    def guarded(w: Any, *args: Any, **kwargs: Any) -> Any:
+        o = _opts(w)
+        if name in named and args:
+            o[name] = str(args[0]).lower()
+        elif name == "option" and len(args) >= 2:
+            o[str(args[0]).lower()] = args[1]
+        elif name == "options":
+            o.update({str(k).lower(): v for k, v in kwargs.items()})
+        elif name in ("foreach", "foreachBatch"):
+            o["format"] = name.lower()
+        return original(w, name)(w, *args, **kwargs)
+    guarded.__name__ = name
+    return guarded
+
+
+def _owning(g: Guard | None, key: Any, call: Callable[[], Any]) -> Any:
+    """Run a table write; the table it wrote under the guard becomes the session's own."""
+    result = call()
+    if g is not None and key is not None:
+        g.owned_tables.add(key)
+    return result
+
+
 def wrappers(original: Callable[[Any, str], Any], active: Callable[[], Guard | None]) -> dict[str, Callable[..., Any]]:
     """Guarded versions of DataFrameWriter's methods (path and table writes, option memory)."""
     out: dict[str, Callable[..., Any]] = {}
-
-    def remember(name: str) -> Callable[..., Any]:
-        def guarded(w: Any, *args: Any, **kwargs: Any) -> Any:
-            o = _opts(w)
-            if name in ("format", "mode") and args:
-                o[name] = str(args[0]).lower()
-            elif name == "option" and len(args) >= 2:
-                o[str(args[0]).lower()] = args[1]
-            elif name == "options":
-                o.update({str(k).lower(): v for k, v in kwargs.items()})
-            return original(w, name)(w, *args, **kwargs)
-        guarded.__name__ = name
-        return guarded
 
     def path_write(name: str) -> Callable[..., Any]:
         def guarded(w: Any, *args: Any, **kwargs: Any) -> Any:
@@ -129,15 +142,12 @@ def wrappers(original: Callable[[Any, str], Any], active: Callable[[], Guard | N
                     table = kwargs.get("name") or kwargs.get("tableName") or (args[0] if args else "")
                     key = statements.table_written(g, _session(w), str(table), Action.SQL_WRITE, via,
                                                    creates=name == "saveAsTable")
-            result = original(w, name)(w, *args, **kwargs)
-            if g is not None and key is not None:
-                g.owned_tables.add(key)
-            return result
+            return _owning(g, key, lambda: original(w, name)(w, *args, **kwargs))
         guarded.__name__ = name
         return guarded
 
     for n in _REMEMBER:
-        out[n] = remember(n)
+        out[n] = _remembering(original, n, ("format", "mode"))
     for n in PATH_WRITES:
         out[n] = path_write(n)
     for n in TABLE_WRITES:
@@ -162,10 +172,7 @@ def v2_wrappers(original: Callable[[Any, str], Any],
                 table = str(w.__dict__.get("_guard_table", ""))
                 creates = name in ("create", "createOrReplace", "replace")
                 key = statements.table_written(g, _session(w), table, Action.SQL_WRITE, via, creates=creates)
-            result = original(w, name)(w, *args, **kwargs)
-            if g is not None and key is not None:
-                g.owned_tables.add(key)
-            return result
+            return _owning(g, key, lambda: original(w, name)(w, *args, **kwargs))
         guarded.__name__ = name
         return guarded
 
@@ -178,21 +185,6 @@ def stream_wrappers(original: Callable[[Any, str], Any],
                     active: Callable[[], Guard | None]) -> dict[str, Callable[..., Any]]:
     """Guarded DataStreamWriter methods: ``start`` (a path or a sink format) and ``toTable``."""
     out: dict[str, Callable[..., Any]] = {}
-
-    def remember(name: str) -> Callable[..., Any]:
-        def guarded(w: Any, *args: Any, **kwargs: Any) -> Any:
-            o = _opts(w)
-            if name in ("format", "outputMode") and args:
-                o[name] = str(args[0]).lower()
-            elif name == "option" and len(args) >= 2:
-                o[str(args[0]).lower()] = args[1]
-            elif name == "options":
-                o.update({str(k).lower(): v for k, v in kwargs.items()})
-            elif name in ("foreach", "foreachBatch"):
-                o["format"] = name.lower()
-            return original(w, name)(w, *args, **kwargs)
-        guarded.__name__ = name
-        return guarded
 
     def start(w: Any, *args: Any, **kwargs: Any) -> Any:
         g = active()
@@ -207,13 +199,10 @@ def stream_wrappers(original: Callable[[Any, str], Any],
             table = kwargs.get("tableName") or (args[0] if args else "")
             key = statements.table_written(g, _session(w), str(table), Action.SQL_WRITE, "DataStreamWriter.toTable",
                                            creates=True)
-        result = original(w, "toTable")(w, *args, **kwargs)
-        if g is not None and key is not None:
-            g.owned_tables.add(key)
-        return result
+        return _owning(g, key, lambda: original(w, "toTable")(w, *args, **kwargs))
 
     for n in ("format", "option", "options", "outputMode", "foreach", "foreachBatch"):
-        out[n] = remember(n)
+        out[n] = _remembering(original, n, ("format", "outputMode"))
     out["start"] = start
     out["toTable"] = to_table
     return out
